@@ -1,0 +1,208 @@
+//! Identities built from verified token claims, and the pure authorization decision.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use crate::ids::{InvalidPermission, InvalidRole, InvalidUserId, Permission, Role, UserId};
+use crate::time::UnixMillis;
+
+/// The claims realtime reads from a verified token, before validation.
+///
+/// A token verifier deserialises the verified claims into this and calls
+/// [`Identity::from_claims`]. Unknown claims are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RawClaims {
+    /// The subject; becomes the [`UserId`]. Required.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Roles, an array of strings. Optional; absent means none.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Permissions, an array of strings. Optional; absent means none.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// Expiry, in seconds since the Unix epoch (RFC 7519 `NumericDate`).
+    #[serde(default)]
+    pub exp: Option<u64>,
+}
+
+/// Why verified claims do not make an [`Identity`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimsError {
+    /// There is no `sub` claim.
+    #[error("token has no `sub` claim")]
+    MissingSubject,
+    /// The `sub` claim is not a valid user id.
+    #[error("invalid `sub` claim: {0}")]
+    InvalidSubject(InvalidUserId),
+    /// An entry of `roles` is not a valid role.
+    #[error("invalid role at index {index}: {error}")]
+    InvalidRole {
+        /// Position in the `roles` array.
+        index: usize,
+        /// What is wrong with it.
+        error: InvalidRole,
+    },
+    /// An entry of `permissions` is not a valid permission.
+    #[error("invalid permission at index {index}: {error}")]
+    InvalidPermission {
+        /// Position in the `permissions` array.
+        index: usize,
+        /// What is wrong with it.
+        error: InvalidPermission,
+    },
+    /// More roles or permissions than [`Identity::MAX_GRANTS`].
+    #[error("too many roles or permissions: {count}, at most {max}")]
+    TooManyGrants {
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Who is connecting: built from verified claims, so every field is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token subject.
+    pub user_id: UserId,
+    /// Roles granted by the token (deduplicated, sorted).
+    pub roles: BTreeSet<Role>,
+    /// Permissions granted by the token (deduplicated, sorted).
+    pub permissions: BTreeSet<Permission>,
+    /// When the token expires, if it says; the transport closes the connection then.
+    pub expires_at: Option<UnixMillis>,
+}
+
+impl Identity {
+    /// Most roles, and most permissions, one identity may carry.
+    pub const MAX_GRANTS: usize = 256;
+
+    /// An identity with a user id and nothing else.
+    pub fn new(user_id: UserId) -> Self {
+        Identity { user_id, roles: BTreeSet::new(), permissions: BTreeSet::new(), expires_at: None }
+    }
+
+    /// Adds roles (builder style).
+    pub fn with_roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
+        self.roles.extend(roles);
+        self
+    }
+
+    /// Validates verified claims into an identity.
+    ///
+    /// # Errors
+    /// [`ClaimsError`] names the first claim that is missing or invalid.
+    pub fn from_claims(claims: RawClaims) -> Result<Self, ClaimsError> {
+        let sub = claims.sub.ok_or(ClaimsError::MissingSubject)?;
+        let user_id = UserId::new(sub).map_err(ClaimsError::InvalidSubject)?;
+        let roles = collect(claims.roles, Role::new, |index, error| ClaimsError::InvalidRole {
+            index,
+            error,
+        })?;
+        let permissions = collect(claims.permissions, Permission::new, |index, error| {
+            ClaimsError::InvalidPermission { index, error }
+        })?;
+        Ok(Identity {
+            user_id,
+            roles,
+            permissions,
+            expires_at: claims.exp.map(UnixMillis::from_secs),
+        })
+    }
+}
+
+fn collect<T: Ord, E>(
+    raw: Option<Vec<String>>,
+    parse: impl Fn(String) -> Result<T, E>,
+    wrap: impl Fn(usize, E) -> ClaimsError,
+) -> Result<BTreeSet<T>, ClaimsError> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > Identity::MAX_GRANTS {
+        return Err(ClaimsError::TooManyGrants { count: raw.len(), max: Identity::MAX_GRANTS });
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(index, value)| parse(value).map_err(|e| wrap(index, e)))
+        .collect()
+}
+
+/// The record's `connection-authorized?`: true when `identity` holds every permission in
+/// `required` (and so always true when nothing is required).
+pub fn connection_authorized(identity: &Identity, required: &[Permission]) -> bool {
+    required.iter().all(|p| identity.permissions.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: &str) -> RawClaims {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad test claims {json}: {e}"))
+    }
+
+    #[track_caller]
+    fn check(json: &str, expected: Result<(&str, &[&str], &[&str], Option<u64>), ClaimsError>) {
+        let got = Identity::from_claims(claims(json));
+        let got = got.map(|i| {
+            (
+                i.user_id.to_string(),
+                i.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                i.permissions.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                i.expires_at,
+            )
+        });
+        let expected = expected.map(|(u, r, p, e)| {
+            (
+                u.to_owned(),
+                r.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                p.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                e.map(UnixMillis::from_secs),
+            )
+        });
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn claims_to_identity() {
+        check(r#"{"sub":"u1"}"#, Ok(("u1", &[], &[], None)));
+        check(
+            r#"{"sub":"u1","roles":["b","a","a"],"permissions":["x:read"],"exp":10,"other":1}"#,
+            Ok(("u1", &["a", "b"], &["x:read"], Some(10))),
+        );
+        check(r#"{"roles":["a"]}"#, Err(ClaimsError::MissingSubject));
+        check(r#"{"sub":""}"#, Err(ClaimsError::InvalidSubject(InvalidUserId::Empty)));
+        check(
+            r#"{"sub":"u","roles":["ok","bad role"]}"#,
+            Err(ClaimsError::InvalidRole { index: 1, error: InvalidRole::InvalidCharacter(' ') }),
+        );
+        check(
+            r#"{"sub":"u","permissions":[""]}"#,
+            Err(ClaimsError::InvalidPermission { index: 0, error: InvalidPermission::Empty }),
+        );
+        let many: Vec<String> = (0..257).map(|i| format!("\"r{i}\"")).collect();
+        check(
+            &format!(r#"{{"sub":"u","roles":[{}]}}"#, many.join(",")),
+            Err(ClaimsError::TooManyGrants { count: 257, max: 256 }),
+        );
+    }
+
+    #[test]
+    fn exp_as_string_is_not_claims() {
+        assert!(serde_json::from_str::<RawClaims>(r#"{"sub":"u","exp":"10"}"#).is_err());
+        assert!(serde_json::from_str::<RawClaims>(r#"{"sub":"u","roles":"admin"}"#).is_err());
+    }
+
+    #[test]
+    fn authorization_requires_every_permission() {
+        let identity = Identity::from_claims(claims(r#"{"sub":"u","permissions":["a","b"]}"#))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = |s: &str| Permission::new(s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(connection_authorized(&identity, &[]));
+        assert!(connection_authorized(&identity, &[p("a")]));
+        assert!(connection_authorized(&identity, &[p("a"), p("b")]));
+        assert!(!connection_authorized(&identity, &[p("a"), p("c")]));
+    }
+}

@@ -1,0 +1,39 @@
+//! The pure domain of realtime.
+//!
+//! This crate contains a fully deterministic implementation of realtime's domain logic:
+//! validated identifiers, identities from verified claims, connections, message envelopes,
+//! wire frames, the decoding of client frames, token extraction and the routing rule.
+//! It contains no networking code, never spawns tasks, never reads the clock and never draws
+//! random numbers: time and generated ids come in as arguments. The shell (transport, service,
+//! adapters) owns sockets, clocks and tasks and drives this crate with plain values.
+//!
+//! **Architecture Invariant:** nothing here performs I/O or depends on an async runtime; the
+//! check lives in `xtask` (`cargo xtask test`) and in this crate's `clippy.toml`.
+
+mod auth;
+mod connection;
+mod decode;
+mod envelope;
+mod frame;
+mod ids;
+mod liveness;
+pub mod protocol;
+mod routing;
+mod time;
+mod token;
+
+pub use auth::{ClaimsError, Identity, RawClaims, connection_authorized};
+pub use connection::Connection;
+pub use decode::{ClientMessage, DecodeError, DecodeLimits, decode_client_text};
+pub use envelope::{Envelope, EnvelopeError, Payload, Target};
+pub use frame::Frame;
+pub use ids::{
+    ConnectionId, InvalidConnectionId, InvalidMessageType, InvalidPermission, InvalidRole,
+    InvalidUserId, MessageType, Permission, Role, UserId,
+};
+pub use liveness::{Liveness, LivenessAction, LivenessConfig};
+pub use routing::route;
+pub use time::UnixMillis;
+pub use token::{
+    BearerToken, SubprotocolError, TokenQueryError, token_from_query, token_from_subprotocols,
+};

@@ -1,0 +1,48 @@
+//! Names and numbers of the wire protocol (`docs/protocol.md`): reserved message types,
+//! close codes and error codes. The transport maps errors to these; the core owns the values.
+
+/// Client to server: liveness check at the application level.
+pub const PING: &str = "ping";
+/// Server to client: answer to [`PING`].
+pub const PONG: &str = "pong";
+/// Server to client: first frame after the upgrade, with the connection id.
+pub const CONNECTED: &str = "connected";
+/// Server to client: something the client sent was refused; the connection stays open.
+pub const ERROR: &str = "error";
+
+/// Error code in an `error` frame: the client frame could not be decoded.
+pub const ERROR_INVALID_MESSAGE: &str = "invalid_message";
+/// Error code in an `error` frame: binary frames are not part of the protocol.
+pub const ERROR_BINARY_UNSUPPORTED: &str = "binary_unsupported";
+/// Error code in an `error` frame: the application's inbound handler refused the message.
+pub const ERROR_REJECTED: &str = "rejected";
+/// Error code in an `error` frame: nothing handles this message type.
+pub const ERROR_UNSUPPORTED_TYPE: &str = "unsupported_type";
+/// Error code in an `error` frame: the handler failed.
+pub const ERROR_INTERNAL: &str = "internal_error";
+
+/// WebSocket close codes used by realtime (RFC 6455 section 7.4 and the 4000-4999 private range).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The endpoint is going away (not used by the server; listed for clients).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client sent something the protocol forbids at the WebSocket level.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A policy was violated (for example, liveness: no pong in time).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame or message was larger than the configured maximum.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is restarting or shutting down; reconnect with backoff.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The token expired; get a new one and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The connection was closed by the application (for example, `disconnect`).
+    pub const DISCONNECTED: u16 = 4003;
+    /// The client did not answer pings in time.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4004;
+    /// The client read too slowly: its outbound queue filled up.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}

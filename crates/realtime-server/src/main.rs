@@ -1,0 +1,2 @@
+//! realtime-server
+fn main() {}
