@@ -20,7 +20,7 @@ pub enum AuthError {
     /// The signature does not verify with the configured key.
     #[error("invalid signature")]
     InvalidSignature,
-    /// `exp` is in the past (beyond the leeway), or missing when required.
+    /// `exp` is in the past (beyond the leeway). A missing `exp` is [`AuthError::InvalidClaim`].
     #[error("token expired")]
     Expired,
     /// `nbf` is in the future (beyond the leeway).

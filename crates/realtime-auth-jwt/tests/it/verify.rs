@@ -1,0 +1,119 @@
+//! Valid tokens verify into the right identity, for each algorithm and each optional check.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime_auth_jwt::JwtConfig;
+use realtime_core::{BearerToken, Identity, Permission, Role, UnixMillis, UserId};
+use realtime_ports::TokenVerifier;
+use serde_json::{Value, json};
+
+use crate::mint::{SECRET, es256, hs256, mint_es256, mint_hs256, mint_rs256, now, rs256, verifier};
+
+fn expected(user: &str, roles: &[&str], permissions: &[&str], exp: u64) -> Identity {
+    Identity {
+        user_id: UserId::new(user).unwrap_or_else(|e| panic!("{e}")),
+        roles: roles.iter().map(|r| Role::new(r).unwrap_or_else(|e| panic!("{e}"))).collect(),
+        permissions: permissions
+            .iter()
+            .map(|p| Permission::new(p).unwrap_or_else(|e| panic!("{e}")))
+            .collect::<BTreeSet<_>>(),
+        expires_at: Some(UnixMillis::from_secs(exp)),
+    }
+}
+
+fn full_claims(exp: u64) -> Value {
+    json!({
+        "sub": "user-42",
+        "roles": ["staff", "admin", "staff"],
+        "permissions": ["chat:read", "chat:write"],
+        "exp": exp,
+        "iat": now(),
+        "jti": "abc",
+    })
+}
+
+async fn verify(v: Arc<dyn TokenVerifier>, token: &str) -> Identity {
+    v.verify(&BearerToken::new(token)).await.unwrap_or_else(|e| panic!("refused: {e:?}"))
+}
+
+#[tokio::test]
+async fn hs256_token_gives_identity() {
+    let exp = now() + 3600;
+    let identity = verify(Arc::new(hs256()), &mint_hs256(&full_claims(exp))).await;
+    assert_eq!(
+        identity,
+        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
+    );
+}
+
+#[tokio::test]
+async fn rs256_token_gives_identity() {
+    let exp = now() + 3600;
+    let identity = verify(Arc::new(rs256()), &mint_rs256(&full_claims(exp))).await;
+    assert_eq!(
+        identity,
+        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
+    );
+}
+
+#[tokio::test]
+async fn es256_token_gives_identity() {
+    let exp = now() + 3600;
+    let identity = verify(Arc::new(es256()), &mint_es256(&full_claims(exp))).await;
+    assert_eq!(
+        identity,
+        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
+    );
+}
+
+#[tokio::test]
+async fn minimal_token_has_no_grants() {
+    let exp = now() + 60;
+    let identity = verify(Arc::new(hs256()), &mint_hs256(&json!({"sub": "u", "exp": exp}))).await;
+    assert_eq!(identity, expected("u", &[], &[], exp));
+}
+
+#[tokio::test]
+async fn optional_checks_pass_when_met() {
+    let exp = now() + 600;
+    let with_checks = verifier(
+        JwtConfig::hs256(SECRET).with_issuer("https://auth.example").with_audience("realtime"),
+    );
+    let cases = [
+        // Audience not configured: any `aud` is fine.
+        (hs256(), json!({"sub": "u", "exp": exp, "aud": "someone-else"})),
+        (hs256(), json!({"sub": "u", "exp": exp, "aud": ["a", "b"], "iss": "anyone"})),
+        // `nbf` in the past.
+        (hs256(), json!({"sub": "u", "exp": exp, "nbf": now() - 60})),
+        // Configured issuer and audience, the audience as a string or in an array.
+        (
+            with_checks.clone(),
+            json!({"sub": "u", "exp": exp, "iss": "https://auth.example", "aud": "realtime"}),
+        ),
+        (
+            with_checks,
+            json!({"sub": "u", "exp": exp, "iss": "https://auth.example", "aud": ["x", "realtime"]}),
+        ),
+    ];
+    for (v, claims) in cases {
+        let identity = verify(Arc::new(v), &mint_hs256(&claims)).await;
+        assert_eq!(identity, expected("u", &[], &[], exp), "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn leeway_tolerates_small_skew() {
+    // Five seconds past `exp` (or before `nbf`) is inside the default 10 s leeway.
+    let v = Arc::new(hs256());
+    let late = now() - 5;
+    assert_eq!(
+        verify(v.clone(), &mint_hs256(&json!({"sub": "u", "exp": late}))).await.expires_at,
+        Some(UnixMillis::from_secs(late))
+    );
+    verify(v, &mint_hs256(&json!({"sub": "u", "exp": now() + 60, "nbf": now() + 5}))).await;
+
+    let wide = Arc::new(verifier(JwtConfig::hs256(SECRET).with_leeway(Duration::from_secs(120))));
+    verify(wide, &mint_hs256(&json!({"sub": "u", "exp": now() - 60}))).await;
+}
