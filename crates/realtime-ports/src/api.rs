@@ -37,6 +37,10 @@ pub enum ConnectError {
     /// The identity lacks a permission the service requires.
     #[error("forbidden: missing a required permission")]
     Forbidden,
+    /// The connection could not be admitted for a reason on the server's side (for example,
+    /// the registry refused it); the client may retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a connection left; a metrics label and a log field.

@@ -1,0 +1,68 @@
+//! Names of the metrics the service emits, their labels, and [`describe_metrics`].
+//!
+//! Names follow Prometheus conventions (`snake_case`, counters end in `_total`). The
+//! transport counts failed handshakes as `realtime_handshake_failures_total{reason}`; that
+//! name is listed here for reference only, since the transport does not depend on this crate.
+
+use ::metrics::{Unit, describe_counter, describe_gauge};
+
+/// Gauge: connections currently registered through this service.
+pub const CONNECTIONS_ACTIVE: &str = "realtime_connections_active";
+/// Counter: connections admitted.
+pub const CONNECTIONS_OPENED_TOTAL: &str = "realtime_connections_opened_total";
+/// Counter: connections removed, by [`LABEL_REASON`] (a `DisconnectReason::as_str` value).
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "realtime_connections_closed_total";
+/// Counter: connections refused, by [`LABEL_REASON`]: [`REASON_AT_CAPACITY`],
+/// [`REASON_FORBIDDEN`] or [`REASON_REGISTRY_ERROR`].
+pub const CONNECTIONS_REJECTED_TOTAL: &str = "realtime_connections_rejected_total";
+/// Counter: sends (one per call, whatever the number of recipients), by [`LABEL_TARGET`].
+pub const MESSAGES_PUBLISHED_TOTAL: &str = "realtime_messages_published_total";
+/// Counter: frames accepted by recipients' sinks, by [`LABEL_TARGET`]. Incremented once per
+/// send, by the number of sinks that accepted the frame.
+pub const MESSAGES_DELIVERED_TOTAL: &str = "realtime_messages_delivered_total";
+/// Counter: frames a sink refused, by [`LABEL_REASON`]: [`REASON_SLOW_CONSUMER`] (queue
+/// full; the sink closes the connection) or [`REASON_CLOSED`].
+pub const FRAMES_DROPPED_TOTAL: &str = "realtime_frames_dropped_total";
+
+/// Label key: why (a connection closed or was rejected, a frame was dropped).
+pub const LABEL_REASON: &str = "reason";
+/// Label key: the kind of target of a send (`user`, `role`, `connection`, `broadcast`).
+pub const LABEL_TARGET: &str = "target";
+
+/// Rejection reason: the connection cap was reached.
+pub const REASON_AT_CAPACITY: &str = "at_capacity";
+/// Rejection reason: a required permission was missing.
+pub const REASON_FORBIDDEN: &str = "forbidden";
+/// Rejection reason: the registry refused the connection (repeated duplicate ids).
+pub const REASON_REGISTRY_ERROR: &str = "registry_error";
+/// Drop reason: the recipient's outbound queue was full.
+pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
+/// Drop reason: the recipient's connection was closed or closing.
+pub const REASON_CLOSED: &str = "closed";
+
+/// Describes every metric above to the installed recorder (call once, after installing it).
+pub fn describe_metrics() {
+    describe_gauge!(CONNECTIONS_ACTIVE, Unit::Count, "Connections currently registered.");
+    describe_counter!(CONNECTIONS_OPENED_TOTAL, Unit::Count, "Connections admitted.");
+    describe_counter!(CONNECTIONS_CLOSED_TOTAL, Unit::Count, "Connections removed, by reason.");
+    describe_counter!(
+        CONNECTIONS_REJECTED_TOTAL,
+        Unit::Count,
+        "Connections refused (at_capacity, forbidden, registry_error)."
+    );
+    describe_counter!(
+        MESSAGES_PUBLISHED_TOTAL,
+        Unit::Count,
+        "Messages sent, one per send call, by target kind."
+    );
+    describe_counter!(
+        MESSAGES_DELIVERED_TOTAL,
+        Unit::Count,
+        "Frames accepted by recipients' outbound queues, by target kind."
+    );
+    describe_counter!(
+        FRAMES_DROPPED_TOTAL,
+        Unit::Count,
+        "Frames a recipient refused (slow_consumer, closed)."
+    );
+}

@@ -1,0 +1,555 @@
+//! Unit tests of `RealtimeService` against mockall mocks of the ports and a `HashMap` fake.
+
+mod support;
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use realtime_core::{Connection, Envelope, Frame, Target, UnixMillis};
+use realtime_ports::mocks::{MockConnectionRegistry, MockConnectionSink};
+use realtime_ports::{
+    ConnectError, ConnectionRegistry, ConnectionSink, DisconnectReason, RealtimeApi, RegisterError,
+    Registered, SendError,
+};
+
+use self::support::{
+    MapRegistry, TestRecorder, conn_id, identity, message, permission, quiet_sink, registered,
+    request, role, user,
+};
+use crate::metrics as m;
+use crate::{RealtimeService, ServiceConfig, describe_metrics};
+
+fn service(registry: impl ConnectionRegistry, max_connections: usize) -> RealtimeService {
+    RealtimeService::new(
+        Arc::new(registry),
+        ServiceConfig { max_connections, ..ServiceConfig::default() },
+    )
+}
+
+fn now_millis() -> u64 {
+    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_else(|e| panic!("{e}"));
+    u64::try_from(elapsed.as_millis()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A mock registry whose `register` accepts everything and remembers what it was given.
+fn accepting_registry(seen: &Arc<Mutex<Vec<Connection>>>, times: usize) -> MockConnectionRegistry {
+    let seen = Arc::clone(seen);
+    let mut registry = MockConnectionRegistry::new();
+    registry.expect_register().times(times).returning(move |connection, _| {
+        seen.lock().unwrap().push(connection);
+        Ok(())
+    });
+    registry
+}
+
+#[test]
+fn default_config() {
+    let config = ServiceConfig::default();
+    assert_eq!(config.max_connections, 100_000);
+    assert!(config.required_permissions.is_empty());
+}
+
+#[test]
+fn connect_registers_and_returns_the_connection() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let service = service(accepting_registry(&seen, 1), 10);
+
+    let mut req = request(identity("alice", &["admin", "ops"], &[]));
+    req.metadata.insert("tab".into(), "inbox".into());
+    let before = now_millis();
+    let connection = service.connect(req).unwrap();
+    let after = now_millis();
+
+    assert_eq!(connection.user_id, user("alice"));
+    assert_eq!(connection.roles, [role("admin"), role("ops")].into_iter().collect());
+    assert_eq!(connection.metadata.get("tab"), Some(&"inbox".into()));
+    assert_eq!(connection.id.as_uuid().get_version_num(), 4);
+    let UnixMillis(at) = connection.connected_at;
+    assert!(before <= at && at <= after, "connected_at {at} not in [{before}, {after}]");
+    assert_eq!(*seen.lock().unwrap(), vec![connection]);
+
+    assert_eq!(recorder.counter(m::CONNECTIONS_OPENED_TOTAL), 1);
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 1.0);
+}
+
+#[test]
+fn connect_generates_a_fresh_id_per_connection() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let service = service(accepting_registry(&seen, 2), 10);
+    let a = service.connect(request(identity("alice", &[], &[]))).unwrap();
+    let b = service.connect(request(identity("alice", &[], &[]))).unwrap();
+    assert_ne!(a.id, b.id);
+}
+
+#[test]
+fn connect_retries_with_a_new_id_on_duplicate() {
+    let tried = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = MockConnectionRegistry::new();
+    let log = Arc::clone(&tried);
+    registry.expect_register().times(3).returning(move |c: Connection, _| {
+        let mut tried = log.lock().unwrap();
+        tried.push(c.id);
+        if tried.len() < 3 { Err(RegisterError::Duplicate(c.id)) } else { Ok(()) }
+    });
+    let service = service(registry, 10);
+    let connection = service.connect(request(identity("alice", &[], &[]))).unwrap();
+    let tried = tried.lock().unwrap();
+    assert_eq!(tried.len(), 3);
+    assert_ne!(tried[0], tried[1]);
+    assert_ne!(tried[1], tried[2]);
+    assert_eq!(connection.id, tried[2]);
+}
+
+#[test]
+fn connect_gives_up_on_a_registry_that_always_refuses_and_releases_the_slot() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let mut registry = MockConnectionRegistry::new();
+    registry.expect_register().returning(|c, _| Err(RegisterError::Duplicate(c.id)));
+    let service = service(registry, 1);
+    let result = service.connect(request(identity("alice", &[], &[])));
+    assert!(matches!(result, Err(ConnectError::Unavailable(_))), "{result:?}");
+    assert!(service.has_capacity(), "the reserved slot was not released");
+    let rejected =
+        format!("{}{{reason={}}}", m::CONNECTIONS_REJECTED_TOTAL, m::REASON_REGISTRY_ERROR);
+    assert_eq!(recorder.counter(&rejected), 1);
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 0.0);
+}
+
+#[test]
+fn connect_requires_the_configured_permissions() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Only the two authorized connects may reach the registry.
+    let service = RealtimeService::new(
+        Arc::new(accepting_registry(&seen, 2)),
+        ServiceConfig {
+            max_connections: 10,
+            required_permissions: vec![permission("realtime:connect"), permission("beta")],
+        },
+    );
+    let cases: &[(&[&str], bool)] = &[
+        (&[], false),
+        (&["realtime:connect"], false),
+        (&["beta", "other"], false),
+        (&["realtime:connect", "beta"], true),
+        (&["beta", "realtime:connect", "admin:all"], true),
+    ];
+    for (granted, admitted) in cases {
+        let result = service.connect(request(identity("alice", &[], granted)));
+        match admitted {
+            true => assert!(result.is_ok(), "{granted:?}: {result:?}"),
+            false => assert_eq!(result, Err(ConnectError::Forbidden), "{granted:?}"),
+        }
+    }
+    let forbidden = format!("{}{{reason={}}}", m::CONNECTIONS_REJECTED_TOTAL, m::REASON_FORBIDDEN);
+    assert_eq!(recorder.counter(&forbidden), 3);
+    // A forbidden connect takes no slot.
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 2.0);
+}
+
+#[test]
+fn the_cap_is_enforced_and_released_after_disconnect() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = accepting_registry(&seen, 3);
+    let seen_by_unregister = Arc::clone(&seen);
+    registry.expect_unregister().times(1).returning(move |id| {
+        let connection = seen_by_unregister.lock().unwrap().iter().find(|c| c.id == id).cloned()?;
+        Some(Registered { connection: Arc::new(connection), sink: quiet_sink() })
+    });
+    let service = service(registry, 2);
+
+    let first = service.connect(request(identity("alice", &[], &[]))).unwrap();
+    assert!(service.has_capacity());
+    service.connect(request(identity("bob", &[], &[]))).unwrap();
+    assert!(!service.has_capacity());
+    assert_eq!(
+        service.connect(request(identity("carol", &[], &[]))),
+        Err(ConnectError::AtCapacity { max: 2 })
+    );
+
+    assert!(service.disconnect(first.id, DisconnectReason::ClientClosed));
+    assert!(service.has_capacity());
+    service.connect(request(identity("carol", &[], &[]))).unwrap();
+    assert!(!service.has_capacity());
+
+    let at_capacity =
+        format!("{}{{reason={}}}", m::CONNECTIONS_REJECTED_TOTAL, m::REASON_AT_CAPACITY);
+    assert_eq!(recorder.counter(&at_capacity), 1);
+    assert_eq!(recorder.counter(m::CONNECTIONS_OPENED_TOTAL), 3);
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 2.0);
+}
+
+#[test]
+fn a_zero_cap_admits_nobody() {
+    let service = service(MockConnectionRegistry::new(), 0);
+    assert!(!service.has_capacity());
+    assert_eq!(
+        service.connect(request(identity("alice", &[], &[]))),
+        Err(ConnectError::AtCapacity { max: 0 })
+    );
+}
+
+#[test]
+fn disconnect_is_idempotent() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = accepting_registry(&seen, 3);
+    // The registry's contract: the first unregister returns the connection, later ones `None`.
+    let seen_by_unregister = Arc::clone(&seen);
+    let mut removed = Vec::new();
+    registry.expect_unregister().times(2).returning(move |id| {
+        if removed.contains(&id) {
+            return None;
+        }
+        removed.push(id);
+        let connection = seen_by_unregister.lock().unwrap().iter().find(|c| c.id == id).cloned()?;
+        Some(Registered { connection: Arc::new(connection), sink: quiet_sink() })
+    });
+    registry.expect_count().returning(|| 1);
+    let service = service(registry, 2);
+
+    let a = service.connect(request(identity("alice", &[], &[]))).unwrap();
+    service.connect(request(identity("bob", &[], &[]))).unwrap();
+    assert!(service.disconnect(a.id, DisconnectReason::ClientClosed));
+    assert!(!service.disconnect(a.id, DisconnectReason::ClientClosed));
+
+    // Exactly one slot came back: one more connect fits, the next does not.
+    service.connect(request(identity("carol", &[], &[]))).unwrap();
+    assert_eq!(
+        service.connect(request(identity("dave", &[], &[]))),
+        Err(ConnectError::AtCapacity { max: 2 })
+    );
+    let closed = format!("{}{{reason=client_closed}}", m::CONNECTIONS_CLOSED_TOTAL);
+    assert_eq!(recorder.counter(&closed), 1);
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 2.0);
+    assert_eq!(service.connection_count(), 1, "connection_count asks the registry");
+}
+
+#[test]
+fn disconnect_of_an_unknown_connection_returns_false() {
+    let mut registry = MockConnectionRegistry::new();
+    registry.expect_unregister().times(1).returning(|_| None);
+    let service = service(registry, 1);
+    assert!(!service.disconnect(conn_id(7), DisconnectReason::Kicked));
+    assert!(service.has_capacity());
+}
+
+#[test]
+fn only_kicked_closes_the_sink_with_4003() {
+    let cases = [
+        (DisconnectReason::Kicked, true),
+        (DisconnectReason::ClientClosed, false),
+        (DisconnectReason::TransportError, false),
+        (DisconnectReason::HeartbeatTimeout, false),
+        (DisconnectReason::TokenExpired, false),
+        (DisconnectReason::SlowConsumer, false),
+        (DisconnectReason::ProtocolError, false),
+        (DisconnectReason::Shutdown, false),
+    ];
+    for (reason, closes) in cases {
+        let recorder = TestRecorder::default();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let mut sink = MockConnectionSink::new();
+        sink.expect_close()
+            .withf(|code, _| *code == realtime_core::protocol::close::DISCONNECTED)
+            .times(usize::from(closes))
+            .return_const(());
+        let service = service(MapRegistry::default(), 10);
+        let mut req = request(identity("alice", &[], &[]));
+        req.sink = Arc::new(sink);
+        let connection = service.connect(req).unwrap();
+        assert!(service.disconnect(connection.id, reason), "{reason:?}");
+        // The registry dropped the last reference to the sink: mockall has checked `times`.
+        assert_eq!(service.connection_count(), 0);
+        let closed = format!("{}{{reason={}}}", m::CONNECTIONS_CLOSED_TOTAL, reason.as_str());
+        assert_eq!(recorder.counter(&closed), 1, "{reason:?}");
+    }
+}
+
+/// What a mock sink answers to `send`.
+type SendResult = Result<(), SendError>;
+
+/// The frames the sinks of one fan-out were given. They are kept alive, so that two frames
+/// encoded separately can never share an address by the allocator reusing freed memory.
+type Seen = Arc<Mutex<Vec<Frame>>>;
+
+/// One recipient per result; each sink expects exactly one `send` and answers with the result.
+fn recipients(results: &[SendResult], seen: &Seen) -> Vec<Registered> {
+    results
+        .iter()
+        .enumerate()
+        .map(|(n, result)| {
+            let (seen, result) = (Arc::clone(seen), *result);
+            let mut sink = MockConnectionSink::new();
+            sink.expect_send().times(1).returning(move |frame: Frame| {
+                seen.lock().unwrap().push(frame);
+                result
+            });
+            let sink: Arc<dyn ConnectionSink> = Arc::new(sink);
+            registered(n as u128 + 1, "someone", sink)
+        })
+        .collect()
+}
+
+/// A registry on which only the lookup for `target` may be called, once.
+fn registry_for(target: &Target, recipients: Vec<Registered>) -> MockConnectionRegistry {
+    let mut registry = MockConnectionRegistry::new();
+    match target.clone() {
+        Target::User(u) => {
+            registry
+                .expect_find_by_user()
+                .withf(move |x| *x == u)
+                .times(1)
+                .return_once(|_| recipients);
+        }
+        Target::Role(r) => {
+            registry
+                .expect_find_by_role()
+                .withf(move |x| *x == r)
+                .times(1)
+                .return_once(|_| recipients);
+        }
+        Target::Connection(id) => {
+            assert!(recipients.len() <= 1, "a connection target has at most one recipient");
+            registry
+                .expect_get()
+                .withf(move |x| *x == id)
+                .times(1)
+                .return_once(|_| recipients.into_iter().next());
+        }
+        Target::Broadcast => {
+            registry.expect_all().times(1).return_once(|| recipients);
+        }
+    }
+    registry
+}
+
+async fn send(
+    service: &RealtimeService,
+    target: &Target,
+    message: &Envelope,
+    via_publish: bool,
+) -> usize {
+    let result = if via_publish {
+        service.publish(target, message).await
+    } else {
+        match target {
+            Target::User(u) => service.send_to_user(u, message).await,
+            Target::Role(r) => service.send_to_role(r, message).await,
+            Target::Connection(id) => service.send_to_connection(*id, message).await,
+            Target::Broadcast => service.broadcast(message).await,
+        }
+    };
+    result.unwrap_or_else(|e| panic!("{target:?}: {e}"))
+}
+
+#[tokio::test]
+async fn sends_route_through_the_registry_encode_once_and_count_accepted_frames() {
+    use SendError::{Closed, QueueFull};
+    let cases: Vec<(Target, Vec<SendResult>, usize)> = vec![
+        (Target::User(user("alice")), vec![Ok(()), Err(QueueFull), Ok(()), Err(Closed)], 2),
+        (Target::User(user("nobody")), vec![], 0),
+        (Target::Role(role("admin")), vec![Ok(()), Ok(()), Ok(())], 3),
+        (Target::Role(role("ops")), vec![Err(Closed)], 0),
+        (Target::Connection(conn_id(1)), vec![Ok(())], 1),
+        (Target::Connection(conn_id(2)), vec![Err(QueueFull)], 0),
+        (Target::Connection(conn_id(3)), vec![], 0),
+        (Target::Broadcast, vec![Err(Closed), Ok(())], 1),
+        (Target::Broadcast, vec![], 0),
+    ];
+    let message = message();
+    let wire = Frame::encode(&message).as_str().to_owned();
+    for (target, results, expected) in cases {
+        for via_publish in [false, true] {
+            let recorder = TestRecorder::default();
+            let _guard = metrics::set_default_local_recorder(&recorder);
+            let seen: Seen = Arc::default();
+            let service = service(registry_for(&target, recipients(&results, &seen)), 10);
+
+            let count = send(&service, &target, &message, via_publish).await;
+            let case = format!("{target:?} via_publish={via_publish}");
+            assert_eq!(count, expected, "{case}");
+
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), results.len(), "{case}: every recipient gets one send");
+            assert!(
+                seen.iter().all(|f| f.as_bytes().as_ptr() == seen[0].as_bytes().as_ptr()),
+                "{case}: encoded more than once"
+            );
+            assert!(seen.iter().all(|f| f.as_str() == wire), "{case}: wrong bytes");
+
+            let kind = target.kind();
+            let slow = results.iter().filter(|r| **r == Err(QueueFull)).count() as u64;
+            let closed = results.iter().filter(|r| **r == Err(Closed)).count() as u64;
+            let metric = |name: &str, key: &str, value: &str| {
+                recorder.counter(&format!("{name}{{{key}={value}}}"))
+            };
+            assert_eq!(metric(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET, kind), 1, "{case}");
+            assert_eq!(
+                metric(m::MESSAGES_DELIVERED_TOTAL, m::LABEL_TARGET, kind),
+                expected as u64,
+                "{case}"
+            );
+            assert_eq!(
+                metric(m::FRAMES_DROPPED_TOTAL, m::LABEL_REASON, m::REASON_SLOW_CONSUMER),
+                slow,
+                "{case}"
+            );
+            assert_eq!(
+                metric(m::FRAMES_DROPPED_TOTAL, m::LABEL_REASON, m::REASON_CLOSED),
+                closed,
+                "{case}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sends_reach_the_connections_of_a_real_registry() {
+    let registry = Arc::new(MapRegistry::default());
+    let service = RealtimeService::new(registry.clone(), ServiceConfig::default());
+    let seen: Seen = Arc::default();
+    let connect = |user_id: &str, roles: &[&str]| {
+        let mut sink = MockConnectionSink::new();
+        let seen = Arc::clone(&seen);
+        sink.expect_send().returning(move |frame: Frame| {
+            seen.lock().unwrap().push(frame);
+            Ok(())
+        });
+        let mut req = request(identity(user_id, roles, &[]));
+        req.sink = Arc::new(sink);
+        service.connect(req).unwrap().id
+    };
+    let alice_tab1 = connect("alice", &["admin"]);
+    connect("alice", &[]);
+    connect("bob", &["admin", "ops"]);
+    let message = message();
+    let cases = [
+        (Target::User(user("alice")), 2),
+        (Target::User(user("carol")), 0),
+        (Target::Role(role("admin")), 2),
+        (Target::Role(role("ops")), 1),
+        (Target::Connection(alice_tab1), 1),
+        (Target::Connection(conn_id(99)), 0),
+        (Target::Broadcast, 3),
+    ];
+    let mut total = 0;
+    for (target, expected) in cases {
+        assert_eq!(service.publish(&target, &message).await, Ok(expected), "{target:?}");
+        total += expected;
+    }
+    assert_eq!(seen.lock().unwrap().len(), total, "every accepted frame reached a sink");
+    assert_eq!(service.connection_count(), 3);
+}
+
+#[test]
+fn describe_metrics_describes_every_metric() {
+    let recorder = TestRecorder::default();
+    metrics::with_local_recorder(&recorder, describe_metrics);
+    let mut described = recorder.described();
+    described.sort();
+    let mut expected = vec![
+        "realtime_connections_active",
+        "realtime_connections_opened_total",
+        "realtime_connections_closed_total",
+        "realtime_connections_rejected_total",
+        "realtime_messages_published_total",
+        "realtime_messages_delivered_total",
+        "realtime_frames_dropped_total",
+    ];
+    expected.sort();
+    assert_eq!(described, expected);
+}
+
+/// 8 threads connect and disconnect at once against a `HashMap` registry: the cap holds at
+/// every moment and every slot, gauge and registry entry comes back to zero.
+#[test]
+fn concurrent_connects_and_disconnects_balance_out() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 200;
+    const MAX: usize = 12;
+    let recorder = TestRecorder::default();
+    let registry = Arc::new(MapRegistry::default());
+    let service = RealtimeService::new(
+        registry.clone(),
+        ServiceConfig { max_connections: MAX, ..ServiceConfig::default() },
+    );
+    let barrier = Barrier::new(THREADS);
+
+    // Phase 1: churn. Each thread holds up to 2 connections at a time, so 16 may be wanted
+    // at once against a cap of 12: some connects fail with AtCapacity, none may overshoot.
+    let admitted: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (service, registry, barrier, recorder) =
+                    (&service, &registry, &barrier, &recorder);
+                s.spawn(move || {
+                    metrics::with_local_recorder(recorder, || {
+                        barrier.wait();
+                        let mut admitted = 0;
+                        for round in 0..ROUNDS {
+                            let mut held = Vec::new();
+                            for tab in 0..2 {
+                                let who = format!("user{t}-{round}-{tab}");
+                                match service.connect(request(identity(&who, &[], &[]))) {
+                                    Ok(c) => held.push(c.id),
+                                    Err(ConnectError::AtCapacity { max: MAX }) => {}
+                                    Err(e) => panic!("unexpected {e}"),
+                                }
+                                assert!(registry.count() <= MAX, "cap overshot");
+                            }
+                            admitted += held.len();
+                            for id in held {
+                                assert!(service.disconnect(id, DisconnectReason::ClientClosed));
+                                assert!(!service.disconnect(id, DisconnectReason::ClientClosed));
+                            }
+                        }
+                        admitted
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert!(admitted > 0);
+    assert_eq!(service.connection_count(), 0);
+    assert!(service.has_capacity());
+    assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 0.0);
+    assert_eq!(recorder.counter(m::CONNECTIONS_OPENED_TOTAL), admitted as u64);
+    let closed = format!("{}{{reason=client_closed}}", m::CONNECTIONS_CLOSED_TOTAL);
+    assert_eq!(recorder.counter(&closed), admitted as u64);
+
+    // Phase 2: a burst with no disconnects admits exactly MAX, whatever the interleaving.
+    let ids: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (service, barrier) = (&service, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..4)
+                        .filter_map(|n| {
+                            service.connect(request(identity(&format!("u{t}-{n}"), &[], &[]))).ok()
+                        })
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), MAX);
+    assert_eq!(service.connection_count(), MAX);
+    assert!(!service.has_capacity());
+    for id in ids {
+        assert!(service.disconnect(id, DisconnectReason::Shutdown));
+    }
+    assert_eq!(service.connection_count(), 0);
+    assert!(service.has_capacity());
+}

@@ -1,0 +1,190 @@
+//! Test support: a metrics recorder that keeps values, a `HashMap` registry fake, builders.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use realtime_core::{
+    Connection, ConnectionId, Envelope, Identity, Permission, Role, Target, UnixMillis, UserId,
+    route,
+};
+use realtime_ports::mocks::MockConnectionSink;
+use realtime_ports::{
+    ConnectRequest, ConnectionRegistry, ConnectionSink, RegisterError, Registered,
+};
+use uuid::Uuid;
+
+/// A recorder that keeps every counter and gauge, keyed `name{k=v,...}` (labels sorted).
+#[derive(Debug, Default)]
+pub struct TestRecorder {
+    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    gauges: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    described: Mutex<Vec<String>>,
+}
+
+fn render(key: &Key) -> String {
+    let mut labels: Vec<String> =
+        key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    if labels.is_empty() {
+        return key.name().to_owned();
+    }
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+fn slot(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, key: &Key, zero: u64) -> Arc<AtomicU64> {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(map.entry(render(key)).or_insert_with(|| Arc::new(AtomicU64::new(zero))))
+}
+
+impl TestRecorder {
+    /// A counter's value (0 if never registered), e.g. `counter("x_total{reason=a}")`.
+    pub fn counter(&self, key: &str) -> u64 {
+        let map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).map_or(0, |v| v.load(Ordering::Acquire))
+    }
+
+    /// A gauge's value (0 if never registered).
+    pub fn gauge(&self, key: &str) -> f64 {
+        let map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).map_or(0.0, |v| f64::from_bits(v.load(Ordering::Acquire)))
+    }
+
+    /// Every metric name described so far.
+    pub fn described(&self) -> Vec<String> {
+        self.described.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn describe(&self, key: KeyName) {
+        self.described.lock().unwrap_or_else(PoisonError::into_inner).push(key.as_str().to_owned());
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(key);
+    }
+
+    fn describe_gauge(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(key);
+    }
+
+    fn describe_histogram(&self, key: KeyName, _: Option<Unit>, _: SharedString) {
+        self.describe(key);
+    }
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(slot(&self.counters, key, 0))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(slot(&self.gauges, key, 0.0f64.to_bits()))
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// A registry fake: one `HashMap` behind a `Mutex`, lookups by scanning with `route`.
+#[derive(Debug, Default)]
+pub struct MapRegistry {
+    map: Mutex<HashMap<ConnectionId, Registered>>,
+}
+
+impl MapRegistry {
+    fn find(&self, target: &Target) -> Vec<Registered> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        route(target, map.values().map(|r| &*r.connection))
+            .into_iter()
+            .filter_map(|id| map.get(&id).cloned())
+            .collect()
+    }
+}
+
+impl ConnectionRegistry for MapRegistry {
+    fn register(
+        &self,
+        connection: Connection,
+        sink: Arc<dyn ConnectionSink>,
+    ) -> Result<(), RegisterError> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(&connection.id) {
+            return Err(RegisterError::Duplicate(connection.id));
+        }
+        map.insert(connection.id, Registered { connection: Arc::new(connection), sink });
+        Ok(())
+    }
+
+    fn unregister(&self, id: ConnectionId) -> Option<Registered> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+    }
+
+    fn get(&self, id: ConnectionId) -> Option<Registered> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    fn find_by_user(&self, user: &UserId) -> Vec<Registered> {
+        self.find(&Target::User(user.clone()))
+    }
+
+    fn find_by_role(&self, role: &Role) -> Vec<Registered> {
+        self.find(&Target::Role(role.clone()))
+    }
+
+    fn all(&self) -> Vec<Registered> {
+        self.find(&Target::Broadcast)
+    }
+
+    fn count(&self) -> usize {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+pub fn user(raw: &str) -> UserId {
+    UserId::new(raw).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn role(raw: &str) -> Role {
+    Role::new(raw).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn permission(raw: &str) -> Permission {
+    Permission::new(raw).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn conn_id(n: u128) -> ConnectionId {
+    ConnectionId::from_uuid(Uuid::from_u128(n))
+}
+
+pub fn identity(user_id: &str, roles: &[&str], permissions: &[&str]) -> Identity {
+    let mut identity = Identity::new(user(user_id)).with_roles(roles.iter().map(|r| role(r)));
+    identity.permissions.extend(permissions.iter().map(|p| permission(p)));
+    identity
+}
+
+/// A sink that expects nothing: any call fails the test.
+pub fn quiet_sink() -> Arc<dyn ConnectionSink> {
+    Arc::new(MockConnectionSink::new())
+}
+
+pub fn request(identity: Identity) -> ConnectRequest {
+    ConnectRequest { identity, metadata: Default::default(), sink: quiet_sink() }
+}
+
+/// A registered connection `n` of `user_id` with `sink`.
+pub fn registered(n: u128, user_id: &str, sink: Arc<dyn ConnectionSink>) -> Registered {
+    let connection = Connection::new(
+        conn_id(n),
+        &identity(user_id, &[], &[]),
+        Default::default(),
+        UnixMillis(0),
+    );
+    Registered { connection: Arc::new(connection), sink }
+}
+
+pub fn message() -> Envelope {
+    Envelope::from_parts("notification", serde_json::json!({"text": "hello"}))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
