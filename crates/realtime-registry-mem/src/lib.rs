@@ -1,1 +1,231 @@
-//! realtime-registry-mem
+//! An in-memory [`ConnectionRegistry`]: the live connections of one node, indexed by
+//! connection id, by user and by role.
+//!
+//! [`InMemoryRegistry`] keeps three maps behind one [`parking_lot::RwLock`]:
+//!
+//! - `by_id`: connection id → [`Registered`] (the domain record and its sink),
+//! - `by_user`: user id → set of connection ids,
+//! - `by_role`: role → set of connection ids.
+//!
+//! `find_by_user` and `find_by_role` read one index entry and resolve its ids, so their cost
+//! grows with the number of matches, not with the number of registered connections. Every
+//! mutation updates all three maps under one write lock, so a reader never sees a
+//! connection in one index and not in another. Index entries whose set becomes empty are
+//! removed, so the maps never keep users or roles that have no connection.
+//!
+//! Locks are held only for map operations and reference-count increments: records are built
+//! before the write lock is taken, and sinks handed back by [`ConnectionRegistry::unregister`]
+//! or rejected by [`ConnectionRegistry::register`] are dropped after it is released.
+//! [`ConnectionRegistry::count`] reads an atomic counter and never takes the lock.
+//!
+//! The registry is checked by `realtime-testkit`'s registry contract suite and by a
+//! model-based property test against `realtime_core::route` (see `tests/it`).
+//!
+//! **Architecture Invariant:** this crate never does I/O and never awaits; it depends only on
+//! `realtime-core`, `realtime-ports` and `parking_lot`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+use realtime_core::{Connection, ConnectionId, Role, UserId};
+use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered};
+
+/// The live connections of this node, in memory, indexed by id, user and role.
+///
+/// Safe to share between threads (`Arc<InMemoryRegistry>` or `Arc<dyn ConnectionRegistry>`);
+/// every method is synchronous, never awaits and never does I/O.
+///
+/// # Cost
+/// - [`get`](ConnectionRegistry::get), [`register`](ConnectionRegistry::register): one hash
+///   lookup per index touched (id, user, and each role of the connection).
+/// - [`find_by_user`](ConnectionRegistry::find_by_user),
+///   [`find_by_role`](ConnectionRegistry::find_by_role): proportional to the number of
+///   matches; the only allocation is the returned `Vec`, sized exactly.
+/// - [`all`](ConnectionRegistry::all): proportional to the number of connections.
+/// - [`count`](ConnectionRegistry::count): O(1), lock-free.
+pub struct InMemoryRegistry {
+    /// The maps; every mutation updates all of them under one write lock.
+    indexes: RwLock<Indexes>,
+    /// Number of registered connections, updated under the write lock so [`count`] never
+    /// has to take the lock.
+    ///
+    /// [`count`]: ConnectionRegistry::count
+    count: AtomicUsize,
+}
+
+/// The three maps, always updated together.
+#[derive(Default)]
+struct Indexes {
+    /// Every registered connection.
+    by_id: HashMap<ConnectionId, Registered>,
+    /// The ids of each user's connections; no entry has an empty set.
+    by_user: HashMap<UserId, HashSet<ConnectionId>>,
+    /// The ids of the connections holding each role; no entry has an empty set.
+    by_role: HashMap<Role, HashSet<ConnectionId>>,
+}
+
+impl Indexes {
+    /// Clones the records of `ids` into a `Vec` of exactly the right capacity.
+    ///
+    /// Every id in an index is in `by_id` (the maps change together), so the `filter_map`
+    /// drops nothing; it only avoids a panic path.
+    fn resolve<'a>(&self, ids: impl ExactSizeIterator<Item = &'a ConnectionId>) -> Vec<Registered> {
+        let mut out = Vec::with_capacity(ids.len());
+        out.extend(ids.filter_map(|id| self.by_id.get(id).cloned()));
+        out
+    }
+
+    /// Removes `id` from the set under `key` in `index`, and the entry itself if the set
+    /// becomes empty.
+    fn remove_from<K: std::hash::Hash + Eq>(
+        index: &mut HashMap<K, HashSet<ConnectionId>>,
+        key: &K,
+        id: &ConnectionId,
+    ) {
+        if let Some(ids) = index.get_mut(key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                index.remove(key);
+            }
+        }
+    }
+}
+
+impl InMemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        InMemoryRegistry { indexes: RwLock::new(Indexes::default()), count: AtomicUsize::new(0) }
+    }
+}
+
+impl Default for InMemoryRegistry {
+    fn default() -> Self {
+        InMemoryRegistry::new()
+    }
+}
+
+impl fmt::Debug for InMemoryRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryRegistry").field("count", &self.count()).finish_non_exhaustive()
+    }
+}
+
+impl ConnectionRegistry for InMemoryRegistry {
+    fn register(
+        &self,
+        connection: Connection,
+        sink: Arc<dyn ConnectionSink>,
+    ) -> Result<(), RegisterError> {
+        let id = connection.id;
+        // Built before the lock is taken; on a duplicate it is dropped after the lock is
+        // released (it is declared before the guard, so it is dropped after it).
+        let registered = Registered { connection: Arc::new(connection), sink };
+        let mut indexes = self.indexes.write();
+        if indexes.by_id.contains_key(&id) {
+            return Err(RegisterError::Duplicate(id));
+        }
+        let conn = Arc::clone(&registered.connection);
+        indexes.by_user.entry(conn.user_id.clone()).or_default().insert(id);
+        for role in &conn.roles {
+            indexes.by_role.entry(role.clone()).or_default().insert(id);
+        }
+        indexes.by_id.insert(id, registered);
+        self.count.store(indexes.by_id.len(), Ordering::Release);
+        Ok(())
+    }
+
+    fn unregister(&self, id: ConnectionId) -> Option<Registered> {
+        let mut indexes = self.indexes.write();
+        let removed = indexes.by_id.remove(&id)?;
+        let conn = &removed.connection;
+        Indexes::remove_from(&mut indexes.by_user, &conn.user_id, &id);
+        for role in &conn.roles {
+            Indexes::remove_from(&mut indexes.by_role, role, &id);
+        }
+        self.count.store(indexes.by_id.len(), Ordering::Release);
+        drop(indexes);
+        Some(removed)
+    }
+
+    fn get(&self, id: ConnectionId) -> Option<Registered> {
+        self.indexes.read().by_id.get(&id).cloned()
+    }
+
+    fn find_by_user(&self, user: &UserId) -> Vec<Registered> {
+        let indexes = self.indexes.read();
+        match indexes.by_user.get(user) {
+            Some(ids) => indexes.resolve(ids.iter()),
+            None => Vec::new(),
+        }
+    }
+
+    fn find_by_role(&self, role: &Role) -> Vec<Registered> {
+        let indexes = self.indexes.read();
+        match indexes.by_role.get(role) {
+            Some(ids) => indexes.resolve(ids.iter()),
+            None => Vec::new(),
+        }
+    }
+
+    fn all(&self) -> Vec<Registered> {
+        let indexes = self.indexes.read();
+        indexes.resolve(indexes.by_id.keys())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use realtime_testkit::{RecordingSink, fixtures::connection};
+
+    fn sink() -> Arc<dyn ConnectionSink> {
+        Arc::new(RecordingSink::new())
+    }
+
+    /// Entry counts of the three maps: (ids, users, roles).
+    fn sizes(registry: &InMemoryRegistry) -> (usize, usize, usize) {
+        let indexes = registry.indexes.read();
+        (indexes.by_id.len(), indexes.by_user.len(), indexes.by_role.len())
+    }
+
+    /// (register?, connection number, user, roles, map sizes afterwards).
+    type Step = (bool, u128, &'static str, &'static [&'static str], (usize, usize, usize));
+
+    #[test]
+    fn index_entries_are_removed_when_their_last_connection_goes() {
+        let registry = InMemoryRegistry::new();
+        let steps: &[Step] = &[
+            (true, 1, "alice", &["admin", "ops"], (1, 1, 2)),
+            (true, 2, "alice", &["ops"], (2, 1, 2)),
+            (true, 3, "bob", &["viewer"], (3, 2, 3)),
+            (false, 1, "alice", &["admin", "ops"], (2, 2, 2)),
+            (false, 3, "bob", &["viewer"], (1, 1, 1)),
+            (false, 2, "alice", &["ops"], (0, 0, 0)),
+        ];
+        for (register, id, user, roles, expected) in steps {
+            if *register {
+                let result = registry.register(connection(*id, user, roles), sink());
+                assert_eq!(result, Ok(()), "register {id}");
+            } else {
+                let removed = registry.unregister(connection(*id, user, roles).id);
+                assert!(removed.is_some(), "unregister {id}");
+            }
+            assert_eq!(sizes(&registry), *expected, "after {register} {id}");
+            assert_eq!(registry.count(), expected.0);
+        }
+    }
+
+    #[test]
+    fn debug_shows_the_count_and_no_sinks() {
+        let registry = InMemoryRegistry::default();
+        assert_eq!(registry.register(connection(1, "alice", &[]), sink()), Ok(()));
+        assert_eq!(format!("{registry:?}"), "InMemoryRegistry { count: 1, .. }");
+    }
+}

@@ -1,1 +1,82 @@
-//! realtime-testkit
+//! Test support for realtime: fakes, fixtures, the registry contract suite, a model-based
+//! registry test and JWT minting. Used only as a dev-dependency (`publish = false`).
+//!
+//! - [`RecordingSink`]: a [`ConnectionSink`](realtime_ports::ConnectionSink) that records
+//!   every frame and close, with an optional bounded queue that behaves like the real one.
+//! - [`fixtures`]: one-line identities, connections and connection ids.
+//! - [`registry_contract`] and the [`registry_contract_tests!`] macro: the checks every
+//!   [`ConnectionRegistry`](realtime_ports::ConnectionRegistry) adapter must pass, one
+//!   `#[test]` per case.
+//! - [`registry_model`]: random operation sequences applied to a registry and to a naive
+//!   model; every lookup must agree exactly with `realtime_core::route`.
+//! - [`jwt`]: HS256 tokens (and odd ones) for tests and benchmarks.
+//!
+//! Helpers here panic with a descriptive message on bad input: they are for tests.
+//!
+//! **Architecture Invariant:** no production crate depends on this one; it is a
+//! dev-dependency only.
+
+pub mod fixtures;
+pub mod jwt;
+pub mod registry_contract;
+pub mod registry_model;
+mod sink;
+
+#[cfg(test)]
+mod self_test;
+
+pub use registry_model::check_registry_against_model;
+pub use sink::{RecordingSink, SLOW_CONSUMER_REASON};
+
+/// Expands to one `#[test]` per case of the registry contract suite
+/// ([`registry_contract`]), inside a module (`registry_contract` unless named).
+///
+/// The argument is an expression evaluating to a closure that makes a fresh, empty registry;
+/// it is evaluated once per test. Names it uses are resolved in the invoking module (the
+/// generated module glob-imports `super::*`).
+///
+/// ```text
+/// use std::sync::Arc;
+/// use realtime_ports::ConnectionRegistry;
+///
+/// realtime_testkit::registry_contract_tests!(
+///     || Arc::new(MyRegistry::new()) as Arc<dyn ConnectionRegistry>
+/// );
+/// // Or, to run the suite twice in one module, name the generated module:
+/// realtime_testkit::registry_contract_tests!(
+///     sharded_contract,
+///     || Arc::new(MyRegistry::sharded(4)) as Arc<dyn ConnectionRegistry>
+/// );
+/// ```
+#[macro_export]
+macro_rules! registry_contract_tests {
+    ($module:ident, $make:expr $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::registry_contract_tests!(@cases $make;
+                register_then_get,
+                duplicate_id_is_rejected_and_original_kept,
+                unregister_removes_from_every_index,
+                find_by_user_returns_every_connection_of_the_user,
+                find_by_role_with_overlapping_roles,
+                all_and_count,
+                unknown_user_and_role_give_empty,
+                concurrent_operations_end_consistent,
+                registered_sink_is_the_one_registered,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::registry_contract::$case($make);
+            }
+        )*
+    };
+    ($make:expr $(,)?) => {
+        $crate::registry_contract_tests!(registry_contract, $make);
+    };
+}

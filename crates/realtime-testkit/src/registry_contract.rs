@@ -1,0 +1,429 @@
+//! The [`ConnectionRegistry`] contract suite: checks every registry adapter must pass.
+//!
+//! Each check is a `pub fn` taking a factory of fresh, empty registries; it panics with a
+//! descriptive message when the registry breaks the contract. Adapters run them through
+//! [`registry_contract_tests!`](crate::registry_contract_tests), which expands to one
+//! `#[test]` per check, or all at once through [`run_all`].
+//!
+//! The checks compare id lists sorted but not deduplicated, so a lookup that returns a
+//! connection twice fails as surely as one that misses it.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use realtime_core::{Connection, ConnectionId, Frame, Target, UnixMillis, route};
+use realtime_ports::{ConnectionRegistry, RegisterError, Registered};
+
+use crate::RecordingSink;
+use crate::fixtures::{connection, connection_id, role, user};
+
+/// The ids of `found`, sorted, duplicates kept.
+pub fn sorted_ids(found: &[Registered]) -> Vec<ConnectionId> {
+    let mut ids: Vec<ConnectionId> = found.iter().map(|r| r.connection.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Whether `registered` holds exactly the sink object `sink` (same allocation).
+pub fn same_sink(registered: &Registered, sink: &Arc<RecordingSink>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(&registered.sink), Arc::as_ptr(sink))
+}
+
+/// Registers `connection` with a fresh [`RecordingSink`], which is returned; panics if the
+/// registry refuses.
+#[track_caller]
+fn add(registry: &dyn ConnectionRegistry, connection: Connection) -> Arc<RecordingSink> {
+    let sink = Arc::new(RecordingSink::new());
+    let id = connection.id;
+    let result = registry.register(connection, sink.clone());
+    assert_eq!(result, Ok(()), "register({id}) must succeed");
+    sink
+}
+
+/// Sorted connection ids for the numbers `ns`.
+fn ids(ns: &[u128]) -> Vec<ConnectionId> {
+    let mut ids: Vec<ConnectionId> = ns.iter().map(|n| connection_id(*n)).collect();
+    ids.sort();
+    ids
+}
+
+#[track_caller]
+fn check_user(registry: &dyn ConnectionRegistry, name: &str, expected: &[u128]) {
+    let found = registry.find_by_user(&user(name));
+    assert_eq!(sorted_ids(&found), ids(expected), "find_by_user({name:?})");
+    for r in &found {
+        assert_eq!(r.connection.user_id.as_str(), name, "find_by_user({name:?}) record");
+    }
+}
+
+#[track_caller]
+fn check_role(registry: &dyn ConnectionRegistry, name: &str, expected: &[u128]) {
+    let found = registry.find_by_role(&role(name));
+    assert_eq!(sorted_ids(&found), ids(expected), "find_by_role({name:?})");
+    for r in &found {
+        assert!(r.connection.has_role(&role(name)), "find_by_role({name:?}) record");
+    }
+}
+
+#[track_caller]
+fn check_all(registry: &dyn ConnectionRegistry, expected: &[u128]) {
+    assert_eq!(sorted_ids(&registry.all()), ids(expected), "all()");
+    assert_eq!(registry.count(), expected.len(), "count()");
+}
+
+/// A registered connection can be read back by id, unchanged; other ids are absent.
+pub fn register_then_get(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    assert!(registry.get(connection_id(1)).is_none(), "a new registry is empty");
+    check_all(&*registry, &[]);
+
+    let mut conn = connection(1, "alice", &["admin", "ops"]);
+    conn.metadata.insert("tab".to_owned(), serde_json::json!("inbox"));
+    conn.connected_at = UnixMillis(1_700_000_000_123);
+    add(&*registry, conn.clone());
+
+    let got = registry.get(connection_id(1)).unwrap_or_else(|| panic!("get(1) after register"));
+    assert_eq!(*got.connection, conn, "get returns the registered connection unchanged");
+    assert!(registry.get(connection_id(2)).is_none(), "get(unregistered id)");
+    check_all(&*registry, &[1]);
+}
+
+/// Registering an id twice fails with `Duplicate` and leaves the first registration (record,
+/// sink and index entries) untouched; once unregistered, the id can be registered again.
+pub fn duplicate_id_is_rejected_and_original_kept(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    let original = connection(1, "alice", &["admin"]);
+    let first_sink = add(&*registry, original.clone());
+
+    let second_sink = Arc::new(RecordingSink::new());
+    let result = registry.register(connection(1, "bob", &["ops"]), second_sink.clone());
+    assert_eq!(result, Err(RegisterError::Duplicate(connection_id(1))));
+
+    let got = registry.get(connection_id(1)).unwrap_or_else(|| panic!("original is kept"));
+    assert_eq!(*got.connection, original, "the original connection is kept");
+    assert!(same_sink(&got, &first_sink), "the original sink is kept");
+    check_user(&*registry, "alice", &[1]);
+    check_user(&*registry, "bob", &[]);
+    check_role(&*registry, "admin", &[1]);
+    check_role(&*registry, "ops", &[]);
+    check_all(&*registry, &[1]);
+    assert_eq!(second_sink.closed(), None, "the rejected sink is not touched");
+    assert!(second_sink.is_empty(), "the rejected sink is not touched");
+
+    assert!(registry.unregister(connection_id(1)).is_some());
+    add(&*registry, connection(1, "bob", &["ops"]));
+    check_user(&*registry, "alice", &[]);
+    check_user(&*registry, "bob", &[1]);
+    check_role(&*registry, "admin", &[]);
+    check_role(&*registry, "ops", &[1]);
+}
+
+/// `unregister` returns the record and removes it from every index (id, user, role); a
+/// second `unregister` of the same id returns `None`.
+pub fn unregister_removes_from_every_index(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    assert!(registry.unregister(connection_id(1)).is_none(), "unregister on an empty registry");
+    let c1 = connection(1, "alice", &["admin", "ops"]);
+    add(&*registry, c1.clone());
+    add(&*registry, connection(2, "alice", &["ops"]));
+    add(&*registry, connection(3, "bob", &["admin"]));
+
+    let removed = registry.unregister(connection_id(1)).unwrap_or_else(|| panic!("unregister(1)"));
+    assert_eq!(*removed.connection, c1, "unregister returns the removed connection");
+    assert!(registry.get(connection_id(1)).is_none(), "get after unregister");
+    check_user(&*registry, "alice", &[2]);
+    check_user(&*registry, "bob", &[3]);
+    check_role(&*registry, "admin", &[3]);
+    check_role(&*registry, "ops", &[2]);
+    check_all(&*registry, &[2, 3]);
+
+    assert!(registry.unregister(connection_id(1)).is_none(), "second unregister(1)");
+    check_all(&*registry, &[2, 3]);
+
+    assert!(registry.unregister(connection_id(2)).is_some(), "unregister(2)");
+    assert!(registry.unregister(connection_id(3)).is_some(), "unregister(3)");
+    check_user(&*registry, "alice", &[]);
+    check_user(&*registry, "bob", &[]);
+    check_role(&*registry, "admin", &[]);
+    check_role(&*registry, "ops", &[]);
+    check_all(&*registry, &[]);
+}
+
+/// `find_by_user` returns every connection of the user, each once, and no other user's
+/// (user ids are case-sensitive).
+pub fn find_by_user_returns_every_connection_of_the_user(
+    make: impl Fn() -> Arc<dyn ConnectionRegistry>,
+) {
+    let registry = make();
+    for (id, name) in
+        [(1, "alice"), (2, "alice"), (3, "alice"), (4, "bob"), (5, "carol"), (6, "carol")]
+    {
+        add(&*registry, connection(id, name, &["member"]));
+    }
+    add(&*registry, connection(7, "Alice", &[]));
+    check_user(&*registry, "alice", &[1, 2, 3]);
+    check_user(&*registry, "Alice", &[7]);
+    check_user(&*registry, "bob", &[4]);
+    check_user(&*registry, "carol", &[5, 6]);
+
+    assert!(registry.unregister(connection_id(2)).is_some());
+    check_user(&*registry, "alice", &[1, 3]);
+}
+
+/// `find_by_role` returns every connection holding the role, each once, when connections
+/// hold several overlapping roles.
+pub fn find_by_role_with_overlapping_roles(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &["admin", "ops"]));
+    add(&*registry, connection(2, "alice", &["ops"]));
+    add(&*registry, connection(3, "bob", &["admin", "viewer"]));
+    add(&*registry, connection(4, "bob", &[]));
+    add(&*registry, connection(5, "carol", &["ops", "viewer", "admin"]));
+    check_role(&*registry, "admin", &[1, 3, 5]);
+    check_role(&*registry, "ops", &[1, 2, 5]);
+    check_role(&*registry, "viewer", &[3, 5]);
+    check_role(&*registry, "Admin", &[]);
+
+    assert!(registry.unregister(connection_id(5)).is_some());
+    check_role(&*registry, "admin", &[1, 3]);
+    check_role(&*registry, "ops", &[1, 2]);
+    check_role(&*registry, "viewer", &[3]);
+}
+
+/// `all` and `count` follow every register and unregister.
+pub fn all_and_count(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    let mut expected: Vec<u128> = Vec::new();
+    for n in 1..=40u128 {
+        add(&*registry, connection(n, &format!("user-{}", n % 7), &[]));
+        expected.push(n);
+        check_all(&*registry, &expected);
+    }
+    for n in (1..=40u128).filter(|n| n.is_multiple_of(3)) {
+        assert!(registry.unregister(connection_id(n)).is_some(), "unregister({n})");
+        expected.retain(|e| *e != n);
+        check_all(&*registry, &expected);
+    }
+    // A rejected duplicate changes neither.
+    let dup = registry.register(connection(1, "x", &[]), Arc::new(RecordingSink::new()));
+    assert_eq!(dup, Err(RegisterError::Duplicate(connection_id(1))));
+    check_all(&*registry, &expected);
+}
+
+/// Lookups of users and roles nobody has return empty, before and after registrations, and
+/// once the last connection of a user or role is gone.
+pub fn unknown_user_and_role_give_empty(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    check_user(&*registry, "nobody", &[]);
+    check_role(&*registry, "nothing", &[]);
+    add(&*registry, connection(1, "alice", &["admin"]));
+    check_user(&*registry, "nobody", &[]);
+    check_role(&*registry, "nothing", &[]);
+    assert!(registry.get(connection_id(2)).is_none());
+    assert!(registry.unregister(connection_id(1)).is_some());
+    check_user(&*registry, "alice", &[]);
+    check_role(&*registry, "admin", &[]);
+}
+
+/// Users and roles of the concurrent check.
+const USERS: [&str; 5] = ["u0", "u1", "u2", "u3", "u4"];
+const ROLES: [&str; 3] = ["r0", "r1", "r2"];
+const THREADS: usize = 8;
+const OWN_PER_THREAD: u128 = 120;
+const SHARED: u128 = 100;
+const SHARED_BASE: u128 = 1_000_000;
+
+/// The connection with number `n` of the concurrent check: user and roles derive from `n`.
+fn concurrent_connection(n: u128) -> Connection {
+    let user = USERS[(n % 5) as usize];
+    let roles: Vec<&str> =
+        ROLES.iter().enumerate().filter(|(i, _)| (n >> i) & 1 == 1).map(|(_, r)| *r).collect();
+    connection(n, user, &roles)
+}
+
+/// The own connection numbers of thread `t` that survive its register/unregister pattern
+/// (it registers `base + i` and, when `i % 3 == 0`, unregisters `base + i - 1`).
+fn own_survivors(t: usize) -> Vec<u128> {
+    let base = (t as u128 + 1) * 10_000;
+    (0..OWN_PER_THREAD)
+        .filter(|i| !(i % 3 == 2 && i + 1 < OWN_PER_THREAD))
+        .map(|i| base + i)
+        .collect()
+}
+
+/// Checks that every record returned for `target` matches it and appears once.
+#[track_caller]
+fn check_lookup_is_coherent(found: &[Registered], target: &Target) {
+    let mut selected = route(target, found.iter().map(|r| &*r.connection));
+    selected.sort();
+    let mut returned = sorted_ids(found);
+    assert_eq!(selected, returned, "lookup {target:?} returned a record it does not match");
+    returned.dedup();
+    assert_eq!(returned.len(), found.len(), "lookup {target:?} returned a record twice");
+}
+
+/// Eight threads register, unregister and look up at once (own ids, and shared ids they
+/// race for); every thread sees its own writes, each shared id is registered and removed
+/// exactly once, and the final state is consistent: `count` matches, and every index agrees
+/// with `all()`.
+pub fn concurrent_operations_end_consistent(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    let registered_shared = AtomicUsize::new(0);
+    let removed_shared = AtomicUsize::new(0);
+
+    // Phase 1: own ids, and a race for every shared id. (Two scopes rather than a barrier,
+    // so a failing thread fails the test instead of leaving the others waiting.)
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (registry, registered_shared) = (&*registry, &registered_shared);
+            scope.spawn(move || {
+                let base = (t as u128 + 1) * 10_000;
+                for i in 0..OWN_PER_THREAD {
+                    let conn = concurrent_connection(base + i);
+                    let own_user = conn.user_id.clone();
+                    add(registry, conn);
+                    assert!(registry.get(connection_id(base + i)).is_some(), "own write visible");
+                    let of_user = registry.find_by_user(&own_user);
+                    assert!(of_user.iter().any(|r| r.connection.id == connection_id(base + i)));
+                    check_lookup_is_coherent(&of_user, &Target::User(own_user));
+                    if i.is_multiple_of(3) && i > 0 {
+                        let gone = connection_id(base + i - 1);
+                        assert!(registry.unregister(gone).is_some(), "unregister own {gone}");
+                        assert!(registry.get(gone).is_none(), "own unregister visible");
+                    }
+                    if i.is_multiple_of(4) {
+                        let r = role(ROLES[(i / 4 % 3) as usize]);
+                        check_lookup_is_coherent(&registry.find_by_role(&r), &Target::Role(r));
+                    }
+                    if i.is_multiple_of(40) {
+                        check_lookup_is_coherent(&registry.all(), &Target::Broadcast);
+                    }
+                    let _ = registry.count();
+                }
+                // Every thread races for every shared id, each in a different order.
+                for k in 0..SHARED {
+                    let n = SHARED_BASE + (k + t as u128 * 13) % SHARED;
+                    let sink = Arc::new(RecordingSink::new());
+                    match registry.register(concurrent_connection(n), sink) {
+                        Ok(()) => {
+                            registered_shared.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(RegisterError::Duplicate(id)) => {
+                            assert_eq!(id, connection_id(n), "Duplicate names the id");
+                        }
+                        Err(other) => panic!("unexpected register error {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+
+    // Phase 2: every thread races to remove every even shared id, looking users up meanwhile.
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (registry, removed_shared) = (&*registry, &removed_shared);
+            scope.spawn(move || {
+                for k in (0..SHARED).filter(|k| k.is_multiple_of(2)) {
+                    let n = SHARED_BASE + (k + t as u128 * 14) % SHARED;
+                    if registry.unregister(connection_id(n)).is_some() {
+                        removed_shared.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let u = user(USERS[(k % 5) as usize]);
+                    check_lookup_is_coherent(&registry.find_by_user(&u), &Target::User(u));
+                }
+            });
+        }
+    });
+
+    assert_eq!(registered_shared.into_inner(), SHARED as usize, "each shared id registered once");
+    assert_eq!(
+        removed_shared.into_inner(),
+        SHARED as usize / 2,
+        "each even shared id removed once"
+    );
+
+    let mut expected: Vec<u128> = (0..THREADS).flat_map(own_survivors).collect();
+    expected.extend((SHARED_BASE..SHARED_BASE + SHARED).filter(|n| n % 2 == 1));
+    let all = registry.all();
+    assert_eq!(sorted_ids(&all), ids(&expected), "all() after the concurrent run");
+    assert_eq!(registry.count(), expected.len(), "count() after the concurrent run");
+
+    let targets = USERS
+        .iter()
+        .map(|u| Target::User(user(u)))
+        .chain(ROLES.iter().map(|r| Target::Role(role(r))));
+    for target in targets {
+        let found = match &target {
+            Target::User(u) => registry.find_by_user(u),
+            Target::Role(r) => registry.find_by_role(r),
+            _ => Vec::new(),
+        };
+        let mut want = route(&target, all.iter().map(|r| &*r.connection));
+        want.sort();
+        assert_eq!(sorted_ids(&found), want, "index for {target:?} disagrees with all()");
+    }
+    let expected: HashSet<ConnectionId> = expected.iter().map(|n| connection_id(*n)).collect();
+    let candidates = (0..THREADS as u128)
+        .flat_map(|t| ((t + 1) * 10_000)..((t + 1) * 10_000 + OWN_PER_THREAD))
+        .chain(SHARED_BASE..SHARED_BASE + SHARED);
+    for n in candidates {
+        let id = connection_id(n);
+        assert_eq!(registry.get(id).is_some(), expected.contains(&id), "get({id})");
+    }
+}
+
+/// The sink in every returned [`Registered`] is the very object that was registered with
+/// that connection (not a copy, not another connection's).
+pub fn registered_sink_is_the_one_registered(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    let alice_sink = add(&*registry, connection(1, "alice", &["admin"]));
+    let bob_sink = add(&*registry, connection(2, "bob", &["admin"]));
+
+    let mut seen: Vec<(&str, Registered)> = Vec::new();
+    let get = registry.get(connection_id(1)).unwrap_or_else(|| panic!("get(1)"));
+    seen.push(("get", get));
+    seen.extend(registry.find_by_user(&user("alice")).into_iter().map(|r| ("find_by_user", r)));
+    seen.extend(
+        registry
+            .find_by_role(&role("admin"))
+            .into_iter()
+            .filter(|r| r.connection.id == connection_id(1))
+            .map(|r| ("find_by_role", r)),
+    );
+    seen.extend(
+        registry
+            .all()
+            .into_iter()
+            .filter(|r| r.connection.id == connection_id(1))
+            .map(|r| ("all", r)),
+    );
+    let removed = registry.unregister(connection_id(1)).unwrap_or_else(|| panic!("unregister"));
+    seen.push(("unregister", removed));
+    let lookups: BTreeSet<&str> = seen.iter().map(|(how, _)| *how).collect();
+    assert_eq!(lookups.len(), 5, "connection 1 was found by every lookup: {lookups:?}");
+
+    for (i, (how, registered)) in seen.iter().enumerate() {
+        assert!(same_sink(registered, &alice_sink), "{how} returned another sink");
+        let text = format!("via {how}");
+        assert_eq!(registered.sink.send(Frame::from_text(text.clone())), Ok(()));
+        assert_eq!(alice_sink.len(), i + 1, "{how}: the frame reached the registered sink");
+        assert_eq!(alice_sink.texts().last(), Some(&text));
+    }
+    assert!(bob_sink.is_empty(), "no frame reached the other connection's sink");
+    let bob = registry.get(connection_id(2)).unwrap_or_else(|| panic!("get(2)"));
+    assert!(same_sink(&bob, &bob_sink));
+}
+
+/// Runs every check of the suite, in order, each on a fresh registry.
+pub fn run_all(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    register_then_get(&make);
+    duplicate_id_is_rejected_and_original_kept(&make);
+    unregister_removes_from_every_index(&make);
+    find_by_user_returns_every_connection_of_the_user(&make);
+    find_by_role_with_overlapping_roles(&make);
+    all_and_count(&make);
+    unknown_user_and_role_give_empty(&make);
+    concurrent_operations_end_consistent(&make);
+    registered_sink_is_the_one_registered(&make);
+}
