@@ -171,8 +171,7 @@ impl ConnectionRegistry for InMemoryRegistry {
     }
 
     fn all(&self) -> Vec<Registered> {
-        let indexes = self.indexes.read();
-        indexes.resolve(indexes.by_id.keys())
+        self.indexes.read().by_id.values().cloned().collect()
     }
 
     fn count(&self) -> usize {
