@@ -10,6 +10,15 @@ pub const CONNECTED: &str = "connected";
 /// Server to client: something the client sent was refused; the connection stays open.
 pub const ERROR: &str = "error";
 
+/// Message types only the server's protocol layer sends. Applications may not publish them,
+/// so a client can trust that a `connected`, `pong` or `error` frame comes from the protocol.
+pub const RESERVED_SERVER_TYPES: [&str; 3] = [CONNECTED, PONG, ERROR];
+
+/// Whether `kind` is one of [`RESERVED_SERVER_TYPES`].
+pub fn is_reserved_server_type(kind: &str) -> bool {
+    RESERVED_SERVER_TYPES.contains(&kind)
+}
+
 /// Error code in an `error` frame: the client frame could not be decoded.
 pub const ERROR_INVALID_MESSAGE: &str = "invalid_message";
 /// Error code in an `error` frame: binary frames are not part of the protocol.
@@ -45,4 +54,19 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4004;
     /// The client read too slowly: its outbound queue filled up.
     pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_types() {
+        for kind in ["connected", "pong", "error"] {
+            assert!(is_reserved_server_type(kind), "{kind}");
+        }
+        for kind in ["ping", "notification", "Error", "errors"] {
+            assert!(!is_reserved_server_type(kind), "{kind}");
+        }
+    }
 }

@@ -1,1 +1,30 @@
-//! realtime-transport-warp
+//! warp 0.4 transport for realtime: the WebSocket endpoint, the HTTP publish API, health and
+//! metrics, and a server with a graceful drain.
+//!
+//! An adapter: it drives the service through the ports (`RealtimeApi`, `TokenVerifier`,
+//! `InboundHandler`) and implements `ConnectionSink` for each socket. It depends on
+//! `realtime-core` and `realtime-ports` only among the workspace crates.
+//!
+//! - `GET /ws`: the token (query `token=` or subprotocol `bearer.<JWT>` beside `realtime.v1`)
+//!   is verified before the upgrade; the upgrade is performed here so that tungstenite's
+//!   whole `WebSocketConfig` is set (small buffers, bounded messages).
+//! - Per connection: one bounded outbound queue and one writer; a full queue closes the
+//!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001).
+//! - `POST /api/publish`, `GET /healthz`, `GET /metrics`, `GET /` (demo page).
+//! - Every error is mapped to the wire in one module (`wire`).
+//!
+//! **Architecture Invariant:** no token, API key or request URI is ever logged or echoed.
+
+mod config;
+mod handshake;
+mod http_api;
+mod server;
+mod session;
+mod shutdown;
+mod wire;
+
+pub use config::{
+    ApiKey, ConfigError, Deps, MAX_READ_BUFFER_BYTES, MetricsRenderer, TransportConfig,
+};
+pub use server::{Server, routes};
+pub use shutdown::{DrainOutcome, ShutdownHandle};

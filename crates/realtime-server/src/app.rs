@@ -1,0 +1,149 @@
+//! Builds the stack from a [`Config`] and runs it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use realtime_auth_jwt::{JwtConfig, JwtKey, JwtVerifier};
+use realtime_core::LivenessConfig;
+use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi, TokenVerifier};
+use realtime_registry_mem::InMemoryRegistry;
+use realtime_service::{RealtimeService, ServiceConfig};
+use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportConfig};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, JwtAlgorithm};
+use crate::demo::{DEMO_PAGE, DemoHandler, NoInbound};
+use crate::dev::{self, DevCredentials};
+
+/// A started server.
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: std::net::SocketAddr,
+    /// Triggers the graceful shutdown.
+    pub shutdown: ShutdownHandle,
+    /// The API key for POST /api/publish (configured or generated).
+    pub api_key: String,
+    /// Development credentials, when no JWT key was configured.
+    pub dev: Option<DevCredentials>,
+    /// The service, for publishing from Rust in the same process.
+    pub api: Arc<dyn RealtimeApi>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Waits until the server has shut down and drained its connections.
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "server task failed");
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade takes one global recorder, so
+/// several servers in one process, as in tests, share it).
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => {
+                realtime_service::describe_metrics();
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics disabled");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Builds the stack and starts serving. Returns once the listener is bound.
+///
+/// # Errors
+/// When the JWT key is invalid (for example, a secret shorter than 32 bytes or an unreadable
+/// PEM file) or the address cannot be bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let (verifier, dev) = verifier(&config)?;
+    let api_key = match &config.api_key {
+        Some(key) if key.len() < 16 => anyhow::bail!("REALTIME_API_KEY must be at least 16 bytes"),
+        Some(key) => key.clone(),
+        None => dev::random_hex(24),
+    };
+    let registry: Arc<dyn ConnectionRegistry> = Arc::new(InMemoryRegistry::new());
+    let service: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(
+        registry,
+        ServiceConfig { max_connections: config.max_connections, ..ServiceConfig::default() },
+    ));
+    let demo = config.demo.unwrap_or(dev.is_some());
+    let inbound: Arc<dyn InboundHandler> =
+        if demo { Arc::new(DemoHandler::new(service.clone())) } else { Arc::new(NoInbound) };
+    let metrics = prometheus()
+        .map(|handle| Arc::new(move || handle.render()) as Arc<dyn Fn() -> String + Send + Sync>);
+    let transport = TransportConfig {
+        allowed_origins: config.allowed_origins.clone(),
+        max_message_bytes: config.max_message_bytes,
+        outbound_queue: config.outbound_queue,
+        liveness: LivenessConfig {
+            ping_interval: Duration::from_secs(config.ping_interval_secs),
+            pong_timeout: Duration::from_secs(config.pong_timeout_secs),
+        },
+        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        api_key: ApiKey::new(api_key.clone()),
+        demo_page: demo.then_some(DEMO_PAGE),
+        ..TransportConfig::default()
+    };
+    let deps = Deps { api: service.clone(), verifier, inbound, metrics };
+    let server = Server::bind(config.listen, deps, transport)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let task = tokio::spawn(server.run());
+    tracing::info!(%addr, dev = dev.is_some(), demo, "realtime server listening");
+    Ok(Running { addr, shutdown, api_key, dev, api: service, task })
+}
+
+fn verifier(config: &Config) -> anyhow::Result<(Arc<dyn TokenVerifier>, Option<DevCredentials>)> {
+    let (key, dev) = match (&config.jwt_secret, &config.jwt_public_key_file, config.jwt_algorithm) {
+        (Some(secret), None, JwtAlgorithm::Hs256) => {
+            (JwtKey::Hs256 { secret: secret.as_bytes().to_vec() }, None)
+        }
+        (Some(_), None, alg) => {
+            anyhow::bail!(
+                "REALTIME_JWT_SECRET is for HS256; {alg:?} needs REALTIME_JWT_PUBLIC_KEY_FILE"
+            )
+        }
+        (None, Some(path), alg) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read JWT public key {}", path.display()))?;
+            match alg {
+                JwtAlgorithm::Rs256 => (JwtKey::Rs256 { public_key_pem: pem }, None),
+                JwtAlgorithm::Es256 => (JwtKey::Es256 { public_key_pem: pem }, None),
+                JwtAlgorithm::Hs256 => {
+                    anyhow::bail!("a public key file needs REALTIME_JWT_ALGORITHM=rs256 or es256")
+                }
+            }
+        }
+        (Some(_), Some(_), _) => anyhow::bail!("set either a JWT secret or a public key file"),
+        (None, None, _) => {
+            let creds = dev::credentials(dev::random_hex(32))?;
+            (JwtKey::Hs256 { secret: creds.jwt_secret.as_bytes().to_vec() }, Some(creds))
+        }
+    };
+    let verifier = JwtVerifier::new(JwtConfig {
+        key,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        leeway: Duration::from_secs(config.jwt_leeway_secs),
+    })
+    .context("invalid JWT configuration")?;
+    Ok((Arc::new(verifier), dev))
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the realtime server: the real stack (in-memory registry, service, JWT
+//! verifier, warp transport) on 127.0.0.1:0, a real WebSocket client and real JWTs.
+
+mod auth;
+mod disconnect;
+mod lifecycle;
+mod logs;
+mod publish_api;
+mod routing;
+mod support;

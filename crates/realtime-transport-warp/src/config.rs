@@ -1,0 +1,273 @@
+//! What the transport is configured with ([`TransportConfig`], [`ApiKey`]) and what it is
+//! wired to ([`Deps`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime_core::{DecodeLimits, LivenessConfig};
+use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Largest accepted [`TransportConfig::read_buffer_bytes`]: the read buffer is allocated
+/// eagerly for every connection, so it is what an idle connection costs.
+pub const MAX_READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Bytes a WebSocket frame header can add to a payload (2 + 8 length bytes + 4 mask bytes).
+const FRAME_HEADER_BYTES: usize = 14;
+
+/// Settings of the transport. `Default` gives the production values; tests shorten the
+/// timers.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// Browser origins allowed to open a WebSocket (`Origin` header, compared without regard
+    /// to ASCII case; `"*"` allows any). `None` allows any origin. A request without an
+    /// `Origin` header (not a browser) is always allowed: the check exists to stop other web
+    /// sites from using a visitor's browser, and browsers always send the header.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Largest client message and largest client frame, in bytes (tungstenite's
+    /// `max_message_size` and `max_frame_size`); a larger one closes the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Read buffer per connection, in bytes (at most [`MAX_READ_BUFFER_BYTES`]).
+    pub read_buffer_bytes: usize,
+    /// Bytes tungstenite collects before writing to the socket (0 writes every frame at once);
+    /// the writer flushes after every batch anyway.
+    pub write_buffer_bytes: usize,
+    /// Largest server-to-client message, in bytes. It bounds tungstenite's write buffer; a
+    /// larger frame is dropped for that connection (and logged), the connection stays open.
+    pub max_outbound_frame_bytes: usize,
+    /// Outbound frames queued per connection. When a client reads so slowly that its queue is
+    /// full, it is closed with 4008 "slow consumer".
+    pub outbound_queue: usize,
+    /// Heartbeat: ping interval and pong timeout.
+    pub liveness: LivenessConfig,
+    /// Limits for decoding client messages.
+    pub decode: DecodeLimits,
+    /// How long a closing connection may take to get its close frame out and see the
+    /// client's answer before the socket is dropped.
+    pub close_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to close before dropping them.
+    pub shutdown_grace: Duration,
+    /// Largest `POST /api/publish` body, in bytes; a larger one gets 413.
+    pub max_publish_body_bytes: u64,
+    /// The key backends present as `Authorization: Bearer <key>` on the HTTP API.
+    pub api_key: ApiKey,
+    /// Length of the kernel's accept queue.
+    pub listen_backlog: u32,
+    /// HTML served at `GET /` (the demo page), if any.
+    pub demo_page: Option<&'static str>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            allowed_origins: None,
+            max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 4 * 1024,
+            max_outbound_frame_bytes: 1024 * 1024,
+            outbound_queue: 256,
+            liveness: LivenessConfig::default(),
+            decode: DecodeLimits::default(),
+            close_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            max_publish_body_bytes: 256 * 1024,
+            api_key: ApiKey::disabled(),
+            listen_backlog: 4096,
+            demo_page: None,
+        }
+    }
+}
+
+impl fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("read_buffer_bytes", &self.read_buffer_bytes)
+            .field("write_buffer_bytes", &self.write_buffer_bytes)
+            .field("max_outbound_frame_bytes", &self.max_outbound_frame_bytes)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("liveness", &self.liveness)
+            .field("decode", &self.decode)
+            .field("close_timeout", &self.close_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_publish_body_bytes", &self.max_publish_body_bytes)
+            .field("api_key", &self.api_key)
+            .field("listen_backlog", &self.listen_backlog)
+            .field("demo_page", &self.demo_page.map(|page| format!("<{} bytes>", page.len())))
+            .finish()
+    }
+}
+
+/// A setting of [`TransportConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `read_buffer_bytes` is 0 or above [`MAX_READ_BUFFER_BYTES`].
+    #[error("read_buffer_bytes must be between 1 and {max}, got {got}")]
+    ReadBuffer {
+        /// The configured value.
+        got: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// A size or count that must be positive is 0.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+impl TransportConfig {
+    /// Checks that the settings can work.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first setting that cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.read_buffer_bytes == 0 || self.read_buffer_bytes > MAX_READ_BUFFER_BYTES {
+            return Err(ConfigError::ReadBuffer {
+                got: self.read_buffer_bytes,
+                max: MAX_READ_BUFFER_BYTES,
+            });
+        }
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_outbound_frame_bytes", self.max_outbound_frame_bytes),
+            ("outbound_queue", self.outbound_queue),
+        ];
+        match positive.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+
+    /// tungstenite's settings for every connection: the whole `WebSocketConfig` is set, so
+    /// no default (128 KiB read buffer, 64 MiB messages, unbounded write buffer) applies.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let read_buffer = self.read_buffer_bytes.clamp(1, MAX_READ_BUFFER_BYTES);
+        let max_message = self.max_message_bytes.max(1);
+        WebSocketConfig::default()
+            .read_buffer_size(read_buffer)
+            .write_buffer_size(self.write_buffer_bytes)
+            .max_write_buffer_size(
+                self.write_buffer_bytes
+                    .saturating_add(self.max_outbound_frame_bytes.max(1))
+                    .saturating_add(FRAME_HEADER_BYTES),
+            )
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
+            .accept_unmasked_frames(false)
+    }
+}
+
+/// The HTTP API key. `Debug` never shows it and comparison takes the same time whatever the
+/// presented key has in common with it.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<Arc<str>>);
+
+impl ApiKey {
+    /// A key; the empty string gives a disabled key.
+    pub fn new(key: impl AsRef<str>) -> Self {
+        let key = key.as_ref();
+        if key.is_empty() { ApiKey(None) } else { ApiKey(Some(Arc::from(key))) }
+    }
+
+    /// No key: every HTTP API request gets 401.
+    pub fn disabled() -> Self {
+        ApiKey(None)
+    }
+
+    /// Whether a key is set.
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether `presented` is the key, compared in constant time (only the length can show).
+    pub fn matches(&self, presented: &str) -> bool {
+        match &self.0 {
+            Some(key) => constant_time_eq(key.as_bytes(), presented.as_bytes()),
+            None => false,
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(_) => f.write_str("ApiKey(<redacted>)"),
+            None => f.write_str("ApiKey(<disabled>)"),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Renders the Prometheus text exposition for `GET /metrics`.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the transport is wired to: the service, the token verifier, the application's
+/// inbound handler and, optionally, a metrics renderer.
+#[derive(Clone)]
+pub struct Deps {
+    /// The service: admits, removes and sends.
+    pub api: Arc<dyn RealtimeApi>,
+    /// Verifies the tokens of upgrade requests.
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// Handles client messages other than `ping`.
+    pub inbound: Arc<dyn InboundHandler>,
+    /// Renders `GET /metrics`; `None` makes that route 404.
+    pub metrics: Option<MetricsRenderer>,
+}
+
+impl fmt::Debug for Deps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deps").field("metrics", &self.metrics.is_some()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_compares_and_never_shows() {
+        let key = ApiKey::new("s3cret-key");
+        assert!(key.matches("s3cret-key"));
+        for wrong in ["", "s3cret-kez", "s3cret-key ", "S3CRET-KEY"] {
+            assert!(!key.matches(wrong), "{wrong:?} matched");
+        }
+        assert!(!format!("{key:?}").contains("s3cret"));
+        assert!(!ApiKey::disabled().matches(""));
+        assert!(!ApiKey::new("").is_enabled());
+        let config = TransportConfig { api_key: key, ..TransportConfig::default() };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(TransportConfig::default().validate(), Ok(()));
+        let big = TransportConfig { read_buffer_bytes: 16 * 1024, ..TransportConfig::default() };
+        assert_eq!(
+            big.validate(),
+            Err(ConfigError::ReadBuffer { got: 16 * 1024, max: MAX_READ_BUFFER_BYTES })
+        );
+        let zero = TransportConfig { outbound_queue: 0, ..TransportConfig::default() };
+        assert_eq!(zero.validate(), Err(ConfigError::Zero("outbound_queue")));
+    }
+
+    #[test]
+    fn websocket_config_is_fully_set() {
+        let ws = TransportConfig::default().websocket_config();
+        assert_eq!(ws.read_buffer_size, 4 * 1024);
+        assert_eq!(ws.write_buffer_size, 4 * 1024);
+        assert_eq!(ws.max_message_size, Some(64 * 1024));
+        assert_eq!(ws.max_frame_size, Some(64 * 1024));
+        assert!(ws.max_write_buffer_size < 2 * 1024 * 1024);
+        assert!(ws.max_write_buffer_size > ws.write_buffer_size);
+    }
+}

@@ -1,0 +1,320 @@
+//! `GET /ws`: checks an upgrade request (upgrade, origin, capacity, token) before upgrading,
+//! admits the connection, answers 101 itself and starts the connection task with a fully
+//! configured tungstenite stream.
+
+use std::sync::Arc;
+
+use http::header::{
+    CONNECTION, HeaderMap, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{Method, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use realtime_core::{
+    BearerToken, Connection, Payload, TokenQueryError, protocol, token_from_query,
+    token_from_subprotocols,
+};
+use realtime_ports::{AuthError, ConnectRequest, InboundHandler, RealtimeApi, TokenVerifier};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tracing::debug;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::session::{Session, SessionSettings, outbound_channel};
+use crate::shutdown::ShutdownHandle;
+use crate::wire::{self, HandshakeRefusal};
+
+/// The subprotocol the server answers (the token entry is never echoed).
+const SUBPROTOCOL: &str = "realtime.v1";
+
+/// What the `/ws` route needs.
+pub(crate) struct Endpoint {
+    pub(crate) api: Arc<dyn RealtimeApi>,
+    pub(crate) verifier: Arc<dyn TokenVerifier>,
+    pub(crate) inbound: Arc<dyn InboundHandler>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) settings: Arc<SessionSettings>,
+    pub(crate) shutdown: ShutdownHandle,
+}
+
+/// The `GET /ws` filter. It rejects only when the path is not `/ws`; every other outcome is
+/// a response.
+pub(crate) fn filter(
+    endpoint: Arc<Endpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    // The raw query is read here and nowhere else (warp's typed query filter would log it).
+    let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::ext::optional::<OnUpgrade>())
+        .then(move |method, headers, query, upgrade| {
+            let endpoint = Arc::clone(&endpoint);
+            async move { endpoint.handshake(&method, &headers, query, upgrade).await }
+        })
+}
+
+impl Endpoint {
+    async fn handshake(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<String>,
+        upgrade: Option<OnUpgrade>,
+    ) -> Response {
+        match self.admit(method, headers, query, upgrade).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                let reason = refusal.reason();
+                debug!(reason, "websocket handshake refused");
+                metrics::counter!("realtime_handshake_failures_total", "reason" => reason)
+                    .increment(1);
+                refusal.into_response()
+            }
+        }
+    }
+
+    /// The checks, in order: upgrade (400), origin (403), capacity (503), token (401); then
+    /// the service admits the connection and the 101 goes out.
+    async fn admit(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<String>,
+        upgrade: Option<OnUpgrade>,
+    ) -> Result<Response, HandshakeRefusal> {
+        let key = upgrade_key(method, headers).ok_or(HandshakeRefusal::NotUpgrade)?;
+        let upgrade = upgrade.ok_or(HandshakeRefusal::NotUpgrade)?;
+        if !origin_allowed(headers, self.allowed_origins.as_deref()) {
+            return Err(HandshakeRefusal::Origin);
+        }
+        if self.shutdown.is_shutdown() {
+            return Err(HandshakeRefusal::ShuttingDown);
+        }
+        if !self.api.has_capacity() {
+            return Err(HandshakeRefusal::Capacity);
+        }
+        let (token, offers_subprotocol) =
+            presented_token(headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
+        drop(query);
+        let identity =
+            self.verifier.verify(&token).await.map_err(HandshakeRefusal::Unauthorized)?;
+        drop(token);
+        let expires_at = identity.expires_at;
+        let (sink, queue) = outbound_channel(self.settings.outbound_queue);
+        let connection = self.api.connect(ConnectRequest {
+            identity,
+            metadata: Payload::new(),
+            sink: sink.clone(),
+        })?;
+        let hello = connected_frame(&connection);
+        let session = Session {
+            api: Arc::clone(&self.api),
+            inbound: Arc::clone(&self.inbound),
+            connection,
+            expires_at,
+            sink,
+            queue,
+            settings: Arc::clone(&self.settings),
+            shutdown: self.shutdown.clone(),
+            hello,
+        };
+        self.shutdown.spawn(session.run(upgrade));
+        Ok(switching_protocols(&key, offers_subprotocol))
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request: `GET`, `Connection: upgrade`,
+/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`.
+fn upgrade_key(method: &Method, headers: &HeaderMap) -> Option<HeaderValue> {
+    let has_token = |name, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value.split(',').any(|item| item.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let upgrade = method == Method::GET
+        && has_token(CONNECTION, "upgrade")
+        && has_token(UPGRADE, "websocket")
+        && headers.get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
+    if !upgrade {
+        return None;
+    }
+    headers.get(SEC_WEBSOCKET_KEY).filter(|key| !key.is_empty()).cloned()
+}
+
+/// Whether the request's `Origin` is allowed. A request without one is not from a browser
+/// and is allowed (see `TransportConfig::allowed_origins`).
+fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
+    let Some(allowed) = allowed else {
+        return true;
+    };
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    allowed.iter().any(|entry| entry == "*" || entry.eq_ignore_ascii_case(origin))
+}
+
+/// The token from `Sec-WebSocket-Protocol: realtime.v1, bearer.<JWT>`, or else from the
+/// `token` query parameter; and whether the client offered `realtime.v1`.
+fn presented_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(BearerToken, bool), AuthError> {
+    let offered: Vec<&str> = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .map(|value| value.to_str().map_err(|_| AuthError::Malformed))
+        .collect::<Result<_, _>>()?;
+    let offered = offered.join(",");
+    let offers_subprotocol = offered.split(',').any(|entry| entry.trim() == SUBPROTOCOL);
+    if let Some(token) = token_from_subprotocols(&offered).map_err(|_| AuthError::Malformed)? {
+        return Ok((token, offers_subprotocol));
+    }
+    let token = token_from_query(query.unwrap_or_default()).map_err(|error| match error {
+        TokenQueryError::Missing | TokenQueryError::Empty => AuthError::Missing,
+        _ => AuthError::Malformed,
+    })?;
+    Ok((token, offers_subprotocol))
+}
+
+/// `{"type":"connected","payload":{"connection_id":..,"user_id":..,"roles":[..]}}`.
+fn connected_frame(connection: &Connection) -> realtime_core::Frame {
+    #[derive(Serialize)]
+    struct Connected<'a> {
+        connection_id: String,
+        user_id: &'a str,
+        roles: Vec<&'a str>,
+    }
+    wire::envelope_frame(
+        protocol::CONNECTED,
+        &Connected {
+            connection_id: connection.id.to_string(),
+            user_id: connection.user_id.as_str(),
+            roles: connection.roles.iter().map(|role| role.as_str()).collect(),
+        },
+    )
+}
+
+/// The 101 answer.
+fn switching_protocols(key: &HeaderValue, subprotocol: bool) -> Response {
+    let mut response =
+        warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if subprotocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    const UPGRADE_HEADERS: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "WebSocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn upgrade_requests() {
+        assert!(upgrade_key(&Method::GET, &headers(&UPGRADE_HEADERS)).is_some());
+        assert!(upgrade_key(&Method::POST, &headers(&UPGRADE_HEADERS)).is_none());
+        for skip in 0..UPGRADE_HEADERS.len() {
+            let partial: Vec<_> = UPGRADE_HEADERS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, pair)| *pair)
+                .collect();
+            assert!(upgrade_key(&Method::GET, &headers(&partial)).is_none(), "{skip}");
+        }
+        let mut old = UPGRADE_HEADERS;
+        old[2] = ("sec-websocket-version", "8");
+        assert!(upgrade_key(&Method::GET, &headers(&old)).is_none());
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example".to_owned()];
+        let check = |pairs: &[(&'static str, &'static str)], allowed: Option<&[String]>| {
+            origin_allowed(&headers(pairs), allowed)
+        };
+        assert!(check(&[("origin", "https://evil.example")], None));
+        assert!(check(&[("origin", "https://APP.example")], Some(&allowed)));
+        assert!(!check(&[("origin", "https://evil.example")], Some(&allowed)));
+        assert!(!check(&[("origin", "null")], Some(&allowed)));
+        assert!(check(&[], Some(&allowed)));
+        assert!(check(&[("origin", "https://x")], Some(&["*".to_owned()])));
+    }
+
+    #[test]
+    fn tokens() {
+        let token = |pairs: &[(&'static str, &'static str)], query: Option<&str>| {
+            presented_token(&headers(pairs), query).map(|(t, p)| (t.expose().to_owned(), p))
+        };
+        assert_eq!(token(&[], Some("token=abc")), Ok(("abc".to_owned(), false)));
+        assert_eq!(
+            token(&[("sec-websocket-protocol", "realtime.v1, bearer.xyz")], Some("token=abc")),
+            Ok(("xyz".to_owned(), true))
+        );
+        assert_eq!(
+            token(&[("sec-websocket-protocol", "realtime.v1")], Some("token=abc")),
+            Ok(("abc".to_owned(), true))
+        );
+        assert_eq!(
+            token(
+                &[
+                    ("sec-websocket-protocol", "realtime.v1"),
+                    ("sec-websocket-protocol", "bearer.q")
+                ],
+                None
+            ),
+            Ok(("q".to_owned(), true))
+        );
+        assert_eq!(token(&[], None), Err(AuthError::Missing));
+        assert_eq!(token(&[], Some("token=")), Err(AuthError::Missing));
+        assert_eq!(token(&[], Some("token=a&token=b")), Err(AuthError::Malformed));
+        assert_eq!(
+            token(&[("sec-websocket-protocol", "bearer.xyz")], None),
+            Err(AuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn accept_key_from_the_rfc() {
+        let response =
+            switching_protocols(&HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="), true);
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            response.headers().get(SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes),
+            Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
+        );
+        assert_eq!(
+            response.headers().get(SEC_WEBSOCKET_PROTOCOL).map(HeaderValue::as_bytes),
+            Some(&b"realtime.v1"[..])
+        );
+    }
+}

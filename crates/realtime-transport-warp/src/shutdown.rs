@@ -1,0 +1,102 @@
+//! [`ShutdownHandle`]: triggers a graceful shutdown and tracks every upgraded connection so
+//! that the drain can wait for them (warp's own graceful shutdown does not see them).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long connection tasks get to end once they are told to stop at once.
+const FORCED_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts a graceful shutdown and tracks live connections. Cheap to clone; every clone
+/// controls the same server.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Cancelled when a graceful shutdown starts: connections close with 1012.
+    graceful: CancellationToken,
+    /// Cancelled when the grace period is over: connections drop their sockets at once.
+    forced: CancellationToken,
+    /// Every connection task.
+    tracker: TaskTracker,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainOutcome {
+    /// Every connection closed within the grace period.
+    Clean,
+    /// Some connections were still open when the grace period ended and were dropped.
+    Forced {
+        /// How many connections were dropped.
+        dropped: usize,
+    },
+}
+
+impl ShutdownHandle {
+    /// A handle for a server that is not shutting down.
+    pub fn new() -> Self {
+        ShutdownHandle::default()
+    }
+
+    /// Starts a graceful shutdown: no new WebSocket is admitted and every live one is closed
+    /// with 1012 "server restart". Returns at once; calling it again does nothing more.
+    pub fn shutdown(&self) {
+        self.inner.graceful.cancel();
+    }
+
+    /// Whether [`shutdown`](ShutdownHandle::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.graceful.is_cancelled()
+    }
+
+    /// Completes when [`shutdown`](ShutdownHandle::shutdown) is called.
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.graceful.clone().cancelled_owned()
+    }
+
+    /// How many WebSocket connections are live (upgraded or upgrading).
+    pub fn live_connections(&self) -> usize {
+        self.inner.tracker.len()
+    }
+
+    /// Starts a graceful shutdown if none is running, waits up to `grace` for every
+    /// connection to close and unregister, then drops the remaining ones (they are
+    /// unregistered too) and returns.
+    pub async fn drain(&self, grace: Duration) -> DrainOutcome {
+        self.shutdown();
+        self.inner.tracker.close();
+        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_ok() {
+            return DrainOutcome::Clean;
+        }
+        let dropped = self.inner.tracker.len();
+        self.inner.forced.cancel();
+        // Each task ends as soon as it is polled after the forced stop.
+        let _ = tokio::time::timeout(FORCED_STOP_WAIT, self.inner.tracker.wait()).await;
+        DrainOutcome::Forced { dropped }
+    }
+
+    pub(crate) fn graceful_token(&self) -> &CancellationToken {
+        &self.inner.graceful
+    }
+
+    pub(crate) fn forced_token(&self) -> &CancellationToken {
+        &self.inner.forced
+    }
+
+    /// Runs a connection task, tracked for the drain.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.inner.tracker.spawn(task));
+    }
+}

@@ -1,0 +1,382 @@
+//! The one place where outcomes meet the wire: every handshake refusal, publish error, route
+//! rejection, connection end and client-message error is mapped here, by an explicit `match`,
+//! to its HTTP status and JSON body, close code and reason, error-frame code, disconnect
+//! reason and metric label. Bodies never echo request data (tokens, keys, query strings).
+
+use std::borrow::Cow;
+
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use realtime_core::protocol::{self, close};
+use realtime_core::{DecodeError, Frame, MessageType};
+use realtime_ports::{AuthError, ConnectError, DisconnectReason, InboundError, PublishError};
+use serde::Serialize;
+use serde_json::json;
+use warp::Reply;
+use warp::reply::Response;
+
+/// The one body every authentication failure gets, whatever the cause.
+pub(crate) const UNAUTHORIZED_BODY: &str = "unauthorized";
+
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandshakeRefusal {
+    /// Not a WebSocket upgrade request.
+    NotUpgrade,
+    /// `Origin` outside the allow-list.
+    Origin,
+    /// The server is at its connection cap.
+    Capacity,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// No token, or a token that does not verify.
+    Unauthorized(AuthError),
+    /// The identity lacks a permission the service requires.
+    Forbidden,
+    /// The service refused for a reason this transport does not know.
+    Unavailable,
+}
+
+impl From<ConnectError> for HandshakeRefusal {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::AtCapacity { .. } => HandshakeRefusal::Capacity,
+            ConnectError::Forbidden => HandshakeRefusal::Forbidden,
+            _ => HandshakeRefusal::Unavailable,
+        }
+    }
+}
+
+impl HandshakeRefusal {
+    /// The `reason` label of `realtime_handshake_failures_total` and of the log line.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            HandshakeRefusal::NotUpgrade => "not_upgrade",
+            HandshakeRefusal::Origin => "origin",
+            HandshakeRefusal::Capacity => "capacity",
+            HandshakeRefusal::ShuttingDown => "shutdown",
+            HandshakeRefusal::Unauthorized(error) => error.reason(),
+            HandshakeRefusal::Forbidden => "forbidden",
+            HandshakeRefusal::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP answer. Every authentication failure gets the same 401 body.
+    pub(crate) fn into_response(self) -> Response {
+        let (status, message) = match self {
+            HandshakeRefusal::NotUpgrade => (StatusCode::BAD_REQUEST, "WebSocket upgrade required"),
+            HandshakeRefusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+            HandshakeRefusal::Capacity => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity")
+            }
+            HandshakeRefusal::ShuttingDown => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server shutting down")
+            }
+            HandshakeRefusal::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+            }
+            HandshakeRefusal::Unauthorized(_) | HandshakeRefusal::Forbidden => {
+                return unauthorized();
+            }
+        };
+        error_response(status, message)
+    }
+}
+
+/// Why a `POST /api/publish` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PublishRefusal {
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// The body is not JSON; the text says where parsing failed.
+    MalformedJson(String),
+    /// The body is JSON but not a valid publish request; the text says what is wrong.
+    Invalid(String),
+    /// The body is larger than the limit.
+    TooLarge {
+        /// The limit in bytes.
+        max: u64,
+    },
+    /// The body could not be read (the client went away or sent a broken stream).
+    BodyUnreadable,
+    /// The service could not hand the message on.
+    Unavailable(PublishError),
+}
+
+impl PublishRefusal {
+    /// The HTTP answer.
+    pub(crate) fn into_response(self) -> Response {
+        let (status, message): (StatusCode, Cow<'static, str>) = match self {
+            PublishRefusal::Unauthorized => return unauthorized(),
+            PublishRefusal::MalformedJson(detail) => {
+                (StatusCode::BAD_REQUEST, format!("malformed JSON body: {detail}").into())
+            }
+            PublishRefusal::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, detail.into()),
+            PublishRefusal::TooLarge { max } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {max} bytes").into(),
+            ),
+            PublishRefusal::BodyUnreadable => {
+                (StatusCode::BAD_REQUEST, "request body could not be read".into())
+            }
+            PublishRefusal::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "publish unavailable".into())
+            }
+        };
+        error_response(status, &message)
+    }
+}
+
+/// The answer to a request no route took (the rejection of the combined filter).
+pub(crate) fn rejection_response(rejection: &warp::Rejection) -> Response {
+    let (status, message) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported media type")
+    } else {
+        (StatusCode::BAD_REQUEST, "bad request")
+    };
+    error_response(status, message)
+}
+
+/// `{"error": message}` with `status`.
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}
+
+/// A JSON body with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// The single 401 answer, for WebSocket and HTTP API alike.
+fn unauthorized() -> Response {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY);
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// A plain-text body with `status` (for `/metrics` and the demo page).
+pub(crate) fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response {
+    let mut response = warp::reply::with_status(body, status).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// How a connection ended; the first end recorded wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The socket failed, was reset, or the upgrade never completed.
+    TransportError,
+    /// The client sent a message or frame over the limit.
+    MessageTooBig,
+    /// No pong or other traffic within the pong timeout.
+    HeartbeatTimeout,
+    /// The token expired.
+    TokenExpired,
+    /// The outbound queue was full.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+    /// The application closed the connection through its sink (the service's `disconnect`).
+    ClosedByApplication {
+        /// The close code it asked for.
+        code: u16,
+        /// The reason it gave (at most 123 bytes).
+        reason: String,
+    },
+}
+
+impl SessionEnd {
+    /// The close frame to send, if one is to be sent (none when the client closed or the
+    /// socket failed).
+    pub(crate) fn close_frame(&self) -> Option<(u16, &str)> {
+        match self {
+            SessionEnd::ClientClosed | SessionEnd::TransportError => None,
+            SessionEnd::MessageTooBig => Some((close::MESSAGE_TOO_BIG, "message too big")),
+            SessionEnd::HeartbeatTimeout => Some((close::HEARTBEAT_TIMEOUT, "heartbeat timeout")),
+            SessionEnd::TokenExpired => Some((close::TOKEN_EXPIRED, "token expired")),
+            SessionEnd::SlowConsumer => Some((close::SLOW_CONSUMER, "slow consumer")),
+            SessionEnd::Shutdown => Some((close::SERVICE_RESTART, "server restart")),
+            SessionEnd::ClosedByApplication { code, reason } => Some((*code, reason)),
+        }
+    }
+
+    /// What the service is told when the connection is unregistered.
+    pub(crate) fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            SessionEnd::ClientClosed => DisconnectReason::ClientClosed,
+            SessionEnd::TransportError => DisconnectReason::TransportError,
+            SessionEnd::MessageTooBig => DisconnectReason::ProtocolError,
+            SessionEnd::HeartbeatTimeout => DisconnectReason::HeartbeatTimeout,
+            SessionEnd::TokenExpired => DisconnectReason::TokenExpired,
+            SessionEnd::SlowConsumer => DisconnectReason::SlowConsumer,
+            SessionEnd::Shutdown => DisconnectReason::Shutdown,
+            SessionEnd::ClosedByApplication { .. } => DisconnectReason::Kicked,
+        }
+    }
+
+    /// An application close with its reason cut to the 123 bytes a close frame allows.
+    pub(crate) fn by_application(code: u16, reason: &str) -> SessionEnd {
+        SessionEnd::ClosedByApplication { code, reason: truncate_utf8(reason, 123).to_owned() }
+    }
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Something a client sent that gets an `error` frame (the connection stays open).
+#[derive(Debug)]
+pub(crate) enum ClientFault<'a> {
+    /// A text frame that does not decode.
+    Decode(&'a DecodeError),
+    /// A binary frame.
+    Binary,
+    /// The application's inbound handler refused or failed the message.
+    Inbound(&'a InboundError, &'a MessageType),
+}
+
+impl ClientFault<'_> {
+    /// The `error` frame `{"type":"error","payload":{"code":..,"message":..}}`.
+    pub(crate) fn frame(&self) -> Frame {
+        let (code, message): (&str, Cow<'_, str>) = match self {
+            ClientFault::Decode(error) => {
+                (protocol::ERROR_INVALID_MESSAGE, error.to_string().into())
+            }
+            ClientFault::Binary => (
+                protocol::ERROR_BINARY_UNSUPPORTED,
+                "binary messages are not supported; send JSON text".into(),
+            ),
+            ClientFault::Inbound(InboundError::Unsupported, kind) => (
+                protocol::ERROR_UNSUPPORTED_TYPE,
+                format!("unsupported message type {:?}", kind.as_str()).into(),
+            ),
+            ClientFault::Inbound(InboundError::Rejected(text), _) => {
+                (protocol::ERROR_REJECTED, text.as_str().into())
+            }
+            // Internal failures are logged by the caller; the client sees no detail.
+            ClientFault::Inbound(_, _) => (protocol::ERROR_INTERNAL, "internal error".into()),
+        };
+        #[derive(Serialize)]
+        struct ErrorPayload<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        envelope_frame(protocol::ERROR, &ErrorPayload { code, message: &message })
+    }
+}
+
+/// `{"type":"pong","payload":{}}`.
+pub(crate) fn pong_frame() -> Frame {
+    envelope_frame(protocol::PONG, &serde_json::Map::new())
+}
+
+/// `{"type": kind, "payload": payload}` as a frame, `type` first as in every frame.
+pub(crate) fn envelope_frame(kind: &str, payload: &impl Serialize) -> Frame {
+    #[derive(Serialize)]
+    struct Wire<'a, P: Serialize> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        payload: &'a P,
+    }
+    // Serialising strings and JSON values cannot fail; the fallback is unreachable.
+    let text = serde_json::to_string(&Wire { kind, payload })
+        .unwrap_or_else(|_| format!(r#"{{"type":"{kind}","payload":{{}}}}"#));
+    Frame::from_text(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_refusal(refusal: HandshakeRefusal, status: u16, reason: &str) {
+        assert_eq!(refusal.reason(), reason);
+        assert_eq!(refusal.into_response().status().as_u16(), status);
+    }
+
+    #[test]
+    fn handshake_refusals() {
+        check_refusal(HandshakeRefusal::NotUpgrade, 400, "not_upgrade");
+        check_refusal(HandshakeRefusal::Origin, 403, "origin");
+        check_refusal(HandshakeRefusal::Capacity, 503, "capacity");
+        check_refusal(HandshakeRefusal::ShuttingDown, 503, "shutdown");
+        check_refusal(HandshakeRefusal::Unauthorized(AuthError::Missing), 401, "missing");
+        check_refusal(HandshakeRefusal::Unauthorized(AuthError::Expired), 401, "expired");
+        check_refusal(HandshakeRefusal::Forbidden, 401, "forbidden");
+        assert_eq!(
+            HandshakeRefusal::from(ConnectError::AtCapacity { max: 1 }),
+            HandshakeRefusal::Capacity
+        );
+    }
+
+    #[test]
+    fn session_ends() {
+        let cases = [
+            (SessionEnd::ClientClosed, None, DisconnectReason::ClientClosed),
+            (SessionEnd::TransportError, None, DisconnectReason::TransportError),
+            (SessionEnd::MessageTooBig, Some(1009), DisconnectReason::ProtocolError),
+            (SessionEnd::HeartbeatTimeout, Some(4004), DisconnectReason::HeartbeatTimeout),
+            (SessionEnd::TokenExpired, Some(4001), DisconnectReason::TokenExpired),
+            (SessionEnd::SlowConsumer, Some(4008), DisconnectReason::SlowConsumer),
+            (SessionEnd::Shutdown, Some(1012), DisconnectReason::Shutdown),
+            (SessionEnd::by_application(4003, "bye"), Some(4003), DisconnectReason::Kicked),
+        ];
+        for (end, code, reason) in cases {
+            assert_eq!(end.close_frame().map(|(c, _)| c), code, "{end:?}");
+            assert_eq!(end.disconnect_reason(), reason, "{end:?}");
+        }
+        let long = "é".repeat(100);
+        let SessionEnd::ClosedByApplication { reason, .. } =
+            SessionEnd::by_application(4003, &long)
+        else {
+            panic!("wrong variant");
+        };
+        assert!(reason.len() <= 123 && long.starts_with(&reason));
+    }
+
+    #[test]
+    fn frames() {
+        assert_eq!(pong_frame().as_str(), r#"{"type":"pong","payload":{}}"#);
+        let kind = MessageType::new("chat").unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (ClientFault::Binary, "binary_unsupported"),
+            (ClientFault::Inbound(&InboundError::Unsupported, &kind), "unsupported_type"),
+            (ClientFault::Inbound(&InboundError::Rejected("no".into()), &kind), "rejected"),
+            (
+                ClientFault::Inbound(&InboundError::Internal("db down".into()), &kind),
+                "internal_error",
+            ),
+        ];
+        for (fault, code) in cases {
+            let value: serde_json::Value =
+                serde_json::from_str(fault.frame().as_str()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(value["type"], "error");
+            assert_eq!(value["payload"]["code"], code);
+            assert!(!fault.frame().as_str().contains("db down"), "internal detail leaked");
+        }
+        let rejected = ClientFault::Inbound(&InboundError::Rejected("not now".into()), &kind);
+        assert_eq!(
+            rejected.frame().as_str(),
+            r#"{"type":"error","payload":{"code":"rejected","message":"not now"}}"#
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Secrets never reach the logs: everything the transport (and warp) logs at TRACE level
+//! during handshakes, refusals, messages and publishes is captured and searched for the
+//! tokens and the API key.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::support::{self, API_KEY, Connect, test_config};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_token_or_api_key_appears_in_log_output() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread runtime: the server's tasks run on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = support::start(test_config()).await;
+    let good_query = "good.alice~query-secret-1";
+    let good_protocol = "good.bob~protocol-secret-2";
+    let bad = "forged~bad-secret-3";
+    let (mut ws, _) = support::connect(server.addr, good_query).await;
+    let options = Connect {
+        subprotocol: Some("realtime.v1, bearer.good.bob~protocol-secret-2"),
+        ..Connect::default()
+    };
+    let (mut ws2, _) =
+        support::try_connect(server.addr, options).await.unwrap_or_else(|s| panic!("{s}"));
+    assert_eq!(support::next_json(&mut ws2).await["type"], "connected");
+    for token in [bad, "unavailable~bad-secret-3"] {
+        let options = Connect { token_query: Some(token), ..Connect::default() };
+        assert_eq!(support::try_connect(server.addr, options).await.err(), Some(401));
+    }
+    let plain = support::http(server.addr, "GET", "/ws?token=good.x~bad-secret-3", &[], b"").await;
+    assert_eq!(plain.status, 400);
+    support::send_text(&mut ws, r#"{"type":"boom"}"#).await;
+    assert_eq!(support::next_json(&mut ws).await["type"], "error");
+    let wrong_key = support::http(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer wrong-key-secret-4")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(wrong_key.status, 401);
+    let body = json!({"target": "broadcast", "message": {"type": "n"}});
+    assert_eq!(support::publish(server.addr, &body).await.status, 200);
+    drop(ws);
+    server.stop().await;
+
+    let logs = String::from_utf8_lossy(&capture.0.lock()).into_owned();
+    assert!(logs.contains("websocket handshake refused"), "nothing was captured:\n{logs}");
+    assert!(logs.contains("connection closed"), "nothing was captured:\n{logs}");
+    for secret in [
+        "query-secret-1",
+        "protocol-secret-2",
+        "bad-secret-3",
+        "wrong-key-secret-4",
+        API_KEY,
+        good_query,
+        good_protocol,
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs:\n{logs}");
+    }
+}
