@@ -143,8 +143,11 @@ mod tests {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("bad test claims {json}: {e}"))
     }
 
+    /// user, roles, permissions, exp
+    type Expected<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Option<u64>);
+
     #[track_caller]
-    fn check(json: &str, expected: Result<(&str, &[&str], &[&str], Option<u64>), ClaimsError>) {
+    fn check(json: &str, expected: Result<Expected<'_>, ClaimsError>) {
         let got = Identity::from_claims(claims(json));
         let got = got.map(|i| {
             (
