@@ -10,23 +10,35 @@
 //! - [`registry_model`]: random operation sequences applied to a registry and to a naive
 //!   model; every lookup must agree exactly with `realtime_core::route`.
 //! - [`jwt`]: HS256 tokens (and odd ones) for tests and benchmarks.
+//! - [`ws`]: a WebSocket client for the `/ws` endpoint (upgrade, JSON frames, close frames).
+//! - [`http`]: a minimal HTTP/1.1 client on a plain TCP stream, for well-formed and
+//!   hand-made requests.
+//! - [`logs`]: an in-memory log capture and the TRACE subscriber that writes into it.
 //!
-//! Helpers here panic with a descriptive message on bad input: they are for tests.
+//! Network helpers bound every wait by [`WAIT`]. Helpers here panic with a descriptive
+//! message on bad input: they are for tests.
 //!
 //! **Architecture Invariant:** no production crate depends on this one; it is a
 //! dev-dependency only.
 
 pub mod fixtures;
+pub mod http;
 pub mod jwt;
+pub mod logs;
 pub mod registry_contract;
 pub mod registry_model;
 mod sink;
+pub mod ws;
 
 #[cfg(test)]
 mod self_test;
 
 pub use registry_model::check_registry_against_model;
 pub use sink::{RecordingSink, SLOW_CONSUMER_REASON};
+
+/// How long any single wait of the [`ws`] and [`http`] helpers may take before the test
+/// fails: long enough for a loaded machine, short enough to fail a hung test quickly.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Expands to one `#[test]` per case of the registry contract suite
 /// ([`registry_contract`]), inside a module (`registry_contract` unless named).

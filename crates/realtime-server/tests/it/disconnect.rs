@@ -101,7 +101,10 @@ async fn missed_pongs_remove_the_connection_from_every_index() {
     assert_eq!(support::next_json(&mut bob.0).await["type"], "pong");
     let readers = [keep_alive(alice2.0), keep_alive(bob.0)];
     check_removed_everywhere(&stack, id).await;
-    assert_eq!(support::expect_close(&mut silent).await, (4004, "heartbeat timeout".to_owned()));
+    assert_eq!(
+        support::expect_close_then_end(&mut silent).await,
+        (4004, "heartbeat timeout".to_owned())
+    );
     for reader in readers {
         reader.abort();
     }

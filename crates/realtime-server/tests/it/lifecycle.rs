@@ -1,10 +1,9 @@
 //! A slow client is closed with 4008 while the others receive everything; a token that
 //! expires mid-connection closes it with 4001; shutdown sends 1012 to every client.
 
-use futures_util::StreamExt;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
+use realtime_testkit::ws::spawn_json_reader;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, SECRET};
 
@@ -18,19 +17,8 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_the_others_get_ever
     let running = support::start(config).await;
     let addr = running.addr;
     let (mut slow, _) = support::connect(addr, &support::token("slow", &["user"])).await;
-    let (mut fast, _) = support::connect(addr, &support::token("fast", &["user"])).await;
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = fast.next().await {
-            if let Message::Text(text) = message {
-                let value: serde_json::Value =
-                    serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{e}"));
-                if seen_tx.send(value["payload"]["seq"].as_u64()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (fast, _) = support::connect(addr, &support::token("fast", &["user"])).await;
+    let (reader, mut seen) = spawn_json_reader(fast, |v| v["payload"]["seq"].as_u64());
     let filler = "x".repeat(48 * 1024);
     let mut cut_off = None;
     for seq in 0..MAX_MESSAGES {
@@ -56,7 +44,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_the_others_get_ever
     let got = tokio::time::timeout(support::WAIT, seen.recv()).await.ok().flatten();
     assert_eq!(got, Some(Some(cut_off + 1)));
     // The slow client finds the close frame after what was already on its way.
-    assert_eq!(support::expect_close(&mut slow).await, (4008, "slow consumer".to_owned()));
+    assert_eq!(support::expect_close_then_end(&mut slow).await, (4008, "slow consumer".to_owned()));
     reader.abort();
     support::stop(running).await;
 }
@@ -71,7 +59,7 @@ async fn a_token_that_expires_mid_connection_closes_it_with_4001() {
     assert_eq!(support::delivered(running.addr, &body).await, 1);
     assert_eq!(support::next_json(&mut ws).await["type"], "n");
     // ...closed at it, and unregistered.
-    assert_eq!(support::expect_close(&mut ws).await, (4001, "token expired".to_owned()));
+    assert_eq!(support::expect_close_then_end(&mut ws).await, (4001, "token expired".to_owned()));
     support::eventually("expired connection unregistered", || running.api.connection_count() == 0)
         .await;
     assert_eq!(support::delivered(running.addr, &body).await, 0);
@@ -90,7 +78,7 @@ async fn shutdown_sends_1012_to_every_client_and_unregisters_them() {
     let addr = running.addr;
     running.shutdown.shutdown();
     for (ws, _) in &mut clients {
-        assert_eq!(support::expect_close(ws).await, (1012, "server restart".to_owned()));
+        assert_eq!(support::expect_close_then_end(ws).await, (1012, "server restart".to_owned()));
     }
     tokio::time::timeout(support::WAIT, running.join())
         .await

@@ -2,38 +2,16 @@
 //! service, verifier), captured at TRACE level while tokens travel in queries and
 //! subprotocols, good and bad.
 
-use std::sync::{Arc, Mutex};
-
+use realtime_testkit::logs::Capture;
 use serde_json::json;
 
 use crate::support::{self, API_KEY, SECRET};
 
-/// A log sink shared between the subscriber and the test.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_jwt_or_api_key_appears_in_the_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let capture = Capture::new();
     // A current-thread runtime: every task of the server runs here, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
 
     let running = support::start(support::config()).await;
     let good = support::token("alice", &["user"]);
@@ -66,8 +44,7 @@ async fn no_jwt_or_api_key_appears_in_the_logs() {
     drop((ws, ws2));
     support::stop(running).await;
 
-    let logs =
-        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let logs = capture.text();
     assert!(
         logs.contains("connection opened") || logs.contains("connection open"),
         "nothing captured:\n{logs}"

@@ -75,7 +75,7 @@ async fn an_oversize_body_gets_413() {
         "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: 2048\r\n\r\n"
     );
-    let response = support::http_head_only(server.addr, &head).await;
+    let response = support::raw_http(server.addr, head.as_bytes()).await;
     assert_eq!(response.status, 413);
     assert!(response.json()["error"].as_str().is_some_and(|e| e.contains("1024")));
     // Just under the limit is fine.

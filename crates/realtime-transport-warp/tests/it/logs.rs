@@ -2,39 +2,16 @@
 //! during handshakes, refusals, messages and publishes is captured and searched for the
 //! tokens and the API key.
 
-use std::io::Write;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
+use realtime_testkit::logs::Capture;
 use serde_json::json;
 
 use crate::support::{self, API_KEY, Connect, test_config};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_token_or_api_key_appears_in_log_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let capture = Capture::new();
     // A current-thread runtime: the server's tasks run on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
 
     let server = support::start(test_config()).await;
     let good_query = "good.alice~query-secret-1";
@@ -70,7 +47,7 @@ async fn no_token_or_api_key_appears_in_log_output() {
     drop(ws);
     server.stop().await;
 
-    let logs = String::from_utf8_lossy(&capture.0.lock()).into_owned();
+    let logs = capture.text();
     assert!(logs.contains("websocket handshake refused"), "nothing was captured:\n{logs}");
     assert!(logs.contains("connection closed"), "nothing was captured:\n{logs}");
     for secret in [

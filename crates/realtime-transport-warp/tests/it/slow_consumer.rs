@@ -1,12 +1,11 @@
 //! A client that never reads fills its bounded queue and is closed with 4008, while a client
 //! that reads receives every message, and nothing waits on the slow one.
 
-use futures_util::StreamExt;
 use realtime_core::{Envelope, Target};
 use realtime_ports::{DisconnectReason, RealtimeApi};
+use realtime_testkit::ws::spawn_json_reader;
 use realtime_transport_warp::TransportConfig;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, test_config};
 
@@ -24,21 +23,10 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_the_others_get_everyt
     };
     let server = support::start(config).await;
     let (mut slow, slow_id) = support::connect(server.addr, "good.slow").await;
-    let (mut fast, _) = support::connect(server.addr, "good.fast").await;
+    let (fast, _) = support::connect(server.addr, "good.fast").await;
 
     // The fast client reads everything and reports each sequence number it sees.
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = fast.next().await {
-            if let Message::Text(text) = message {
-                let value: serde_json::Value =
-                    serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{e}"));
-                if seen_tx.send(value["payload"]["seq"].as_u64()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (reader, mut seen) = spawn_json_reader(fast, |v| v["payload"]["seq"].as_u64());
 
     let filler = "x".repeat(48 * 1024);
     let mut published = 0u64;

@@ -1,5 +1,6 @@
-//! Fakes of the ports (service, verifier, inbound handler), a server on 127.0.0.1:0, a
-//! WebSocket client and a minimal HTTP/1.1 client for the transport's integration tests.
+//! Fakes of the ports (service, verifier, inbound handler) and a server on 127.0.0.1:0 for
+//! the transport's integration tests. The WebSocket and HTTP clients come from
+//! `realtime_testkit::{ws, http}`, re-exported here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use realtime_core::{
     BearerToken, Connection, ConnectionId, Envelope, Frame, Identity, Role, Target, UnixMillis,
@@ -17,19 +17,13 @@ use realtime_ports::{
     AuthError, ConnectError, ConnectRequest, ConnectionSink, DisconnectReason, InboundError,
     InboundHandler, InboundReply, PublishError, RealtimeApi, TokenVerifier,
 };
+pub use realtime_testkit::WAIT;
+pub use realtime_testkit::http::{HttpResponse, http, raw_http};
+pub use realtime_testkit::ws::{Connect, connect, expect_close, next_json, send_text, try_connect};
 use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportConfig};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// How long any single wait in these tests may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(5);
 /// The API key of test servers.
 pub const API_KEY: &str = "test-api-key-0123456789";
 
@@ -290,210 +284,7 @@ impl TestServer {
     }
 }
 
-// ---------------------------------------------------------------- WebSocket client
-
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Options of an upgrade request.
-#[derive(Default, Clone)]
-pub struct Connect<'a> {
-    pub token_query: Option<&'a str>,
-    pub subprotocol: Option<&'a str>,
-    pub origin: Option<&'a str>,
-}
-
-/// Opens a WebSocket; `Err(status)` when the server answers something other than 101.
-pub async fn try_connect(
-    addr: SocketAddr,
-    options: Connect<'_>,
-) -> Result<(Ws, Option<String>), u16> {
-    let url = match options.token_query {
-        Some(token) => format!("ws://{addr}/ws?token={token}"),
-        None => format!("ws://{addr}/ws"),
-    };
-    let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
-    if let Some(protocols) = options.subprotocol {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_str(protocols).unwrap_or_else(|e| panic!("{e}")),
-        );
-    }
-    if let Some(origin) = options.origin {
-        request
-            .headers_mut()
-            .insert("origin", HeaderValue::from_str(origin).unwrap_or_else(|e| panic!("{e}")));
-    }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
-        Err(_) => panic!("connect timed out"),
-        Ok(Ok((ws, response))) => {
-            let protocol = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Ok((ws, protocol))
-        }
-        Ok(Err(WsError::Http(response))) => Err(response.status().as_u16()),
-        Ok(Err(e)) => panic!("connect failed: {e}"),
-    }
-}
-
-/// Opens a WebSocket with `token` in the query and reads the `connected` frame.
-pub async fn connect(addr: SocketAddr, token: &str) -> (Ws, ConnectionId) {
-    let (mut ws, _) = try_connect(addr, Connect { token_query: Some(token), ..Connect::default() })
-        .await
-        .unwrap_or_else(|status| panic!("upgrade refused with {status}"));
-    let hello = next_json(&mut ws).await;
-    assert_eq!(hello["type"], "connected", "{hello}");
-    let id = hello["payload"]["connection_id"].as_str().unwrap_or_else(|| panic!("{hello}"));
-    (ws, ConnectionId::parse(id).unwrap_or_else(|e| panic!("{e}")))
-}
-
-/// The next text message as JSON, skipping pings and pongs.
-pub async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no message in time"))
-            .unwrap_or_else(|| panic!("stream ended"))
-            .unwrap_or_else(|e| panic!("read failed: {e}"));
-        match message {
-            Message::Text(text) => {
-                return serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{e}"));
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// Reads until the close frame and returns its code and reason (data frames are skipped).
-pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
-    let read = async {
-        while let Some(message) = ws.next().await {
-            match message {
-                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
-                    return (u16::from(code), reason.as_str().to_owned());
-                }
-                Ok(Message::Close(None)) => panic!("close frame without a code"),
-                Ok(_) => {}
-                Err(e) => panic!("read failed before the close frame: {e}"),
-            }
-        }
-        panic!("stream ended without a close frame")
-    };
-    tokio::time::timeout(WAIT, read).await.unwrap_or_else(|_| panic!("no close frame in time"))
-}
-
-/// Sends a text message.
-pub async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).await.unwrap_or_else(|e| panic!("send failed: {e}"));
-}
-
-// ---------------------------------------------------------------- HTTP client
-
-/// An HTTP response: status, lower-case headers, body.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends one HTTP/1.1 request (`Connection: close`) and reads the response by its
-/// `Content-Length` (or to the end of the stream).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-        stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-        stream.write_all(body).await.unwrap_or_else(|e| panic!("{e}"));
-        read_response(&mut stream).await
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("HTTP request timed out"))
-}
-
-/// Sends only the head of a request (the body is never sent) and reads the response.
-pub async fn http_head_only(addr: SocketAddr, head: &str) -> HttpResponse {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
-        stream.write_all(head.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-        read_response(&mut stream).await
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("HTTP request timed out"))
-}
-
-async fn read_response(stream: &mut TcpStream) -> HttpResponse {
-    let mut data = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let head_end = loop {
-        if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos;
-        }
-        let read = stream.read(&mut buffer).await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(read > 0, "connection closed before the response head");
-        data.extend_from_slice(&buffer[..read]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = data[head_end + 4..].to_vec();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    match length {
-        Some(length) => {
-            while body.len() < length {
-                let read = stream.read(&mut buffer).await.unwrap_or_else(|e| panic!("{e}"));
-                assert!(read > 0, "connection closed before the whole body");
-                body.extend_from_slice(&buffer[..read]);
-            }
-            body.truncate(length);
-        }
-        None => {
-            let _ = stream.read_to_end(&mut body).await;
-        }
-    }
-    HttpResponse { status, headers, body }
-}
+// ---------------------------------------------------------------- publish API
 
 /// `POST /api/publish` with the test key.
 pub async fn publish(addr: SocketAddr, body: &Value) -> HttpResponse {
