@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod arch;
+mod bench;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -21,6 +22,7 @@ usage: cargo xtask <command>
 
 commands:
   test    fmt check, clippy (-D warnings) and every test of the workspace, failing fast
+  bench   realtime-server against the baseline, N = 5,000 (--full: up to 19,000, 3 repetitions)
   help    print this message";
 
 /// A parsed command line.
@@ -28,6 +30,11 @@ commands:
 enum Command {
     /// `cargo xtask test`
     Test,
+    /// `cargo xtask bench [--full]`
+    Bench {
+        /// `--full`
+        full: bool,
+    },
     /// `cargo xtask help`, `-h`, `--help`
     Help,
 }
@@ -41,6 +48,7 @@ impl Command {
         };
         let command = match first {
             "test" => Command::Test,
+            "bench" => return bench::parse(rest).map(|full| Command::Bench { full }),
             "help" | "-h" | "--help" => Command::Help,
             other => return Err(format!("unknown command `{other}`")),
         };
@@ -62,6 +70,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Test => test::run(),
+        Command::Bench { full } => bench::run(full),
         Command::Help => {
             eprintln!("{USAGE}");
             Ok(())

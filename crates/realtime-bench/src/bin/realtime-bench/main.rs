@@ -1,0 +1,223 @@
+//! `realtime-bench`: the bench driver behind `cargo xtask bench`. It builds the binaries,
+//! runs realtime-server and the baseline interleaved through every scenario, writes
+//! `results/bench/<date>.json`, renders `docs/bench/*.png` and updates `docs/benchmarks.md`.
+//! Targets are reported, never asserted; the exit code is non-zero only when a delivery was
+//! missing or extra, or a session could not run.
+
+mod charts;
+mod fleet;
+mod procfs;
+mod report;
+mod results;
+mod session;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::results::{Plan, RunResults, TargetKind};
+use crate::session::{Paths, default_root, run_session};
+
+/// Benchmarks realtime-server against the bare tokio-tungstenite baseline.
+#[derive(Debug, Parser)]
+#[command(name = "realtime-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+    /// Workspace root (results/, docs/ and target/ are under it).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Use the binaries already in target/release instead of building them.
+    #[arg(long, global = true)]
+    no_build: bool,
+    /// Which servers to measure.
+    #[arg(long, global = true, value_enum, default_value = "both")]
+    targets: Targets,
+    /// Override the number of repetitions.
+    #[arg(long, global = true)]
+    reps: Option<usize>,
+    /// Override the largest N (the main N is lowered to it when larger).
+    #[arg(long, global = true)]
+    n_max: Option<u32>,
+    /// Do not touch docs/ (results/bench/<date>.json is still written).
+    #[arg(long, global = true)]
+    no_docs: bool,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Mode {
+    /// N = 5,000, one repetition: a few minutes.
+    Quick,
+    /// N up to 19,000, every scenario, three repetitions, medians.
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Targets {
+    /// realtime-server and the baseline, interleaved.
+    Both,
+    /// realtime-server only (no ratios).
+    Server,
+    /// The baseline only (no ratios).
+    Baseline,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: some deliveries were missing or extra (see the results)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo_build(root: &Path, package: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", package])
+        .args(extra)
+        .status()
+        .with_context(|| format!("running cargo build -p {package}"))?;
+    if !status.success() {
+        bail!("cargo build --release -p {package} failed ({status})");
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> anyhow::Result<bool> {
+    let root = args.root.clone().unwrap_or_else(default_root);
+    let root = root.canonicalize().with_context(|| format!("workspace root {}", root.display()))?;
+    let kinds: Vec<TargetKind> = match args.targets {
+        Targets::Both => vec![TargetKind::RealtimeServer, TargetKind::Baseline],
+        Targets::Server => vec![TargetKind::RealtimeServer],
+        Targets::Baseline => vec![TargetKind::Baseline],
+    };
+    if !args.no_build {
+        cargo_build(&root, "realtime-bench", &["--bins"])?;
+        if kinds.contains(&TargetKind::RealtimeServer) {
+            cargo_build(&root, "realtime-server", &[])?;
+        }
+    }
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let release = target_dir.join("release");
+    let paths = Paths {
+        server: release.join("realtime-server"),
+        baseline: release.join("realtime-baseline"),
+        loadgen: release.join("realtime-loadgen"),
+        logs: target_dir.join("bench-logs"),
+    };
+    for (kind, path) in
+        [(TargetKind::RealtimeServer, &paths.server), (TargetKind::Baseline, &paths.baseline)]
+    {
+        if kinds.contains(&kind) && !path.exists() {
+            bail!("{} not found (build it, or pass --targets)", path.display());
+        }
+    }
+    if !paths.loadgen.exists() {
+        bail!("{} not found", paths.loadgen.display());
+    }
+
+    let mut plan = match args.mode {
+        Mode::Quick => Plan::quick(),
+        Mode::Full => Plan::full(),
+    };
+    if let Some(reps) = args.reps {
+        plan.reps = reps.max(1);
+    }
+    if let Some(n) = args.n_max {
+        plan.n_max = (n / plan.step).max(1) * plan.step;
+        plan.n_main = plan.n_main.min(plan.n_max);
+        plan.n_user_small = plan.n_user_small.min(plan.n_max);
+    }
+    let command = std::env::var("REALTIME_BENCH_COMMAND").unwrap_or_else(|_| {
+        let rest: Vec<String> = std::env::args().skip(1).collect();
+        format!("cargo run --release -p realtime-bench --bin realtime-bench -- {}", rest.join(" "))
+    });
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let started = Instant::now();
+    eprintln!("realtime-bench {}: {} repetition(s), N up to {}", plan.mode, plan.reps, plan.n_max);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut sessions = Vec::new();
+    for rep in 0..plan.reps {
+        // Interleaved: the order alternates between repetitions.
+        let mut order = kinds.clone();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for kind in order {
+            eprintln!("session: {} rep {rep}", kind.name());
+            let session = runtime
+                .block_on(run_session(&paths, &plan, kind, rep))
+                .with_context(|| format!("{} rep {rep}", kind.name()))?;
+            sessions.push(session);
+        }
+    }
+    drop(runtime);
+
+    let summary = report::summarize(&plan, &sessions);
+    let exactly_once = sessions.iter().all(|s| s.missing == 0 && s.extra == 0);
+    let results = RunResults {
+        date: report::utc_date(started_unix),
+        started_unix,
+        command,
+        machine: procfs::machine(),
+        plan,
+        sessions,
+        summary,
+        exactly_once,
+    };
+    let results_dir = root.join("results/bench");
+    std::fs::create_dir_all(&results_dir)?;
+    let json_path = results_dir.join(format!("{}.json", results.date));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("wrote {}", json_path.display());
+
+    if !args.no_docs {
+        let docs = root.join("docs");
+        let charts = charts::render_all(&results, &docs.join("bench"))?;
+        let md_path = docs.join("benchmarks.md");
+        let existing = std::fs::read_to_string(&md_path).ok();
+        let generated = report::markdown(&results, &charts);
+        std::fs::write(&md_path, report::splice(existing.as_deref(), &generated))?;
+        eprintln!("updated {} and {}", md_path.display(), docs.join("bench").display());
+    }
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<62} {:>14} {:>14} {:>8}  target", "measure", "server", "baseline", "ratio")?;
+    for r in &results.summary {
+        writeln!(
+            out,
+            "{:<62} {:>14} {:>14} {:>8}  {}{}",
+            format!("{} ({})", r.measure, r.unit),
+            report::fmt_num(r.server),
+            report::fmt_num(r.baseline),
+            r.ratio.map(|v| format!("{v:.2}x")).unwrap_or_default(),
+            r.target.as_deref().unwrap_or(""),
+            match r.met {
+                Some(true) => " [met]",
+                Some(false) => " [MISSED]",
+                None => "",
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "exactly once: {}; took {:.0} s",
+        results.exactly_once,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(results.exactly_once)
+}

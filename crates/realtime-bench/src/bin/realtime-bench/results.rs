@@ -1,0 +1,304 @@
+//! The results of a benchmark run, as written to `results/bench/<date>.json`.
+
+use realtime_bench::hist::{HistPairs, Summary};
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::Machine;
+
+/// Which server a session measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// `target/release/realtime-server`.
+    RealtimeServer,
+    /// `target/release/realtime-baseline`.
+    Baseline,
+}
+
+impl TargetKind {
+    /// The name used in tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::RealtimeServer => "realtime-server",
+            TargetKind::Baseline => "baseline",
+        }
+    }
+}
+
+/// Connect scenario (a): every handshake of the session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectResult {
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes failed.
+    pub failed: u64,
+    /// Wall time spent connecting, summed over the batches, in seconds.
+    pub seconds: f64,
+    /// Handshakes per second.
+    pub rate_per_s: f64,
+    /// Handshake latency: TCP connect to `connected` frame, JWT verification included.
+    pub latency: Summary,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// Idle memory (b) at one N.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Open connections.
+    pub n: u32,
+    /// Server RSS, KiB.
+    pub rss_kib: u64,
+    /// Machine slab, KiB.
+    pub slab_kib: u64,
+    /// (RSS − RSS before any connection) / N, bytes.
+    pub rss_per_conn_bytes: f64,
+    /// (slab − slab before any connection) / N, bytes (both ends of each loopback socket).
+    pub slab_per_conn_bytes: f64,
+}
+
+/// A closed-loop series of broadcasts at one N (the ramp of the shootout metric, f).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Open connections.
+    pub n: u32,
+    /// Broadcasts published.
+    pub broadcasts: u32,
+    /// Broadcasts that reached every connection within 500 ms.
+    pub within_500ms: u32,
+    /// `within_500ms / broadcasts`.
+    pub fraction_within_500ms: f64,
+    /// Per-broadcast completion (the last receiver), complete broadcasts only.
+    pub completion: Summary,
+    /// Per-delivery latency.
+    pub delivery: Summary,
+    /// Deliveries that did not arrive.
+    pub missing: u64,
+    /// Deliveries that should not have arrived.
+    pub extra: u64,
+}
+
+/// Broadcast fan-out (c) at the main N.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FanoutResult {
+    /// Open connections.
+    pub n: u32,
+    /// Broadcasts published (one at a time).
+    pub broadcasts: u32,
+    /// Per-broadcast completion (the last receiver).
+    pub completion: Summary,
+    /// Per-delivery latency.
+    pub delivery: Summary,
+    /// Per-delivery latency CDF: `(latency µs, cumulative fraction)`, at most 200 points.
+    pub delivery_cdf: Vec<(u64, f64)>,
+    /// Per-delivery latency histogram, for merging repetitions within a run (not written).
+    #[serde(skip)]
+    pub delivery_hist: HistPairs,
+    /// Deliveries that did not arrive.
+    pub missing: u64,
+    /// Deliveries that should not have arrived.
+    pub extra: u64,
+    /// Sum of the server's `delivered` answers.
+    pub server_delivered: u64,
+    /// Deliveries expected.
+    pub expected: u64,
+}
+
+/// send_to_user latency (e) at one N.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserResult {
+    /// Open connections.
+    pub n: u32,
+    /// Messages published (one at a time, to random users).
+    pub messages: u32,
+    /// Publish-to-receive latency.
+    pub latency: Summary,
+    /// Messages that did not arrive.
+    pub missing: u64,
+    /// Deliveries that should not have arrived.
+    pub extra: u64,
+}
+
+/// Sustained throughput (d) at one publish rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputResult {
+    /// Open connections.
+    pub n: u32,
+    /// Broadcasts per second asked for.
+    pub rate_per_s: u32,
+    /// Broadcasts published.
+    pub published: u32,
+    /// Broadcasts per second actually published.
+    pub achieved_rate_per_s: f64,
+    /// Deliveries expected.
+    pub expected: u64,
+    /// Deliveries that arrived.
+    pub deliveries: u64,
+    /// First publish to last delivery, in seconds.
+    pub seconds: f64,
+    /// Deliveries per second.
+    pub delivered_per_s: f64,
+    /// Server CPU (user + system) over the window, in seconds.
+    pub cpu_seconds: f64,
+    /// Server CPU-seconds per million deliveries.
+    pub cpu_s_per_million: f64,
+    /// Per-delivery latency under this load.
+    pub delivery: Summary,
+    /// Deliveries that did not arrive.
+    pub missing: u64,
+    /// Deliveries that should not have arrived.
+    pub extra: u64,
+}
+
+/// Everything one session (one server, one repetition) measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResult {
+    /// The server measured.
+    pub target: TargetKind,
+    /// Repetition, from 0.
+    pub rep: usize,
+    /// (a)
+    pub connect: ConnectResult,
+    /// Server RSS before any connection, KiB.
+    pub rss_before_kib: u64,
+    /// (b), one sample per N step.
+    pub memory: Vec<MemorySample>,
+    /// (f), one closed-loop series per N step.
+    pub steps: Vec<StepResult>,
+    /// (c)
+    pub fanout: Option<FanoutResult>,
+    /// (e)
+    pub user: Vec<UserResult>,
+    /// (d)
+    pub throughput: Vec<ThroughputResult>,
+    /// (f): the largest N (in the ramp's steps) up to which every step had 95% of its
+    /// broadcasts complete within 500 ms; 0 if the first step failed.
+    pub shootout_n: u32,
+    /// Missing deliveries over every scenario.
+    pub missing: u64,
+    /// Extra deliveries over every scenario.
+    pub extra: u64,
+    /// Server CPU seconds over the whole session.
+    pub server_cpu_seconds: f64,
+    /// Anything unusual (failed handshakes, timeouts).
+    pub notes: Vec<String>,
+}
+
+/// The settings of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// `quick` or `full`.
+    pub mode: String,
+    /// Repetitions of every session.
+    pub reps: usize,
+    /// Step of the N ramp.
+    pub step: u32,
+    /// Largest N.
+    pub n_max: u32,
+    /// N of the fan-out scenario and of the per-connection memory target.
+    pub n_main: u32,
+    /// Small N of send_to_user.
+    pub n_user_small: u32,
+    /// Broadcasts per ramp step.
+    pub ramp_broadcasts: u32,
+    /// Broadcasts of the fan-out scenario.
+    pub fanout_broadcasts: u32,
+    /// Messages per send_to_user series.
+    pub user_messages: u32,
+    /// Publish rates of the throughput scenario (broadcasts per second, at `n_max`).
+    pub rates: Vec<u32>,
+    /// Seconds per throughput rate.
+    pub rate_secs: u32,
+    /// Most connections per load-generator process.
+    pub shard_cap: u32,
+    /// Handshakes in flight over all workers.
+    pub connect_concurrency: u32,
+    /// Milliseconds to wait for one closed-loop message to arrive everywhere.
+    pub done_timeout_ms: u64,
+    /// Milliseconds between closed-loop messages.
+    pub gap_ms: u64,
+}
+
+impl Plan {
+    /// The quick plan: N up to 5,000, one repetition, a few minutes.
+    pub fn quick() -> Plan {
+        Plan {
+            mode: "quick".into(),
+            reps: 1,
+            step: 1000,
+            n_max: 5000,
+            n_main: 5000,
+            n_user_small: 1000,
+            ramp_broadcasts: 30,
+            fanout_broadcasts: 200,
+            user_messages: 500,
+            rates: vec![5, 20],
+            rate_secs: 8,
+            shard_cap: 10_000,
+            connect_concurrency: 64,
+            done_timeout_ms: 3000,
+            gap_ms: 5,
+        }
+    }
+
+    /// The full plan: N up to 19,000, every scenario, three repetitions.
+    pub fn full() -> Plan {
+        Plan {
+            mode: "full".into(),
+            reps: 3,
+            n_max: 19_000,
+            n_main: 10_000,
+            ramp_broadcasts: 20,
+            fanout_broadcasts: 200,
+            user_messages: 1000,
+            rates: vec![2, 5, 10],
+            rate_secs: 10,
+            ..Plan::quick()
+        }
+    }
+
+    /// The N values of the ramp.
+    pub fn steps(&self) -> Vec<u32> {
+        (1..=self.n_max / self.step.max(1)).map(|i| i * self.step).collect()
+    }
+}
+
+/// One row of the summary table: medians over repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    /// What is measured.
+    pub measure: String,
+    /// Unit of the values.
+    pub unit: String,
+    /// realtime-server's median.
+    pub server: Option<f64>,
+    /// The baseline's median.
+    pub baseline: Option<f64>,
+    /// server / baseline.
+    pub ratio: Option<f64>,
+    /// The target from the issue, if any.
+    pub target: Option<String>,
+    /// Whether the target is met (reported, never asserted).
+    pub met: Option<bool>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// UTC date of the run (YYYY-MM-DD).
+    pub date: String,
+    /// UTC start time, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// The command that produced it.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The settings.
+    pub plan: Plan,
+    /// Every session, in the order run.
+    pub sessions: Vec<SessionResult>,
+    /// Medians and ratios.
+    pub summary: Vec<SummaryRow>,
+    /// Whether every delivery of every session arrived exactly once.
+    pub exactly_once: bool,
+}

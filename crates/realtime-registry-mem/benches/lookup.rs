@@ -1,0 +1,73 @@
+//! Criterion micro-benchmarks of registry lookups at 100,000 registered connections: by id,
+//! by user (2 connections each), by a role held by 100 connections, the count, and a
+//! register/unregister pair. Lookups are indexed, so their cost should not depend on N.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use realtime_core::Frame;
+use realtime_ports::{CloseCode, ConnectionRegistry, ConnectionSink, SendError};
+use realtime_registry_mem::InMemoryRegistry;
+use realtime_testkit::fixtures::{connection, connection_id, role, user};
+
+/// Entries in the registry.
+const N: u128 = 100_000;
+
+/// A sink that drops everything: the benchmark measures the registry only.
+struct NullSink;
+
+impl ConnectionSink for NullSink {
+    fn send(&self, _frame: Frame) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    fn close(&self, _code: CloseCode, _reason: &str) {}
+}
+
+/// 100,000 connections: user `u{i / 2}` (two tabs each); every 1,000th also has `admin`.
+fn filled() -> InMemoryRegistry {
+    let registry = InMemoryRegistry::new();
+    let sink: Arc<dyn ConnectionSink> = Arc::new(NullSink);
+    for i in 0..N {
+        let user_id = format!("u{}", i / 2);
+        let roles: &[&str] = if i % 1000 == 0 { &["member", "admin"] } else { &["member"] };
+        registry
+            .register(connection(i, &user_id, roles), sink.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    registry
+}
+
+fn lookups(c: &mut Criterion) {
+    let registry = filled();
+    assert_eq!(registry.count(), N as usize);
+    let id = connection_id(N / 2 + 7);
+    let someone = user(&format!("u{}", N / 4 + 3));
+    let admin = role("admin");
+    let mut group = c.benchmark_group("registry_100k");
+    group.bench_function("get", |b| b.iter(|| registry.get(black_box(id))));
+    group.bench_function("find_by_user_2_matches", |b| {
+        b.iter(|| registry.find_by_user(black_box(&someone)))
+    });
+    group.bench_function("find_by_role_100_matches", |b| {
+        b.iter(|| registry.find_by_role(black_box(&admin)))
+    });
+    group.bench_function("count", |b| b.iter(|| registry.count()));
+    let sink: Arc<dyn ConnectionSink> = Arc::new(NullSink);
+    group.bench_function("register_then_unregister", |b| {
+        b.iter_batched(
+            || connection(N + 1, "newcomer", &["member"]),
+            |c| {
+                let id = c.id;
+                registry.register(c, sink.clone()).unwrap_or_else(|e| panic!("{e}"));
+                registry.unregister(id)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lookups);
+criterion_main!(benches);
