@@ -7,4 +7,5 @@ mod lifecycle;
 mod logs;
 mod publish_api;
 mod routing;
+mod smoke;
 mod support;
