@@ -61,11 +61,11 @@ impl Default for BaselineConfig {
     }
 }
 
-/// Server-side WebSocket buffers: 4 KiB read buffer, 64 KiB message and frame limit, small
-/// write buffer.
+/// Server-side WebSocket buffers, the same as realtime-server's defaults: 1 KiB read buffer,
+/// 64 KiB message and frame limit, small write buffer.
 pub fn server_ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(64 * 1024))

@@ -28,7 +28,10 @@ pub struct TransportConfig {
     /// Largest client message and largest client frame, in bytes (tungstenite's
     /// `max_message_size` and `max_frame_size`); a larger one closes the connection with 1009.
     pub max_message_bytes: usize,
-    /// Read buffer per connection, in bytes (at most [`MAX_READ_BUFFER_BYTES`]).
+    /// Read buffer per connection, in bytes (at most [`MAX_READ_BUFFER_BYTES`]). It is
+    /// allocated when the connection opens and is the largest piece of an idle connection's
+    /// memory; it is also the most read from the socket at once. Clients mostly send small
+    /// messages, so the default is 1 KiB (a larger message grows the buffer as it arrives).
     pub read_buffer_bytes: usize,
     /// Bytes tungstenite collects before writing to the socket (0 writes every frame at once);
     /// the writer flushes after every batch anyway.
@@ -63,7 +66,7 @@ impl Default for TransportConfig {
         TransportConfig {
             allowed_origins: None,
             max_message_bytes: 64 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4 * 1024,
             max_outbound_frame_bytes: 1024 * 1024,
             outbound_queue: 256,
@@ -263,7 +266,7 @@ mod tests {
     #[test]
     fn websocket_config_is_fully_set() {
         let ws = TransportConfig::default().websocket_config();
-        assert_eq!(ws.read_buffer_size, 4 * 1024);
+        assert_eq!(ws.read_buffer_size, 1024);
         assert_eq!(ws.write_buffer_size, 4 * 1024);
         assert_eq!(ws.max_message_size, Some(64 * 1024));
         assert_eq!(ws.max_frame_size, Some(64 * 1024));

@@ -104,7 +104,7 @@ impl Endpoint {
             self.verifier.verify(&token).await.map_err(HandshakeRefusal::Unauthorized)?;
         drop(token);
         let expires_at = identity.expires_at;
-        let (sink, queue) = outbound_channel(self.settings.outbound_queue);
+        let sink = outbound_channel(self.settings.outbound_queue);
         let connection = self.api.connect(ConnectRequest {
             identity,
             metadata: Payload::new(),
@@ -117,7 +117,6 @@ impl Endpoint {
             connection,
             expires_at,
             sink,
-            queue,
             settings: Arc::clone(&self.settings),
             shutdown: self.shutdown.clone(),
             hello,

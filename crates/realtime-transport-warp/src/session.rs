@@ -7,6 +7,7 @@
 //! application) wins; it decides the close frame and the reason given to
 //! `RealtimeApi::disconnect`, which is called exactly once, when the task ends.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,13 +16,14 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use realtime_core::{
     ClientMessage, Connection, DecodeLimits, Frame, Liveness, LivenessAction, LivenessConfig,
     UnixMillis, decode_client_text,
 };
 use realtime_ports::{CloseCode, ConnectionSink, InboundHandler, RealtimeApi, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
@@ -34,8 +36,6 @@ use crate::wire::{ClientFault, SessionEnd};
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Most queued items the writer takes at once before it flushes.
-const WRITE_BATCH: usize = 64;
 /// Most bytes read and thrown away while waiting for a closing client to go.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
@@ -58,19 +58,31 @@ pub(crate) enum Outbound {
     Ping,
 }
 
-/// The outbound half the service holds: `send` only `try_send`s into the bounded queue.
+/// The outbound half the service holds: `send` only pushes onto the bounded queue.
+///
+/// The queue is a `VecDeque` behind a mutex plus a `Notify`, rather than a tokio mpsc
+/// channel: it allocates nothing until the first frame (an mpsc channel allocates a block of
+/// 32 slots up front, about 1 KiB per idle connection) and the writer takes everything queued
+/// with one swap.
 #[derive(Debug)]
 pub(crate) struct WsSink {
-    queue: mpsc::Sender<Outbound>,
+    queue: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    ready: Notify,
     closing: AtomicBool,
     end: watch::Sender<Option<SessionEnd>>,
 }
 
-/// A new connection's sink and the receiving end of its queue.
-pub(crate) fn outbound_channel(capacity: usize) -> (Arc<WsSink>, mpsc::Receiver<Outbound>) {
-    let (queue, receiver) = mpsc::channel(capacity.max(1));
+/// A new connection's sink, holding at most `capacity` queued items.
+pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
     let (end, _) = watch::channel(None);
-    (Arc::new(WsSink { queue, closing: AtomicBool::new(false), end }), receiver)
+    Arc::new(WsSink {
+        queue: Mutex::new(VecDeque::new()),
+        capacity: capacity.max(1),
+        ready: Notify::new(),
+        closing: AtomicBool::new(false),
+        end,
+    })
 }
 
 impl WsSink {
@@ -94,15 +106,24 @@ impl WsSink {
         if self.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        match self.queue.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The close travels on the `end` signal, not on the full queue.
-                self.end(SessionEnd::SlowConsumer);
-                Err(SendError::QueueFull)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        let mut queue = self.queue.lock();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            // The close travels on the `end` signal, not on the full queue.
+            self.end(SessionEnd::SlowConsumer);
+            return Err(SendError::QueueFull);
         }
+        queue.push_back(item);
+        drop(queue);
+        // Stores a permit when the writer is busy, so no wake-up is lost.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Swaps everything queued into `batch` (which must be empty), keeping both buffers'
+    /// capacity for the next round.
+    fn take_queued(&self, batch: &mut VecDeque<Outbound>) {
+        std::mem::swap(&mut *self.queue.lock(), batch);
     }
 }
 
@@ -123,7 +144,6 @@ pub(crate) struct Session {
     pub(crate) connection: Connection,
     pub(crate) expires_at: Option<UnixMillis>,
     pub(crate) sink: Arc<WsSink>,
-    pub(crate) queue: mpsc::Receiver<Outbound>,
     pub(crate) settings: Arc<SessionSettings>,
     pub(crate) shutdown: ShutdownHandle,
     /// The first frame, `connected`, written before anything from the queue.
@@ -188,18 +208,9 @@ impl Session {
         .await;
         info!("connection open");
         let (writer, reader) = socket.split();
-        let Session {
-            api: _,
-            inbound,
-            connection,
-            expires_at,
-            sink,
-            queue,
-            settings,
-            shutdown,
-            hello,
-        } = self;
-        let writing = write_half(writer, queue, &sink, hello, settings.close_timeout);
+        let Session { api: _, inbound, connection, expires_at, sink, settings, shutdown, hello } =
+            self;
+        let writing = write_half(writer, &sink, hello, settings.close_timeout);
         let reading =
             read_half(reader, &sink, &settings, &shutdown, &connection, &*inbound, expires_at);
         let (writer, (reader, drain_deadline)) = tokio::join!(writing, reading);
@@ -233,13 +244,13 @@ async fn ended(end: &mut watch::Receiver<Option<SessionEnd>>) {
 /// until an end is recorded; then the close frame, if the end has one.
 async fn write_half(
     mut socket: SplitSink<Socket, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
     sink: &WsSink,
     hello: Frame,
     close_timeout: Duration,
 ) -> SplitSink<Socket, Message> {
     let mut end = sink.end.subscribe();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Allocated at the first frame, not per idle connection.
+    let mut batch = VecDeque::new();
     let result = tokio::select! {
         biased;
         () = ended(&mut end) => Ok(()),
@@ -250,13 +261,14 @@ async fn write_half(
         sink.end(SessionEnd::TransportError);
     }
     while sink.ended().is_none() {
-        let received = tokio::select! {
+        tokio::select! {
             biased;
             () = ended(&mut end) => break,
-            received = queue.recv_many(&mut batch, WRITE_BATCH) => received,
-        };
-        if received == 0 {
-            break;
+            () = sink.ready.notified() => {}
+        }
+        sink.take_queued(&mut batch);
+        if batch.is_empty() {
+            continue;
         }
         let written = tokio::select! {
             biased;
@@ -285,7 +297,7 @@ async fn write_half(
 
 async fn write_batch(
     socket: &mut SplitSink<Socket, Message>,
-    batch: &mut Vec<Outbound>,
+    batch: &mut VecDeque<Outbound>,
 ) -> Result<(), WsError> {
     for item in batch.drain(..) {
         let message = match item {
@@ -461,7 +473,7 @@ mod tests {
 
     #[test]
     fn sink_queue_full_ends_as_slow_consumer_and_then_refuses() {
-        let (sink, _queue) = outbound_channel(2);
+        let sink = outbound_channel(2);
         let frame = Frame::from_text("{}".to_owned());
         assert_eq!(sink.send(frame.clone()), Ok(()));
         assert_eq!(sink.send(frame.clone()), Ok(()));
@@ -474,7 +486,7 @@ mod tests {
 
     #[test]
     fn application_close_is_recorded() {
-        let (sink, _queue) = outbound_channel(2);
+        let sink = outbound_channel(2);
         sink.close(4003, "bye");
         assert_eq!(sink.ended(), Some(SessionEnd::by_application(4003, "bye")));
         assert_eq!(sink.send(Frame::from_text("{}".to_owned())), Err(SendError::Closed));
