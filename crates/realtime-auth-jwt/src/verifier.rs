@@ -1,7 +1,9 @@
 //! [`JwtVerifier`]: the [`TokenVerifier`] on jsonwebtoken, and the one mapping from
 //! jsonwebtoken's errors to [`AuthError`].
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -11,8 +13,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use realtime_core::{BearerToken, Identity, RawClaims};
 use realtime_ports::{AuthError, TokenVerifier};
-use serde::Deserialize as _;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::config::{JwtConfig, JwtConfigError, JwtKey};
 
@@ -101,12 +103,20 @@ impl JwtVerifier {
         if raw.is_empty() || raw.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
-        check_header_algorithm(raw, self.algorithm_name)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(raw, &self.key, &self.validation)
-            .map_err(|e| auth_error(e.into_kind()))?;
-        // jsonwebtoken checked the pinned algorithm again, the signature, exp/nbf/iss/aud and
-        // the presence of exp and sub; what is left is realtime's own claims.
-        Ok(Identity::from_claims(raw_claims(data.claims)?)?)
+        // jsonwebtoken checks the pinned algorithm, the signature, exp/nbf/iss/aud and the
+        // presence of exp and sub; what is left is realtime's own claims. Reading them into
+        // `Claims` cannot fail on a JSON object, so jsonwebtoken's checks decide first.
+        let data = match jsonwebtoken::decode::<Claims>(raw, &self.key, &self.validation) {
+            Ok(data) => data,
+            Err(error) => {
+                // A header naming another algorithm is refused as such, even when
+                // jsonwebtoken cannot parse it (`alg: none`). Only refused tokens pay for
+                // this second look: a token jsonwebtoken accepted names the pinned one.
+                check_header_algorithm(raw, self.algorithm_name)?;
+                return Err(auth_error(error.into_kind()));
+            }
+        };
+        Ok(Identity::from_claims(data.claims.into_raw()?)?)
     }
 }
 
@@ -192,10 +202,16 @@ fn bit_length(big_endian: &[u8]) -> usize {
     (digits.len() - 1) * 8 + (8 - digits[0].leading_zeros() as usize)
 }
 
-/// Refuses a token whose header names any algorithm but the pinned one, before jsonwebtoken
-/// sees it: so `alg: none` (which jsonwebtoken cannot even parse) is
-/// [`AuthError::AlgorithmNotAllowed`] rather than [`AuthError::Malformed`].
+/// Refuses a token whose header names any algorithm but the pinned one: so `alg: none`
+/// (which jsonwebtoken cannot even parse) is [`AuthError::AlgorithmNotAllowed`] rather than
+/// [`AuthError::Malformed`]. `Ok` when the header names the pinned algorithm.
 fn check_header_algorithm(raw: &str, expected: &str) -> Result<(), AuthError> {
+    /// The one header field looked at (the last `alg` wins, as in a JSON map).
+    #[derive(Deserialize)]
+    struct AlgOnly<'a> {
+        #[serde(borrow, default)]
+        alg: Option<Cow<'a, str>>,
+    }
     let mut parts = raw.split('.');
     let (Some(header), Some(_payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -203,41 +219,228 @@ fn check_header_algorithm(raw: &str, expected: &str) -> Result<(), AuthError> {
         return Err(AuthError::Malformed);
     };
     let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::Malformed)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
-    match header.get("alg") {
-        Some(Value::String(alg)) if alg == expected => Ok(()),
-        Some(Value::String(_)) => Err(AuthError::AlgorithmNotAllowed),
-        _ => Err(AuthError::Malformed),
+    let header: AlgOnly<'_> = serde_json::from_slice(&header).map_err(|_| AuthError::Malformed)?;
+    match header.alg {
+        Some(alg) if alg == expected => Ok(()),
+        Some(_) => Err(AuthError::AlgorithmNotAllowed),
+        None => Err(AuthError::Malformed),
     }
 }
 
-/// A check that a claim has the JSON type realtime reads (when present and not null).
-type HasType = fn(&Value) -> bool;
-
-/// Which JSON type each claim realtime reads must have.
-const CLAIM_TYPES: [(&str, HasType); 4] = [
-    ("sub", Value::is_string),
-    ("exp", Value::is_u64),
-    ("roles", is_string_array),
-    ("permissions", is_string_array),
-];
-
-fn is_string_array(value: &Value) -> bool {
-    value.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+/// The claims realtime reads, as handed over by jsonwebtoken once it has verified the token.
+///
+/// Reading never fails on a JSON object: a claim of another JSON type than realtime reads is
+/// recorded as [`Claim::WrongType`] (and refused by [`Claims::into_raw`], after
+/// jsonwebtoken's own checks), other claims are skipped without being stored, and a
+/// repeated claim keeps its last value. This replaces reading a `serde_json::Map` and
+/// converting it, which allocated every claim twice.
+#[derive(Default)]
+struct Claims {
+    sub: Claim<String>,
+    exp: Claim<u64>,
+    roles: Claim<Vec<String>>,
+    permissions: Claim<Vec<String>>,
 }
 
-/// The verified claims as [`RawClaims`]; a claim of the wrong type is named in
-/// [`AuthError::InvalidClaim`].
-fn raw_claims(claims: Map<String, Value>) -> Result<RawClaims, AuthError> {
-    for (name, has_type) in CLAIM_TYPES {
-        if let Some(value) = claims.get(name).filter(|v| !v.is_null())
-            && !has_type(value)
-        {
-            return Err(AuthError::InvalidClaim(name.to_owned()));
+impl Claims {
+    /// The claims as [`RawClaims`]; a claim of the wrong type is named in
+    /// [`AuthError::InvalidClaim`] (checked in the order `sub`, `exp`, `roles`,
+    /// `permissions`).
+    fn into_raw(self) -> Result<RawClaims, AuthError> {
+        Ok(RawClaims {
+            sub: self.sub.into_option("sub")?,
+            exp: self.exp.into_option("exp")?,
+            roles: self.roles.into_option("roles")?,
+            permissions: self.permissions.into_option("permissions")?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor;
+        impl<'de> Visitor<'de> for ClaimsVisitor {
+            type Value = Claims;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                let mut claims = Claims::default();
+                while let Some(name) = map.next_key::<ClaimName>()? {
+                    match name {
+                        ClaimName::Sub => claims.sub = map.next_value()?,
+                        ClaimName::Exp => claims.exp = map.next_value()?,
+                        ClaimName::Roles => claims.roles = map.next_value()?,
+                        ClaimName::Permissions => claims.permissions = map.next_value()?,
+                        ClaimName::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(claims)
+            }
+        }
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
+}
+
+/// The name of a claim, as far as realtime cares.
+enum ClaimName {
+    Sub,
+    Exp,
+    Roles,
+    Permissions,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ClaimName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = ClaimName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<ClaimName, E> {
+                Ok(match name {
+                    "sub" => ClaimName::Sub,
+                    "exp" => ClaimName::Exp,
+                    "roles" => ClaimName::Roles,
+                    "permissions" => ClaimName::Permissions,
+                    _ => ClaimName::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(NameVisitor)
+    }
+}
+
+/// One claim as read: absent (or `null`), of the JSON type realtime reads, or of another.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Claim<T> {
+    #[default]
+    Absent,
+    Valid(T),
+    WrongType,
+}
+
+impl<T> Claim<T> {
+    fn into_option(self, name: &str) -> Result<Option<T>, AuthError> {
+        match self {
+            Claim::Absent => Ok(None),
+            Claim::Valid(value) => Ok(Some(value)),
+            Claim::WrongType => Err(AuthError::InvalidClaim(name.to_owned())),
         }
     }
-    RawClaims::deserialize(Value::Object(claims)).map_err(|_| AuthError::Malformed)
+}
+
+/// A claim value realtime reads: which JSON values are of its type. Every other JSON value
+/// is consumed and reported as `None` (the wrong type).
+trait ClaimValue: Sized {
+    /// From a JSON string.
+    fn from_string(_value: Cow<'_, str>) -> Option<Self> {
+        None
+    }
+    /// From a non-negative JSON integer that fits in a `u64`.
+    fn from_u64(_value: u64) -> Option<Self> {
+        None
+    }
+    /// From a JSON array.
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+impl ClaimValue for String {
+    fn from_string(value: Cow<'_, str>) -> Option<Self> {
+        Some(value.into_owned())
+    }
+}
+
+impl ClaimValue for u64 {
+    fn from_u64(value: u64) -> Option<Self> {
+        Some(value)
+    }
+}
+
+/// An array of strings (`roles`, `permissions`); an array holding anything else is the
+/// wrong type.
+impl ClaimValue for Vec<String> {
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        let mut all_strings = true;
+        while let Some(item) = seq.next_element::<Claim<String>>()? {
+            match item {
+                Claim::Valid(item) if all_strings => items.push(item),
+                Claim::Valid(_) => {}
+                Claim::Absent | Claim::WrongType => all_strings = false,
+            }
+        }
+        Ok(all_strings.then_some(items))
+    }
+}
+
+impl<'de, T: ClaimValue> Deserialize<'de> for Claim<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ClaimVisitor(PhantomData))
+    }
+}
+
+struct ClaimVisitor<T>(PhantomData<T>);
+
+impl<T> ClaimVisitor<T> {
+    fn checked<E>(value: Option<T>) -> Result<Claim<T>, E> {
+        Ok(value.map_or(Claim::WrongType, Claim::Valid))
+    }
+}
+
+impl<'de, T: ClaimValue> Visitor<'de> for ClaimVisitor<T> {
+    type Value = Claim<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Claim<T>, E> {
+        Ok(Claim::Absent)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Claim<T>, E> {
+        Ok(Claim::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Claim<T>, D::Error> {
+        Claim::deserialize(deserializer)
+    }
+    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<Claim<T>, E> {
+        Ok(Claim::WrongType)
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Claim<T>, E> {
+        match u64::try_from(value) {
+            Ok(value) => self.visit_u64(value),
+            Err(_) => Ok(Claim::WrongType),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Claim<T>, E> {
+        Self::checked(T::from_u64(value))
+    }
+    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<Claim<T>, E> {
+        Ok(Claim::WrongType)
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Claim<T>, E> {
+        Self::checked(T::from_string(Cow::Borrowed(value)))
+    }
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Claim<T>, E> {
+        Self::checked(T::from_string(Cow::Owned(value)))
+    }
+    fn visit_bytes<E: de::Error>(self, _value: &[u8]) -> Result<Claim<T>, E> {
+        Ok(Claim::WrongType)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Claim<T>, A::Error> {
+        Self::checked(T::from_seq(seq)?)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claim<T>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Claim::WrongType)
+    }
 }
 
 /// The one mapping from jsonwebtoken's failures to [`AuthError`]. No arm copies text from
@@ -289,7 +492,7 @@ mod tests {
     #[test]
     fn every_jsonwebtoken_error_maps() {
         let unavailable = AuthError::Unavailable("JWT key or crypto backend failed".to_owned());
-        let json = serde_json::from_str::<Value>("{").err().map(std::sync::Arc::new);
+        let json = serde_json::from_str::<serde_json::Value>("{").err().map(std::sync::Arc::new);
         let json = json.unwrap_or_else(|| panic!("`{{` parsed as JSON"));
         let utf8 = String::from_utf8(vec![0xff]).err().unwrap_or_else(|| panic!("0xff is UTF-8"));
         check(ErrorKind::ExpiredSignature, AuthError::Expired);
@@ -337,12 +540,16 @@ mod tests {
         check("", Err(AuthError::Malformed));
     }
 
+    /// Reads `json` as [`Claims`] and converts them, as `verify_now` does.
+    fn raw_claims(json: &str) -> Result<RawClaims, AuthError> {
+        let claims: Claims = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        claims.into_raw()
+    }
+
     #[test]
     fn claim_types() {
         let check = |json: &str, expected: Result<(), AuthError>| {
-            let map: Map<String, Value> =
-                serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
-            assert_eq!(raw_claims(map).map(|_| ()), expected, "{json}");
+            assert_eq!(raw_claims(json).map(|_| ()), expected, "{json}");
         };
         let claim = |name: &str| Err(AuthError::InvalidClaim(name.to_owned()));
         check(r#"{"sub":"u","exp":1,"roles":["a"],"permissions":[],"x":{}}"#, Ok(()));
@@ -350,10 +557,62 @@ mod tests {
         check(r#"{"sub":1}"#, claim("sub"));
         check(r#"{"sub":"u","exp":"1"}"#, claim("exp"));
         check(r#"{"sub":"u","exp":1.5}"#, claim("exp"));
+        check(r#"{"sub":"u","exp":1.0}"#, claim("exp"));
         check(r#"{"sub":"u","exp":-1}"#, claim("exp"));
+        check(r#"{"sub":"u","exp":18446744073709551616}"#, claim("exp"));
+        check(r#"{"sub":"u","exp":true}"#, claim("exp"));
         check(r#"{"sub":"u","roles":"admin"}"#, claim("roles"));
         check(r#"{"sub":"u","roles":["a",1]}"#, claim("roles"));
+        check(r#"{"sub":"u","roles":["a",null]}"#, claim("roles"));
+        check(r#"{"sub":"u","roles":["a",["b"]]}"#, claim("roles"));
+        check(r#"{"sub":"u","roles":[{"a":1},"b"]}"#, claim("roles"));
         check(r#"{"sub":"u","permissions":{}}"#, claim("permissions"));
+        check(r#"{"sub":"u","permissions":{"a":[1,{"b":null}]}}"#, claim("permissions"));
+        // The first wrong claim in the order sub, exp, roles, permissions is named.
+        check(r#"{"permissions":1,"roles":1,"exp":"x","sub":1}"#, claim("sub"));
+        check(r#"{"permissions":1,"roles":1,"exp":"x","sub":"u"}"#, claim("exp"));
+        check(r#"{"permissions":1,"roles":1,"sub":"u"}"#, claim("roles"));
+    }
+
+    #[test]
+    fn claim_values() {
+        let check = |json: &str, expected: RawClaims| {
+            assert_eq!(raw_claims(json), Ok(expected), "{json}");
+        };
+        let strings = |items: &[&str]| Some(items.iter().map(|s| (*s).to_owned()).collect());
+        check("{}", RawClaims::default());
+        check(
+            r#"{"sub":"u","exp":7,"roles":["b","a"],"permissions":["x:read"]}"#,
+            RawClaims {
+                sub: Some("u".into()),
+                exp: Some(7),
+                roles: strings(&["b", "a"]),
+                permissions: strings(&["x:read"]),
+            },
+        );
+        check(r#"{"sub":null,"exp":null,"roles":null,"permissions":null}"#, RawClaims::default());
+        // Escapes are decoded; other claims of any type are skipped.
+        check(
+            r#"{"iat":1.5,"x":{"sub":1},"y":[[],{}],"z":null,"sub":"\u00e9\n","roles":["\"a\""]}"#,
+            RawClaims {
+                sub: Some("é\n".into()),
+                roles: strings(&["\"a\""]),
+                ..RawClaims::default()
+            },
+        );
+        // A repeated claim keeps its last value, as a JSON map would.
+        check(
+            r#"{"sub":1,"sub":"last","roles":["a"],"roles":[]}"#,
+            RawClaims { sub: Some("last".into()), roles: strings(&[]), ..RawClaims::default() },
+        );
+        check(r#"{"exp":"x","exp":5}"#, RawClaims { exp: Some(5), ..RawClaims::default() });
+    }
+
+    #[test]
+    fn claims_must_be_an_object() {
+        for json in ["[]", r#"["u"]"#, "1", r#""sub""#, "null"] {
+            assert!(serde_json::from_str::<Claims>(json).is_err(), "{json}");
+        }
     }
 
     #[test]

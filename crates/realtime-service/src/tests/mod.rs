@@ -84,6 +84,37 @@ fn connect_generates_a_fresh_id_per_connection() {
 }
 
 #[test]
+fn connection_ids_are_random_v4_uuids_on_every_thread() {
+    let n = 500;
+    let ids: Vec<uuid::Uuid> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(move || {
+                    let seen = Arc::new(Mutex::new(Vec::new()));
+                    let service = service(accepting_registry(&seen, n), n);
+                    (0..n)
+                        .map(|_| service.connect(request(identity("u", &[], &[]))).unwrap())
+                        .map(|c| c.id.as_uuid())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "repeated ids across threads");
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 4, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+    }
+    // Every one of the 122 random bits takes both values somewhere.
+    let (ones, zeros) =
+        ids.iter().fold((0u128, 0u128), |(o, z), id| (o | id.as_u128(), z | !id.as_u128()));
+    let fixed: u128 = (0xF << 76) | (0x3 << 62);
+    assert_eq!((ones & zeros) | fixed, u128::MAX);
+}
+
+#[test]
 fn connect_retries_with_a_new_id_on_duplicate() {
     let tried = Arc::new(Mutex::new(Vec::new()));
     let mut registry = MockConnectionRegistry::new();
