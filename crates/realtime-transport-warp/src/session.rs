@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -23,7 +24,7 @@ use realtime_core::{
 };
 use realtime_ports::{CloseCode, ConnectionSink, InboundHandler, RealtimeApi, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
@@ -60,15 +61,17 @@ pub(crate) enum Outbound {
 
 /// The outbound half the service holds: `send` only pushes onto the bounded queue.
 ///
-/// The queue is a `VecDeque` behind a mutex plus a `Notify`, rather than a tokio mpsc
-/// channel: it allocates nothing until the first frame (an mpsc channel allocates a block of
-/// 32 slots up front, about 1 KiB per idle connection) and the writer takes everything queued
-/// with one swap.
+/// The queue is a `VecDeque` behind a mutex plus a readiness flag and an `AtomicWaker`,
+/// rather than a tokio mpsc channel: it allocates nothing until the first frame (an mpsc
+/// channel allocates a block of 32 slots up front, about 1 KiB per idle connection), the
+/// writer takes everything queued with one swap, and waking the writer is lock-free.
 #[derive(Debug)]
 pub(crate) struct WsSink {
     queue: Mutex<VecDeque<Outbound>>,
     capacity: usize,
-    ready: Notify,
+    /// Set by `enqueue`, cleared by the writer when it takes the queue.
+    ready: AtomicBool,
+    writer: AtomicWaker,
     closing: AtomicBool,
     end: watch::Sender<Option<SessionEnd>>,
 }
@@ -79,7 +82,8 @@ pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
     Arc::new(WsSink {
         queue: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
-        ready: Notify::new(),
+        ready: AtomicBool::new(false),
+        writer: AtomicWaker::new(),
         closing: AtomicBool::new(false),
         end,
     })
@@ -115,9 +119,24 @@ impl WsSink {
         }
         queue.push_back(item);
         drop(queue);
-        // Stores a permit when the writer is busy, so no wake-up is lost.
-        self.ready.notify_one();
+        // Only the first item since the writer last looked needs to wake it.
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.writer.wake();
+        }
         Ok(())
+    }
+
+    /// Completes when something was enqueued since the last call.
+    async fn queued(&self) {
+        std::future::poll_fn(|cx| {
+            self.writer.register(cx.waker());
+            if self.ready.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Swaps everything queued into `batch` (which must be empty), keeping both buffers'
@@ -249,11 +268,14 @@ async fn write_half(
     close_timeout: Duration,
 ) -> SplitSink<Socket, Message> {
     let mut end = sink.end.subscribe();
+    // One wait for the end for the writer's whole life (not one registration per frame).
+    let end_signal = ended(&mut end);
+    tokio::pin!(end_signal);
     // Allocated at the first frame, not per idle connection.
     let mut batch = VecDeque::new();
     let result = tokio::select! {
         biased;
-        () = ended(&mut end) => Ok(()),
+        () = &mut end_signal => Ok(()),
         sent = socket.send(text_message(hello)) => sent,
     };
     if let Err(error) = result {
@@ -263,8 +285,8 @@ async fn write_half(
     while sink.ended().is_none() {
         tokio::select! {
             biased;
-            () = ended(&mut end) => break,
-            () = sink.ready.notified() => {}
+            () = &mut end_signal => break,
+            () = sink.queued() => {}
         }
         sink.take_queued(&mut batch);
         if batch.is_empty() {
@@ -272,7 +294,7 @@ async fn write_half(
         }
         let written = tokio::select! {
             biased;
-            () = ended(&mut end) => break,
+            () = &mut end_signal => break,
             written = write_batch(&mut socket, &mut batch) => written,
         };
         if let Err(error) = written {
