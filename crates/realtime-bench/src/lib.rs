@@ -31,4 +31,4 @@ pub mod wire;
 pub mod worker;
 
 pub use error::BenchError;
-pub use smoke::{SmokeOptions, SmokeReport, smoke, smoke_blocking, smoke_with};
+pub use smoke::{SmokeOptions, SmokeReport, smoke, smoke_with};

@@ -94,25 +94,6 @@ pub async fn smoke(
     .await
 }
 
-/// [`smoke`] on a runtime of its own, for synchronous tests. Must not be called from
-/// inside a tokio runtime.
-///
-/// # Errors
-/// As [`smoke_with`], and [`BenchError::Io`] when the runtime cannot be built.
-pub fn smoke_blocking(
-    addr: SocketAddr,
-    api_key: &str,
-    secret: &[u8],
-    n_connections: usize,
-    n_broadcasts: usize,
-) -> Result<SmokeReport, BenchError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(smoke(addr, api_key, secret, n_connections, n_broadcasts))
-}
-
 /// Opens the connections, publishes broadcasts then user messages one at a time (each after
 /// the previous one arrived everywhere or timed out), and counts what arrived.
 ///
