@@ -356,6 +356,9 @@ async fn read_half(
     expires_at: Option<UnixMillis>,
 ) -> (SplitStream<Socket>, Option<Instant>) {
     let mut end = sink.end.subscribe();
+    // One wait for the end for the reader's whole loop, as in the writer.
+    let end_signal = ended(&mut end);
+    tokio::pin!(end_signal);
     let now = Instant::now();
     let mut liveness =
         Liveness::new(settings.liveness, now.into_std(), expiry_instant(expires_at, now));
@@ -364,7 +367,7 @@ async fn read_half(
         let wake = Instant::from_std(liveness.poll_timeout());
         tokio::select! {
             biased;
-            () = ended(&mut end) => break,
+            () = &mut end_signal => break,
             () = graceful.cancelled() => {
                 sink.end(SessionEnd::Shutdown);
             }
@@ -388,7 +391,7 @@ async fn read_half(
                     Some(Ok(message)) => {
                         let handled = tokio::select! {
                             biased;
-                            () = ended(&mut end) => None,
+                            () = &mut end_signal => None,
                             handled = handle_message(message, sink, settings, connection, inbound) => Some(handled),
                         };
                         if handled.is_none() {
