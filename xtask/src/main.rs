@@ -87,8 +87,11 @@ fn main() -> ExitCode {
 
 /// The workspace root (the directory holding the root `Cargo.toml`).
 pub(crate) fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time too; prefer it over the compile-time
+    // value, which is stale when a target directory is shared between checkouts.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.parent().map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
 }
 
 /// The `cargo` running us (`CARGO`, set by `cargo run` and `cargo test`), else `cargo`.
