@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use realtime_core::{Connection, ConnectionId, Envelope, Identity, Payload, Role, Target, UserId};
+use realtime_core::{
+    Connection, ConnectionId, Envelope, Identity, MessageType, Payload, Role, Target, UserId,
+};
 
 use crate::sink::ConnectionSink;
 
@@ -61,7 +63,7 @@ pub enum DisconnectReason {
     ProtocolError,
     /// The server is shutting down.
     Shutdown,
-    /// The application asked for it.
+    /// The application removed it ([`RealtimeApi::kick`]).
     Kicked,
 }
 
@@ -89,6 +91,18 @@ pub enum PublishError {
     /// unreachable in a multi-node deployment).
     #[error("publish unavailable: {0}")]
     Unavailable(String),
+    /// The encoded message is larger than the service's limit; no recipient got it.
+    #[error("message is {len} bytes encoded, at most {max} are allowed")]
+    TooLarge {
+        /// The encoded size in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message type is one the protocol reserves for itself (`connected`, `pong`,
+    /// `error`, ...: `realtime_core::protocol::RESERVED_SERVER_TYPES`); nobody may publish it.
+    #[error("message type {0:?} is reserved for the protocol")]
+    ReservedType(MessageType),
 }
 
 /// The service's API, from the design record: admit and remove connections, and send.
@@ -96,6 +110,14 @@ pub enum PublishError {
 /// Each send serialises the message once and returns how many connections on this node it
 /// was handed to (enqueued on their sinks). Sends are `async` so that a multi-node service
 /// can forward to a message bus without changing this trait.
+///
+/// Two ways out of the registry, with different callers:
+/// - the application removes connections with [`kick`](RealtimeApi::kick) and
+///   [`kick_user`](RealtimeApi::kick_user): they are unregistered at once and their sinks
+///   closed, so the socket closes too (after writing what was already queued);
+/// - the transport calls [`unregister`](RealtimeApi::unregister) when a socket has ended.
+///
+/// No method leaves an open socket outside the registry.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait RealtimeApi: Send + Sync + 'static {
@@ -106,9 +128,18 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// required permission is missing.
     fn connect(&self, request: ConnectRequest) -> Result<Connection, ConnectError>;
 
-    /// Removes a connection, closing its sink when the application asked for it
-    /// ([`DisconnectReason::Kicked`]). Returns false if it was not registered.
-    fn disconnect(&self, id: ConnectionId, reason: DisconnectReason) -> bool;
+    /// Removes a connection whose socket has ended (called by the transport, once per
+    /// connection, with why it ended). Does not touch the sink. Returns false if it was not
+    /// registered (for example, because it was kicked), so a second call is harmless.
+    fn unregister(&self, id: ConnectionId, reason: DisconnectReason) -> bool;
+
+    /// Removes one connection on the application's behalf: unregisters it at once and closes
+    /// its sink with [`CloseReason::Kicked`](crate::CloseReason::Kicked). Frames sent before the kick are still delivered.
+    /// Returns false if it was not registered.
+    fn kick(&self, id: ConnectionId) -> bool;
+
+    /// [`kick`](RealtimeApi::kick)s every connection of `user`; returns how many there were.
+    fn kick_user(&self, user: &UserId) -> usize;
 
     /// Whether a connection could be admitted now (the transport asks before upgrading).
     fn has_capacity(&self) -> bool;
@@ -116,37 +147,51 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// How many connections this node holds.
     fn connection_count(&self) -> usize;
 
-    /// Sends to every connection of `user`.
+    /// Sends `message` to `target`: serialises it once and hands the same frame to every
+    /// recipient. Returns how many connections accepted it.
     ///
     /// # Errors
-    /// [`PublishError`] when the message could not be handed on at all.
-    async fn send_to_user(&self, user: &UserId, message: &Envelope) -> Result<usize, PublishError>;
+    /// - [`PublishError::ReservedType`] for a type the protocol reserves;
+    /// - [`PublishError::TooLarge`] when the encoded message exceeds the service's limit;
+    /// - [`PublishError::Unavailable`] when the message could not be handed on at all.
+    ///
+    /// In every error case no recipient received the message.
+    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError>;
 
-    /// Sends to every connection holding `role`.
+    /// Sends to every connection of `user` ([`publish`](RealtimeApi::publish) to
+    /// [`Target::User`]).
     ///
     /// # Errors
-    /// [`PublishError`] when the message could not be handed on at all.
-    async fn send_to_role(&self, role: &Role, message: &Envelope) -> Result<usize, PublishError>;
+    /// As [`publish`](RealtimeApi::publish).
+    async fn send_to_user(&self, user: &UserId, message: &Envelope) -> Result<usize, PublishError> {
+        self.publish(&Target::User(user.clone()), message).await
+    }
 
-    /// Sends to one connection; `Ok(0)` when it is not connected.
+    /// Sends to every connection holding `role` ([`Target::Role`]).
     ///
     /// # Errors
-    /// [`PublishError`] when the message could not be handed on at all.
+    /// As [`publish`](RealtimeApi::publish).
+    async fn send_to_role(&self, role: &Role, message: &Envelope) -> Result<usize, PublishError> {
+        self.publish(&Target::Role(role.clone()), message).await
+    }
+
+    /// Sends to one connection ([`Target::Connection`]); `Ok(0)` when it is not connected.
+    ///
+    /// # Errors
+    /// As [`publish`](RealtimeApi::publish).
     async fn send_to_connection(
         &self,
         id: ConnectionId,
         message: &Envelope,
-    ) -> Result<usize, PublishError>;
+    ) -> Result<usize, PublishError> {
+        self.publish(&Target::Connection(id), message).await
+    }
 
-    /// Sends to every connection.
+    /// Sends to every connection ([`Target::Broadcast`]).
     ///
     /// # Errors
-    /// [`PublishError`] when the message could not be handed on at all.
-    async fn broadcast(&self, message: &Envelope) -> Result<usize, PublishError>;
-
-    /// Sends to `target` (one of the four above).
-    ///
-    /// # Errors
-    /// [`PublishError`] when the message could not be handed on at all.
-    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError>;
+    /// As [`publish`](RealtimeApi::publish).
+    async fn broadcast(&self, message: &Envelope) -> Result<usize, PublishError> {
+        self.publish(&Target::Broadcast, message).await
+    }
 }

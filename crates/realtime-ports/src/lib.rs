@@ -27,7 +27,7 @@ pub use api::{ConnectError, ConnectRequest, DisconnectReason, PublishError, Real
 pub use auth::{AuthError, TokenVerifier};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use registry::{ConnectionRegistry, RegisterError, Registered};
-pub use sink::{CloseCode, ConnectionSink, SendError};
+pub use sink::{CloseReason, ConnectionSink, SendError};
 
 /// mockall mocks of every port, for unit tests of code that uses them.
 #[cfg(feature = "mocks")]
@@ -43,20 +43,71 @@ pub mod mocks {
 mod tests {
     use std::sync::Arc;
 
+    use std::sync::Mutex;
+
+    use realtime_core::{
+        Connection, ConnectionId, Envelope, MessageType, Payload, Role, Target, UserId,
+    };
+
     use super::*;
 
-    /// Every port is usable as `Arc<dyn Trait>` (a compile-time check).
-    #[test]
-    fn ports_are_dyn_compatible() {
-        fn takes(
-            _: Option<Arc<dyn ConnectionRegistry>>,
-            _: Option<Arc<dyn ConnectionSink>>,
-            _: Option<Arc<dyn TokenVerifier>>,
-            _: Option<Arc<dyn InboundHandler>>,
-            _: Option<Arc<dyn RealtimeApi>>,
-        ) -> bool {
-            true
+    /// A service that only records the targets it is asked to publish to.
+    #[derive(Default)]
+    struct Targets(Mutex<Vec<Target>>);
+
+    #[async_trait::async_trait]
+    impl RealtimeApi for Targets {
+        fn connect(&self, _: ConnectRequest) -> Result<Connection, ConnectError> {
+            Err(ConnectError::Forbidden)
         }
-        assert!(takes(None, None, None, None, None));
+        fn unregister(&self, _: ConnectionId, _: DisconnectReason) -> bool {
+            false
+        }
+        fn kick(&self, _: ConnectionId) -> bool {
+            false
+        }
+        fn kick_user(&self, _: &UserId) -> usize {
+            0
+        }
+        fn has_capacity(&self) -> bool {
+            false
+        }
+        fn connection_count(&self) -> usize {
+            0
+        }
+        async fn publish(&self, target: &Target, _: &Envelope) -> Result<usize, PublishError> {
+            let mut targets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            targets.push(target.clone());
+            Ok(targets.len())
+        }
+    }
+
+    /// Every port is usable as `Arc<dyn Trait>`, and the provided send methods of
+    /// `RealtimeApi` are `publish` to the matching target, through the trait object.
+    #[tokio::test]
+    async fn provided_sends_are_publish_through_a_trait_object() {
+        fn _dyn_compatible(
+            _: Arc<dyn ConnectionRegistry>,
+            _: Arc<dyn ConnectionSink>,
+            _: Arc<dyn TokenVerifier>,
+            _: Arc<dyn InboundHandler>,
+        ) {
+        }
+        let recorder = Arc::new(Targets::default());
+        let api: Arc<dyn RealtimeApi> = recorder.clone();
+        let kind = MessageType::new("n").unwrap_or_else(|e| panic!("{e}"));
+        let message = Envelope::new(kind, Payload::new());
+        let user = UserId::new("u").unwrap_or_else(|e| panic!("{e}"));
+        let role = Role::new("r").unwrap_or_else(|e| panic!("{e}"));
+        let id = ConnectionId::parse("6f1c5a7e-0d2b-4c8e-9a57-3b1f2e4d5c6a")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(api.send_to_user(&user, &message).await, Ok(1));
+        assert_eq!(api.send_to_role(&role, &message).await, Ok(2));
+        assert_eq!(api.send_to_connection(id, &message).await, Ok(3));
+        assert_eq!(api.broadcast(&message).await, Ok(4));
+        assert_eq!(
+            *recorder.0.lock().unwrap_or_else(|e| e.into_inner()),
+            [Target::User(user), Target::Role(role), Target::Connection(id), Target::Broadcast]
+        );
     }
 }

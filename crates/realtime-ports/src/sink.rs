@@ -2,9 +2,23 @@
 
 use realtime_core::Frame;
 
-/// A WebSocket close code (RFC 6455 section 7.4); realtime's own are in
-/// `realtime_core::protocol::close`.
-pub type CloseCode = u16;
+/// Why the service asks a connection to close. The transport alone turns it into a close
+/// code and text (for WebSocket: `docs/protocol.md`), so no wire number lives outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application removed the connection (`RealtimeApi::kick`, `kick_user`).
+    Kicked,
+}
+
+impl CloseReason {
+    /// A short, stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Kicked => "kicked",
+        }
+    }
+}
 
 /// Why a frame was not enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +52,9 @@ pub trait ConnectionSink: Send + Sync + 'static {
     /// - MUST return [`SendError::Closed`] once the connection is closed or closing.
     fn send(&self, frame: Frame) -> Result<(), SendError>;
 
-    /// Asks the connection to close with `code` and `reason` (at most 123 bytes of UTF-8, as
-    /// the WebSocket protocol allows). Does not wait; calling it again has no further effect.
-    fn close(&self, code: CloseCode, reason: &str);
+    /// Asks the connection to close for `reason`. Frames already accepted by
+    /// [`send`](ConnectionSink::send) are still written first (bounded by the transport's
+    /// close timeout), then the close frame; `send` returns [`SendError::Closed`] from now
+    /// on. Does not wait; calling it again has no further effect (the first reason wins).
+    fn close(&self, reason: CloseReason);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use realtime_core::Frame;
-use realtime_ports::{CloseCode, ConnectionRegistry, ConnectionSink, SendError};
+use realtime_ports::{CloseReason, ConnectionRegistry, ConnectionSink, SendError};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_testkit::fixtures::{connection, connection_id, role, user};
 
@@ -22,7 +22,7 @@ impl ConnectionSink for NullSink {
         Ok(())
     }
 
-    fn close(&self, _code: CloseCode, _reason: &str) {}
+    fn close(&self, _reason: CloseReason) {}
 }
 
 /// 100,000 connections: user `u{i / 2}` (two tabs each); every 1,000th also has `admin`.

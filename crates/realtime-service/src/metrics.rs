@@ -23,6 +23,9 @@ pub const MESSAGES_DELIVERED_TOTAL: &str = "realtime_messages_delivered_total";
 /// Counter: frames a sink refused, by [`LABEL_REASON`]: [`REASON_SLOW_CONSUMER`] (queue
 /// full; the sink closes the connection) or [`REASON_CLOSED`].
 pub const FRAMES_DROPPED_TOTAL: &str = "realtime_frames_dropped_total";
+/// Counter: publishes refused before any recipient, by [`LABEL_REASON`]:
+/// [`REASON_RESERVED_TYPE`] or [`REASON_TOO_LARGE`].
+pub const PUBLISH_REFUSED_TOTAL: &str = "realtime_publish_refused_total";
 
 /// Label key: why (a connection closed or was rejected, a frame was dropped).
 pub const LABEL_REASON: &str = "reason";
@@ -39,6 +42,10 @@ pub const REASON_REGISTRY_ERROR: &str = "registry_error";
 pub const REASON_SLOW_CONSUMER: &str = "slow_consumer";
 /// Drop reason: the recipient's connection was closed or closing.
 pub const REASON_CLOSED: &str = "closed";
+/// Publish refusal: the message type is reserved for the protocol.
+pub const REASON_RESERVED_TYPE: &str = "reserved_type";
+/// Publish refusal: the encoded message is over the size limit.
+pub const REASON_TOO_LARGE: &str = "too_large";
 
 /// Describes every metric above to the installed recorder (call once, after installing it).
 pub fn describe_metrics() {
@@ -64,5 +71,10 @@ pub fn describe_metrics() {
         FRAMES_DROPPED_TOTAL,
         Unit::Count,
         "Frames a recipient refused (slow_consumer, closed)."
+    );
+    describe_counter!(
+        PUBLISH_REFUSED_TOTAL,
+        Unit::Count,
+        "Publishes refused before any recipient (reserved_type, too_large)."
     );
 }

@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use realtime_core::protocol::close;
+use realtime_core::protocol;
 use realtime_core::{
-    Connection, ConnectionId, Envelope, Frame, Role, Target, UnixMillis, UserId,
-    connection_authorized,
+    Connection, ConnectionId, Envelope, Frame, Target, UnixMillis, UserId, connection_authorized,
 };
 use realtime_ports::{
-    ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason, PublishError, RealtimeApi,
-    RegisterError, Registered, SendError,
+    CloseReason, ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason, PublishError,
+    RealtimeApi, RegisterError, Registered, SendError,
 };
 use tracing::{debug, error, info, warn};
 
@@ -23,9 +22,6 @@ use crate::metrics as m;
 /// How many fresh ids `connect` tries before giving up on a registry that keeps answering
 /// [`RegisterError::Duplicate`] (with random v4 ids, a second attempt never happens in practice).
 const MAX_REGISTER_ATTEMPTS: usize = 8;
-
-/// The close reason sent with [`close::DISCONNECTED`] when the application kicks a connection.
-const KICKED_CLOSE_REASON: &str = "disconnected";
 
 /// The realtime service of one node: admits connections into a [`ConnectionRegistry`] and
 /// sends messages to them.
@@ -70,12 +66,13 @@ impl RealtimeService {
             .map(|_| SlotGuard { slots: &self.slots, kept: false })
     }
 
-    /// Sends `message` to `recipients` (one encode, one frame clone per recipient) and
-    /// records the outcome. Returns how many sinks accepted the frame.
+    /// Hands `frame` to `recipients` (one frame clone per recipient) and records the
+    /// outcome. Returns how many sinks accepted the frame.
     fn fan_out(
         &self,
         target: &'static str,
         recipients: &[Registered],
+        frame: &Frame,
         message: &Envelope,
     ) -> usize {
         ::metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET => target).increment(1);
@@ -83,7 +80,6 @@ impl RealtimeService {
             debug!(target_kind = target, message_type = %message.kind, delivered = 0, "no recipients");
             return 0;
         }
-        let frame = Frame::encode(message);
         let (mut delivered, mut slow, mut closed) = (0usize, 0u64, 0u64);
         for recipient in recipients {
             match recipient.sink.send(frame.clone()) {
@@ -114,6 +110,30 @@ impl RealtimeService {
             "message sent"
         );
         delivered
+    }
+
+    /// Removes `id` from the registry and releases its slot; `None` if it was not there.
+    fn remove(&self, id: ConnectionId, reason: DisconnectReason) -> Option<Registered> {
+        let Some(registered) = self.registry.unregister(id) else {
+            debug!(connection_id = %id, reason = reason.as_str(), "not registered");
+            return None;
+        };
+        release(&self.slots);
+        ::metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
+        ::metrics::counter!(m::CONNECTIONS_CLOSED_TOTAL, m::LABEL_REASON => reason.as_str())
+            .increment(1);
+        info!(
+            connection_id = %id,
+            user_id = %registered.connection.user_id,
+            reason = reason.as_str(),
+            "connection closed"
+        );
+        Some(registered)
+    }
+
+    fn refuse_publish(&self, target: &Target, reason: &'static str) {
+        ::metrics::counter!(m::PUBLISH_REFUSED_TOTAL, m::LABEL_REASON => reason).increment(1);
+        debug!(target_kind = target.kind(), reason, "publish refused");
     }
 
     fn reject(&self, reason: &'static str) {
@@ -205,25 +225,25 @@ impl RealtimeApi for RealtimeService {
         Ok(connection)
     }
 
-    fn disconnect(&self, id: ConnectionId, reason: DisconnectReason) -> bool {
-        let Some(registered) = self.registry.unregister(id) else {
-            debug!(connection_id = %id, reason = reason.as_str(), "disconnect: not registered");
+    fn unregister(&self, id: ConnectionId, reason: DisconnectReason) -> bool {
+        self.remove(id, reason).is_some()
+    }
+
+    fn kick(&self, id: ConnectionId) -> bool {
+        let Some(registered) = self.remove(id, DisconnectReason::Kicked) else {
             return false;
         };
-        release(&self.slots);
-        if reason == DisconnectReason::Kicked {
-            registered.sink.close(close::DISCONNECTED, KICKED_CLOSE_REASON);
-        }
-        ::metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
-        ::metrics::counter!(m::CONNECTIONS_CLOSED_TOTAL, m::LABEL_REASON => reason.as_str())
-            .increment(1);
-        info!(
-            connection_id = %id,
-            user_id = %registered.connection.user_id,
-            reason = reason.as_str(),
-            "connection closed"
-        );
+        registered.sink.close(CloseReason::Kicked);
         true
+    }
+
+    fn kick_user(&self, user: &UserId) -> usize {
+        // Each connection is removed by id, so one that ends meanwhile is not counted.
+        self.registry
+            .find_by_user(user)
+            .into_iter()
+            .filter(|registered| self.kick(registered.connection.id))
+            .count()
     }
 
     fn has_capacity(&self) -> bool {
@@ -234,36 +254,25 @@ impl RealtimeApi for RealtimeService {
         self.registry.count()
     }
 
-    async fn send_to_user(&self, user: &UserId, message: &Envelope) -> Result<usize, PublishError> {
-        let recipients = self.registry.find_by_user(user);
-        Ok(self.fan_out("user", &recipients, message))
-    }
-
-    async fn send_to_role(&self, role: &Role, message: &Envelope) -> Result<usize, PublishError> {
-        let recipients = self.registry.find_by_role(role);
-        Ok(self.fan_out("role", &recipients, message))
-    }
-
-    async fn send_to_connection(
-        &self,
-        id: ConnectionId,
-        message: &Envelope,
-    ) -> Result<usize, PublishError> {
-        let recipient = self.registry.get(id);
-        Ok(self.fan_out("connection", recipient.as_slice(), message))
-    }
-
-    async fn broadcast(&self, message: &Envelope) -> Result<usize, PublishError> {
-        let recipients = self.registry.all();
-        Ok(self.fan_out("broadcast", &recipients, message))
-    }
-
     async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
-        match target {
-            Target::User(user) => self.send_to_user(user, message).await,
-            Target::Role(role) => self.send_to_role(role, message).await,
-            Target::Connection(id) => self.send_to_connection(*id, message).await,
-            Target::Broadcast => self.broadcast(message).await,
+        if protocol::is_reserved_server_type(message.kind.as_str()) {
+            self.refuse_publish(target, m::REASON_RESERVED_TYPE);
+            return Err(PublishError::ReservedType(message.kind.clone()));
         }
+        // Encoded once per publish, also with no recipient, so the size check does not
+        // depend on who happens to be connected.
+        let frame = Frame::encode(message);
+        let max = self.config.max_message_bytes;
+        if frame.len() > max {
+            self.refuse_publish(target, m::REASON_TOO_LARGE);
+            return Err(PublishError::TooLarge { len: frame.len(), max });
+        }
+        let recipients = match target {
+            Target::User(user) => self.registry.find_by_user(user),
+            Target::Role(role) => self.registry.find_by_role(role),
+            Target::Connection(id) => self.registry.get(*id).into_iter().collect(),
+            Target::Broadcast => self.registry.all(),
+        };
+        Ok(self.fan_out(target.kind(), &recipients, &frame, message))
     }
 }

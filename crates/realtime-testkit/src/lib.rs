@@ -34,7 +34,7 @@ pub mod ws;
 mod self_test;
 
 pub use registry_model::check_registry_against_model;
-pub use sink::{RecordingSink, SLOW_CONSUMER_REASON};
+pub use sink::{RecordingSink, SinkClosed};
 
 /// How long any single wait of the [`ws`] and [`http`] helpers may take before the test
 /// fails: long enough for a loaded machine, short enough to fail a hung test quickly.

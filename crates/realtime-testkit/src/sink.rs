@@ -2,11 +2,16 @@
 
 use parking_lot::Mutex;
 use realtime_core::Frame;
-use realtime_core::protocol::close;
-use realtime_ports::{CloseCode, ConnectionSink, SendError};
+use realtime_ports::{CloseReason, ConnectionSink, SendError};
 
-/// The close reason a bounded [`RecordingSink`] records when its queue overflows.
-pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
+/// How a [`RecordingSink`] was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkClosed {
+    /// Through [`ConnectionSink::close`], with this reason.
+    By(CloseReason),
+    /// By itself: a bounded sink overflowed (the transport closes with 4008 then).
+    SlowConsumer,
+}
 
 /// A [`ConnectionSink`] that records what it is given, for assertions.
 ///
@@ -14,9 +19,9 @@ pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
 /// - The first [`close`](ConnectionSink::close) is recorded; later ones have no effect, as
 ///   the contract requires. After a close, `send` returns [`SendError::Closed`].
 /// - A sink made with [`bounded`](Self::bounded) accepts that many frames in total (nothing
-///   ever drains it); the next `send` returns [`SendError::QueueFull`] and records a close
-///   with code 4008 (`protocol::close::SLOW_CONSUMER`) and reason [`SLOW_CONSUMER_REASON`],
-///   as the real transport does; sends after that return [`SendError::Closed`].
+///   ever drains it); the next `send` returns [`SendError::QueueFull`] and records
+///   [`SinkClosed::SlowConsumer`], as the real transport closes with 4008; sends after that
+///   return [`SendError::Closed`].
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     /// Frames accepted beyond this many overflow; `None` means unbounded.
@@ -27,7 +32,7 @@ pub struct RecordingSink {
 #[derive(Debug, Default)]
 struct State {
     frames: Vec<Frame>,
-    closed: Option<(CloseCode, String)>,
+    closed: Option<SinkClosed>,
 }
 
 impl RecordingSink {
@@ -51,9 +56,9 @@ impl RecordingSink {
         self.state.lock().frames.clone()
     }
 
-    /// The first close, as `(code, reason)`; `None` while open.
-    pub fn closed(&self) -> Option<(u16, String)> {
-        self.state.lock().closed.clone()
+    /// The first close; `None` while open.
+    pub fn closed(&self) -> Option<SinkClosed> {
+        self.state.lock().closed
     }
 
     /// How many frames were accepted.
@@ -74,17 +79,17 @@ impl ConnectionSink for RecordingSink {
             return Err(SendError::Closed);
         }
         if self.capacity.is_some_and(|capacity| state.frames.len() >= capacity) {
-            state.closed = Some((close::SLOW_CONSUMER, SLOW_CONSUMER_REASON.to_owned()));
+            state.closed = Some(SinkClosed::SlowConsumer);
             return Err(SendError::QueueFull);
         }
         state.frames.push(frame);
         Ok(())
     }
 
-    fn close(&self, code: CloseCode, reason: &str) {
+    fn close(&self, reason: CloseReason) {
         let mut state = self.state.lock();
         if state.closed.is_none() {
-            state.closed = Some((code, reason.to_owned()));
+            state.closed = Some(SinkClosed::By(reason));
         }
     }
 }
@@ -98,14 +103,14 @@ mod tests {
     /// One step against a sink and what it must answer.
     enum Step {
         Send(&'static str, Result<(), SendError>),
-        Close(u16, &'static str),
+        Close,
     }
     use Step::{Close, Send};
 
     /// Runs `steps` against `sink` (through `Arc<dyn ConnectionSink>`, as the service holds
     /// it), then compares what it recorded.
     #[track_caller]
-    fn check(sink: RecordingSink, steps: &[Step], texts: &[&str], closed: Option<(u16, &str)>) {
+    fn check(sink: RecordingSink, steps: &[Step], texts: &[&str], closed: Option<SinkClosed>) {
         let sink = Arc::new(sink);
         let dyn_sink: Arc<dyn ConnectionSink> = sink.clone();
         for (i, step) in steps.iter().enumerate() {
@@ -114,14 +119,14 @@ mod tests {
                     let got = dyn_sink.send(Frame::from_text((*text).to_owned()));
                     assert_eq!(got, *expected, "step {i}: send {text:?}");
                 }
-                Close(code, reason) => dyn_sink.close(*code, reason),
+                Close => dyn_sink.close(CloseReason::Kicked),
             }
         }
         assert_eq!(sink.texts(), texts);
         assert_eq!(sink.len(), texts.len());
         assert_eq!(sink.is_empty(), texts.is_empty());
         assert_eq!(sink.frames().len(), texts.len());
-        assert_eq!(sink.closed(), closed.map(|(c, r)| (c, r.to_owned())));
+        assert_eq!(sink.closed(), closed);
     }
 
     #[test]
@@ -139,14 +144,9 @@ mod tests {
     fn close_is_recorded_once_and_stops_sends() {
         check(
             RecordingSink::new(),
-            &[
-                Send("a", Ok(())),
-                Close(4003, "bye"),
-                Send("b", Err(SendError::Closed)),
-                Close(1000, "again"),
-            ],
+            &[Send("a", Ok(())), Close, Send("b", Err(SendError::Closed)), Close],
             &["a"],
-            Some((4003, "bye")),
+            Some(SinkClosed::By(CloseReason::Kicked)),
         );
     }
 
@@ -159,16 +159,16 @@ mod tests {
                 Send("b", Ok(())),
                 Send("c", Err(SendError::QueueFull)),
                 Send("d", Err(SendError::Closed)),
-                Close(1000, "later"),
+                Close,
             ],
             &["a", "b"],
-            Some((4008, SLOW_CONSUMER_REASON)),
+            Some(SinkClosed::SlowConsumer),
         );
         check(
             RecordingSink::bounded(0),
             &[Send("a", Err(SendError::QueueFull))],
             &[],
-            Some((4008, SLOW_CONSUMER_REASON)),
+            Some(SinkClosed::SlowConsumer),
         );
     }
 
@@ -176,9 +176,9 @@ mod tests {
     fn bounded_sink_closed_before_overflow_reports_closed() {
         check(
             RecordingSink::bounded(1),
-            &[Close(1012, "restart"), Send("a", Err(SendError::Closed))],
+            &[Close, Send("a", Err(SendError::Closed))],
             &[],
-            Some((1012, "restart")),
+            Some(SinkClosed::By(CloseReason::Kicked)),
         );
     }
 

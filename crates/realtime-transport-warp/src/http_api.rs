@@ -61,7 +61,7 @@ impl PublishEndpoint {
         let body = read_limited(headers, body, self.max_body_bytes).await?;
         let (target, message) = parse_publish(&body)?;
         let delivered =
-            self.api.publish(&target, &message).await.map_err(PublishRefusal::Unavailable)?;
+            self.api.publish(&target, &message).await.map_err(PublishRefusal::Service)?;
         debug!(target = target.kind(), kind = message.kind.as_str(), delivered, "published");
         Ok(delivered)
     }

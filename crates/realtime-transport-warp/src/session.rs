@@ -22,7 +22,7 @@ use realtime_core::{
     ClientMessage, Connection, DecodeLimits, Frame, Liveness, LivenessAction, LivenessConfig,
     UnixMillis, decode_client_text,
 };
-use realtime_ports::{CloseCode, ConnectionSink, InboundHandler, RealtimeApi, SendError};
+use realtime_ports::{CloseReason, ConnectionSink, InboundHandler, RealtimeApi, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -151,8 +151,8 @@ impl ConnectionSink for WsSink {
         self.enqueue(Outbound::Frame(frame))
     }
 
-    fn close(&self, code: CloseCode, reason: &str) {
-        self.end(SessionEnd::by_application(code, reason));
+    fn close(&self, reason: CloseReason) {
+        self.end(SessionEnd::Closed(reason));
     }
 }
 
@@ -188,7 +188,7 @@ impl Session {
             let unregister = async {
                 ended(&mut end).await;
                 let reason = sink.ended().unwrap_or(SessionEnd::TransportError).disconnect_reason();
-                api.disconnect(id, reason);
+                api.unregister(id, reason);
                 reason
             };
             let work = async {
@@ -505,15 +505,15 @@ mod tests {
         assert_eq!(sink.send(frame.clone()), Err(SendError::QueueFull));
         assert_eq!(sink.ended(), Some(SessionEnd::SlowConsumer));
         assert_eq!(sink.send(frame), Err(SendError::Closed));
-        sink.close(4003, "kicked");
+        sink.close(CloseReason::Kicked);
         assert_eq!(sink.ended(), Some(SessionEnd::SlowConsumer), "first end wins");
     }
 
     #[test]
     fn application_close_is_recorded() {
         let sink = outbound_channel(2);
-        sink.close(4003, "bye");
-        assert_eq!(sink.ended(), Some(SessionEnd::by_application(4003, "bye")));
+        sink.close(CloseReason::Kicked);
+        assert_eq!(sink.ended(), Some(SessionEnd::Closed(CloseReason::Kicked)));
         assert_eq!(sink.send(Frame::from_text("{}".to_owned())), Err(SendError::Closed));
     }
 

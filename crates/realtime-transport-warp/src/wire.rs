@@ -9,7 +9,9 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use realtime_core::protocol::{self, close};
 use realtime_core::{DecodeError, Frame, MessageType};
-use realtime_ports::{AuthError, ConnectError, DisconnectReason, InboundError, PublishError};
+use realtime_ports::{
+    AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PublishError,
+};
 use serde::Serialize;
 use serde_json::json;
 use warp::Reply;
@@ -99,8 +101,8 @@ pub(crate) enum PublishRefusal {
     },
     /// The body could not be read (the client went away or sent a broken stream).
     BodyUnreadable,
-    /// The service could not hand the message on.
-    Unavailable(PublishError),
+    /// The service refused the publish (too large, reserved type, unavailable).
+    Service(PublishError),
 }
 
 impl PublishRefusal {
@@ -119,7 +121,18 @@ impl PublishRefusal {
             PublishRefusal::BodyUnreadable => {
                 (StatusCode::BAD_REQUEST, "request body could not be read".into())
             }
-            PublishRefusal::Unavailable(_) => {
+            PublishRefusal::Service(PublishError::TooLarge { len, max }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("\"message\" is {len} bytes encoded, at most {max} are allowed").into(),
+            ),
+            PublishRefusal::Service(PublishError::ReservedType(kind)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "\"message.type\" \"{kind}\" is reserved for the protocol and cannot be published"
+                )
+                .into(),
+            ),
+            PublishRefusal::Service(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "publish unavailable".into())
             }
         };
@@ -188,13 +201,8 @@ pub(crate) enum SessionEnd {
     SlowConsumer,
     /// The server is shutting down.
     Shutdown,
-    /// The application closed the connection through its sink (the service's `disconnect`).
-    ClosedByApplication {
-        /// The close code it asked for.
-        code: u16,
-        /// The reason it gave (at most 123 bytes).
-        reason: String,
-    },
+    /// The service closed the connection through its sink (for example, a kick).
+    Closed(CloseReason),
 }
 
 impl SessionEnd {
@@ -208,7 +216,9 @@ impl SessionEnd {
             SessionEnd::TokenExpired => Some((close::TOKEN_EXPIRED, "token expired")),
             SessionEnd::SlowConsumer => Some((close::SLOW_CONSUMER, "slow consumer")),
             SessionEnd::Shutdown => Some((close::SERVICE_RESTART, "server restart")),
-            SessionEnd::ClosedByApplication { code, reason } => Some((*code, reason)),
+            SessionEnd::Closed(CloseReason::Kicked) => Some((close::DISCONNECTED, "kicked")),
+            // A reason added to the ports later and not mapped yet: a generic close.
+            SessionEnd::Closed(_) => Some((close::NORMAL, "closed")),
         }
     }
 
@@ -222,25 +232,9 @@ impl SessionEnd {
             SessionEnd::TokenExpired => DisconnectReason::TokenExpired,
             SessionEnd::SlowConsumer => DisconnectReason::SlowConsumer,
             SessionEnd::Shutdown => DisconnectReason::Shutdown,
-            SessionEnd::ClosedByApplication { .. } => DisconnectReason::Kicked,
+            SessionEnd::Closed(_) => DisconnectReason::Kicked,
         }
     }
-
-    /// An application close with its reason cut to the 123 bytes a close frame allows.
-    pub(crate) fn by_application(code: u16, reason: &str) -> SessionEnd {
-        SessionEnd::ClosedByApplication { code, reason: truncate_utf8(reason, 123).to_owned() }
-    }
-}
-
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// Something a client sent that gets an `error` frame (the connection stays open).
@@ -338,19 +332,12 @@ mod tests {
             (SessionEnd::TokenExpired, Some(4001), DisconnectReason::TokenExpired),
             (SessionEnd::SlowConsumer, Some(4008), DisconnectReason::SlowConsumer),
             (SessionEnd::Shutdown, Some(1012), DisconnectReason::Shutdown),
-            (SessionEnd::by_application(4003, "bye"), Some(4003), DisconnectReason::Kicked),
+            (SessionEnd::Closed(CloseReason::Kicked), Some(4003), DisconnectReason::Kicked),
         ];
         for (end, code, reason) in cases {
             assert_eq!(end.close_frame().map(|(c, _)| c), code, "{end:?}");
             assert_eq!(end.disconnect_reason(), reason, "{end:?}");
         }
-        let long = "é".repeat(100);
-        let SessionEnd::ClosedByApplication { reason, .. } =
-            SessionEnd::by_application(4003, &long)
-        else {
-            panic!("wrong variant");
-        };
-        assert!(reason.len() <= 123 && long.starts_with(&reason));
     }
 
     #[test]

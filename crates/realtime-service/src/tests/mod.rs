@@ -5,17 +5,19 @@ mod support;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use realtime_core::{Connection, Envelope, Frame, Target, UnixMillis};
+use realtime_core::{Connection, Envelope, Frame, Target, UnixMillis, UserId};
 use realtime_ports::mocks::{MockConnectionRegistry, MockConnectionSink};
 use realtime_ports::{
-    ConnectError, ConnectionRegistry, ConnectionSink, DisconnectReason, RealtimeApi, RegisterError,
-    Registered, SendError,
+    CloseReason, ConnectError, ConnectionRegistry, ConnectionSink, DisconnectReason, PublishError,
+    RealtimeApi, RegisterError, Registered, SendError,
 };
 
 use self::support::{
     MapRegistry, TestRecorder, conn_id, identity, message, permission, quiet_sink, registered,
     request, role, user,
 };
+use realtime_testkit::{RecordingSink, SinkClosed};
+
 use crate::metrics as m;
 use crate::{RealtimeService, ServiceConfig, describe_metrics};
 
@@ -160,6 +162,7 @@ fn connect_requires_the_configured_permissions() {
         ServiceConfig {
             max_connections: 10,
             required_permissions: vec![permission("realtime:connect"), permission("beta")],
+            ..ServiceConfig::default()
         },
     );
     let cases: &[(&[&str], bool)] = &[
@@ -204,7 +207,7 @@ fn the_cap_is_enforced_and_released_after_disconnect() {
         Err(ConnectError::AtCapacity { max: 2 })
     );
 
-    assert!(service.disconnect(first.id, DisconnectReason::ClientClosed));
+    assert!(service.unregister(first.id, DisconnectReason::ClientClosed));
     assert!(service.has_capacity());
     service.connect(request(identity("carol", &[], &[]))).unwrap();
     assert!(!service.has_capacity());
@@ -248,8 +251,8 @@ fn disconnect_is_idempotent() {
 
     let a = service.connect(request(identity("alice", &[], &[]))).unwrap();
     service.connect(request(identity("bob", &[], &[]))).unwrap();
-    assert!(service.disconnect(a.id, DisconnectReason::ClientClosed));
-    assert!(!service.disconnect(a.id, DisconnectReason::ClientClosed));
+    assert!(service.unregister(a.id, DisconnectReason::ClientClosed));
+    assert!(!service.unregister(a.id, DisconnectReason::ClientClosed));
 
     // Exactly one slot came back: one more connect fits, the next does not.
     service.connect(request(identity("carol", &[], &[]))).unwrap();
@@ -264,44 +267,74 @@ fn disconnect_is_idempotent() {
 }
 
 #[test]
-fn disconnect_of_an_unknown_connection_returns_false() {
+fn removing_an_unknown_connection_returns_false() {
     let mut registry = MockConnectionRegistry::new();
-    registry.expect_unregister().times(1).returning(|_| None);
+    registry.expect_unregister().times(2).returning(|_| None);
     let service = service(registry, 1);
-    assert!(!service.disconnect(conn_id(7), DisconnectReason::Kicked));
+    assert!(!service.unregister(conn_id(7), DisconnectReason::ClientClosed));
+    assert!(!service.kick(conn_id(7)));
     assert!(service.has_capacity());
 }
 
 #[test]
-fn only_kicked_closes_the_sink_with_4003() {
-    let cases = [
-        (DisconnectReason::Kicked, true),
-        (DisconnectReason::ClientClosed, false),
-        (DisconnectReason::TransportError, false),
-        (DisconnectReason::HeartbeatTimeout, false),
-        (DisconnectReason::TokenExpired, false),
-        (DisconnectReason::SlowConsumer, false),
-        (DisconnectReason::ProtocolError, false),
-        (DisconnectReason::Shutdown, false),
+fn unregister_never_closes_the_sink_and_kick_always_does() {
+    let reasons = [
+        DisconnectReason::Kicked,
+        DisconnectReason::ClientClosed,
+        DisconnectReason::TransportError,
+        DisconnectReason::HeartbeatTimeout,
+        DisconnectReason::TokenExpired,
+        DisconnectReason::SlowConsumer,
+        DisconnectReason::ProtocolError,
+        DisconnectReason::Shutdown,
     ];
-    for (reason, closes) in cases {
+    // `None`: a kick; `Some(reason)`: the transport unregisters.
+    let cases = std::iter::once(None).chain(reasons.into_iter().map(Some));
+    for case in cases {
         let recorder = TestRecorder::default();
         let _guard = metrics::set_default_local_recorder(&recorder);
         let mut sink = MockConnectionSink::new();
         sink.expect_close()
-            .withf(|code, _| *code == realtime_core::protocol::close::DISCONNECTED)
-            .times(usize::from(closes))
+            .withf(|reason| *reason == CloseReason::Kicked)
+            .times(usize::from(case.is_none()))
             .return_const(());
         let service = service(MapRegistry::default(), 10);
         let mut req = request(identity("alice", &[], &[]));
         req.sink = Arc::new(sink);
         let connection = service.connect(req).unwrap();
-        assert!(service.disconnect(connection.id, reason), "{reason:?}");
+        let removed = match case {
+            None => service.kick(connection.id),
+            Some(reason) => service.unregister(connection.id, reason),
+        };
+        assert!(removed, "{case:?}");
         // The registry dropped the last reference to the sink: mockall has checked `times`.
         assert_eq!(service.connection_count(), 0);
-        let closed = format!("{}{{reason={}}}", m::CONNECTIONS_CLOSED_TOTAL, reason.as_str());
-        assert_eq!(recorder.counter(&closed), 1, "{reason:?}");
+        assert!(service.has_capacity(), "the slot is released");
+        let label = case.unwrap_or(DisconnectReason::Kicked).as_str();
+        let closed = format!("{}{{reason={label}}}", m::CONNECTIONS_CLOSED_TOTAL);
+        assert_eq!(recorder.counter(&closed), 1, "{case:?}");
     }
+}
+
+#[test]
+fn kick_user_kicks_every_connection_of_that_user_only() {
+    let service = service(MapRegistry::default(), 10);
+    let sinks: Vec<(&str, Arc<RecordingSink>)> = ["alice", "alice", "bob"]
+        .into_iter()
+        .map(|user| (user, Arc::new(RecordingSink::new())))
+        .collect();
+    for (user, sink) in &sinks {
+        let mut req = request(identity(user, &[], &[]));
+        req.sink = sink.clone();
+        service.connect(req).unwrap();
+    }
+    let alice = UserId::new("alice").unwrap();
+    assert_eq!(service.kick_user(&alice), 2);
+    assert_eq!(service.kick_user(&alice), 0, "nothing left to kick");
+    assert_eq!(service.connection_count(), 1);
+    let closed: Vec<Option<SinkClosed>> = sinks.iter().map(|(_, sink)| sink.closed()).collect();
+    let kicked = Some(SinkClosed::By(CloseReason::Kicked));
+    assert_eq!(closed, [kicked, kicked, None]);
 }
 
 /// What a mock sink answers to `send`.
@@ -494,6 +527,7 @@ fn describe_metrics_describes_every_metric() {
         "realtime_messages_published_total",
         "realtime_messages_delivered_total",
         "realtime_frames_dropped_total",
+        "realtime_publish_refused_total",
     ];
     expected.sort();
     assert_eq!(described, expected);
@@ -538,8 +572,8 @@ fn concurrent_connects_and_disconnects_balance_out() {
                             }
                             admitted += held.len();
                             for id in held {
-                                assert!(service.disconnect(id, DisconnectReason::ClientClosed));
-                                assert!(!service.disconnect(id, DisconnectReason::ClientClosed));
+                                assert!(service.unregister(id, DisconnectReason::ClientClosed));
+                                assert!(!service.unregister(id, DisconnectReason::ClientClosed));
                             }
                         }
                         admitted
@@ -579,8 +613,68 @@ fn concurrent_connects_and_disconnects_balance_out() {
     assert_eq!(service.connection_count(), MAX);
     assert!(!service.has_capacity());
     for id in ids {
-        assert!(service.disconnect(id, DisconnectReason::Shutdown));
+        assert!(service.unregister(id, DisconnectReason::Shutdown));
     }
     assert_eq!(service.connection_count(), 0);
     assert!(service.has_capacity());
+}
+
+#[tokio::test]
+async fn reserved_types_are_refused_for_every_target_before_any_recipient() {
+    let service = service(MapRegistry::default(), 10);
+    let sink = Arc::new(RecordingSink::new());
+    let mut req = request(identity("alice", &["admin"], &[]));
+    req.sink = sink.clone();
+    let connection = service.connect(req).unwrap();
+    let targets = [
+        Target::Broadcast,
+        Target::User(user("alice")),
+        Target::Role(role("admin")),
+        Target::Connection(connection.id),
+    ];
+    for kind in realtime_core::protocol::RESERVED_SERVER_TYPES {
+        let forged = Envelope::from_parts(kind, serde_json::json!({})).unwrap();
+        for target in &targets {
+            assert_eq!(
+                service.publish(target, &forged).await,
+                Err(PublishError::ReservedType(forged.kind.clone())),
+                "{kind} to {target:?}"
+            );
+        }
+    }
+    assert!(sink.is_empty(), "no forged frame reached the connection");
+    assert_eq!(service.publish(&Target::Broadcast, &message()).await, Ok(1));
+}
+
+#[tokio::test]
+async fn an_oversize_message_is_refused_before_any_recipient_even_with_none() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let max = 100;
+    let service = RealtimeService::new(
+        Arc::new(MapRegistry::default()),
+        ServiceConfig { max_message_bytes: max, ..ServiceConfig::default() },
+    );
+    let fits = |text: &str| Envelope::from_parts("n", serde_json::json!({ "t": text })).unwrap();
+    // `{"type":"n","payload":{"t":"..."}}` is 31 bytes around the text.
+    let exactly = fits(&"x".repeat(max - 31));
+    let over = fits(&"x".repeat(max - 30));
+    assert_eq!(Frame::encode(&exactly).len(), max);
+    assert_eq!(
+        service.publish(&Target::Broadcast, &over).await,
+        Err(PublishError::TooLarge { len: max + 1, max }),
+        "refused with no connection at all"
+    );
+    let sink = Arc::new(RecordingSink::new());
+    let mut req = request(identity("alice", &[], &[]));
+    req.sink = sink.clone();
+    service.connect(req).unwrap();
+    assert_eq!(
+        service.send_to_user(&user("alice"), &over).await,
+        Err(PublishError::TooLarge { len: max + 1, max })
+    );
+    assert!(sink.is_empty(), "the oversize frame never reached the sink");
+    assert_eq!(service.send_to_user(&user("alice"), &exactly).await, Ok(1));
+    let refused = format!("{}{{reason={}}}", m::PUBLISH_REFUSED_TOTAL, m::REASON_TOO_LARGE);
+    assert_eq!(recorder.counter(&refused), 2);
 }

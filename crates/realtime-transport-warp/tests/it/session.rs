@@ -124,8 +124,8 @@ async fn a_dropped_tcp_connection_unregisters_it() {
 async fn an_application_close_reaches_the_client() {
     let server = support::start(test_config()).await;
     let (mut ws, id) = support::connect(server.addr, "good.alice").await;
-    server.api.close_one(id, 4003, "kicked by admin");
-    assert_eq!(support::expect_close(&mut ws).await, (4003, "kicked by admin".to_owned()));
+    server.api.close_one(id, realtime_ports::CloseReason::Kicked);
+    assert_eq!(support::expect_close(&mut ws).await, (4003, "kicked".to_owned()));
     assert_eq!(server.api.disconnected(id).await, DisconnectReason::Kicked);
     server.stop().await;
 }

@@ -14,8 +14,8 @@ use realtime_core::{
     UserId,
 };
 use realtime_ports::{
-    AuthError, ConnectError, ConnectRequest, ConnectionSink, DisconnectReason, InboundError,
-    InboundHandler, InboundReply, PublishError, RealtimeApi, TokenVerifier,
+    AuthError, CloseReason, ConnectError, ConnectRequest, ConnectionSink, DisconnectReason,
+    InboundError, InboundHandler, InboundReply, PublishError, RealtimeApi, TokenVerifier,
 };
 pub use realtime_testkit::WAIT;
 pub use realtime_testkit::http::{HttpResponse, http, raw_http};
@@ -89,10 +89,10 @@ impl FakeApi {
         sink.map_or(Err(realtime_ports::SendError::Closed), |sink| sink.send(frame))
     }
 
-    /// Asks one connection's sink to close, as the service does for `disconnect`.
-    pub fn close_one(&self, id: ConnectionId, code: u16, reason: &str) {
+    /// Asks one connection's sink to close, as the service does for a kick.
+    pub fn close_one(&self, id: ConnectionId, reason: CloseReason) {
         let sink = self.connections.lock().get(&id).map(|e| Arc::clone(&e.sink));
-        sink.unwrap_or_else(|| panic!("{id} not registered")).close(code, reason);
+        sink.unwrap_or_else(|| panic!("{id} not registered")).close(reason);
     }
 
     fn fan_out(&self, target: &Target, message: &Envelope) -> usize {
@@ -126,11 +126,27 @@ impl RealtimeApi for FakeApi {
         Ok(connection)
     }
 
-    fn disconnect(&self, id: ConnectionId, reason: DisconnectReason) -> bool {
+    fn unregister(&self, id: ConnectionId, reason: DisconnectReason) -> bool {
         let removed = self.connections.lock().remove(&id).is_some();
         self.disconnects.lock().push((id, reason));
         self.notify.notify_waiters();
         removed
+    }
+
+    fn kick(&self, id: ConnectionId) -> bool {
+        let entry = self.connections.lock().remove(&id);
+        entry.map(|entry| entry.sink.close(CloseReason::Kicked)).is_some()
+    }
+
+    fn kick_user(&self, user: &UserId) -> usize {
+        let ids: Vec<ConnectionId> = self
+            .connections
+            .lock()
+            .values()
+            .filter(|e| e.connection.user_id == *user)
+            .map(|e| e.connection.id)
+            .collect();
+        ids.into_iter().filter(|id| self.kick(*id)).count()
     }
 
     fn has_capacity(&self) -> bool {
@@ -139,26 +155,6 @@ impl RealtimeApi for FakeApi {
 
     fn connection_count(&self) -> usize {
         self.connections.lock().len()
-    }
-
-    async fn send_to_user(&self, user: &UserId, message: &Envelope) -> Result<usize, PublishError> {
-        Ok(self.fan_out(&Target::User(user.clone()), message))
-    }
-
-    async fn send_to_role(&self, role: &Role, message: &Envelope) -> Result<usize, PublishError> {
-        Ok(self.fan_out(&Target::Role(role.clone()), message))
-    }
-
-    async fn send_to_connection(
-        &self,
-        id: ConnectionId,
-        message: &Envelope,
-    ) -> Result<usize, PublishError> {
-        Ok(self.fan_out(&Target::Connection(id), message))
-    }
-
-    async fn broadcast(&self, message: &Envelope) -> Result<usize, PublishError> {
-        Ok(self.fan_out(&Target::Broadcast, message))
     }
 
     async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
