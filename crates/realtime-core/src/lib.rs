@@ -18,6 +18,7 @@ mod frame;
 mod ids;
 mod liveness;
 pub mod protocol;
+mod request;
 mod routing;
 mod time;
 mod token;
@@ -32,6 +33,7 @@ pub use ids::{
     InvalidUserId, MessageType, Permission, Role, UserId,
 };
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
+pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;
 pub use time::UnixMillis;
 pub use token::{

@@ -80,7 +80,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry: Arc<dyn ConnectionRegistry> = Arc::new(InMemoryRegistry::new());
     let service: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(
         registry,
-        ServiceConfig { max_connections: config.max_connections, ..ServiceConfig::default() },
+        ServiceConfig {
+            max_connections: config.max_connections,
+            max_message_bytes: config.max_message_bytes,
+            ..ServiceConfig::default()
+        },
     ));
     let demo = config.demo.unwrap_or(dev.is_some());
     let inbound: Arc<dyn InboundHandler> =

@@ -16,6 +16,10 @@ pub const MAX_READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Bytes a WebSocket frame header can add to a payload (2 + 8 length bytes + 4 mask bytes).
 const FRAME_HEADER_BYTES: usize = 14;
 
+/// Bytes a `POST /api/publish` body may have beyond [`TransportConfig::max_message_bytes`]
+/// for what surrounds the message (`target` and the other top-level fields).
+pub const PUBLISH_BODY_OVERHEAD_BYTES: usize = 4 * 1024;
+
 /// Settings of the transport. `Default` gives the production values; tests shorten the
 /// timers.
 #[derive(Clone)]
@@ -25,8 +29,14 @@ pub struct TransportConfig {
     /// `Origin` header (not a browser) is always allowed: the check exists to stop other web
     /// sites from using a visitor's browser, and browsers always send the header.
     pub allowed_origins: Option<Vec<String>>,
-    /// Largest client message and largest client frame, in bytes (tungstenite's
-    /// `max_message_size` and `max_frame_size`); a larger one closes the connection with 1009.
+    /// Largest message, in bytes, in every direction; the one size setting:
+    /// - a client message or frame larger than this closes the connection with 1009
+    ///   (tungstenite's `max_message_size` and `max_frame_size`, and the decoder's limit);
+    /// - a `POST /api/publish` body larger than this plus [`PUBLISH_BODY_OVERHEAD_BYTES`]
+    ///   gets 413, before it is read;
+    /// - it bounds tungstenite's write buffer. The service refuses to publish a message
+    ///   whose encoded size is over its own `max_message_bytes` (413 over HTTP), so set both
+    ///   to the same value (the server does).
     pub max_message_bytes: usize,
     /// Read buffer per connection, in bytes (at most [`MAX_READ_BUFFER_BYTES`]). It is
     /// allocated when the connection opens and is the largest piece of an idle connection's
@@ -36,23 +46,19 @@ pub struct TransportConfig {
     /// Bytes tungstenite collects before writing to the socket (0 writes every frame at once);
     /// the writer flushes after every batch anyway.
     pub write_buffer_bytes: usize,
-    /// Largest server-to-client message, in bytes. It bounds tungstenite's write buffer; a
-    /// larger frame is dropped for that connection (and logged), the connection stays open.
-    pub max_outbound_frame_bytes: usize,
     /// Outbound frames queued per connection. When a client reads so slowly that its queue is
     /// full, it is closed with 4008 "slow consumer".
     pub outbound_queue: usize,
     /// Heartbeat: ping interval and pong timeout.
     pub liveness: LivenessConfig,
-    /// Limits for decoding client messages.
-    pub decode: DecodeLimits,
+    /// Deepest nesting of arrays and objects accepted in a client message (the envelope
+    /// itself is depth 1); a deeper one gets an `invalid_message` error.
+    pub max_json_depth: usize,
     /// How long a closing connection may take to get its close frame out and see the
     /// client's answer before the socket is dropped.
     pub close_timeout: Duration,
     /// How long a graceful shutdown waits for connections to close before dropping them.
     pub shutdown_grace: Duration,
-    /// Largest `POST /api/publish` body, in bytes; a larger one gets 413.
-    pub max_publish_body_bytes: u64,
     /// The key backends present as `Authorization: Bearer <key>` on the HTTP API.
     pub api_key: ApiKey,
     /// Length of the kernel's accept queue.
@@ -68,13 +74,11 @@ impl Default for TransportConfig {
             max_message_bytes: 64 * 1024,
             read_buffer_bytes: 1024,
             write_buffer_bytes: 4 * 1024,
-            max_outbound_frame_bytes: 1024 * 1024,
             outbound_queue: 256,
             liveness: LivenessConfig::default(),
-            decode: DecodeLimits::default(),
+            max_json_depth: DecodeLimits::default().max_depth,
             close_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
-            max_publish_body_bytes: 256 * 1024,
             api_key: ApiKey::disabled(),
             listen_backlog: 4096,
             demo_page: None,
@@ -89,13 +93,11 @@ impl fmt::Debug for TransportConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("read_buffer_bytes", &self.read_buffer_bytes)
             .field("write_buffer_bytes", &self.write_buffer_bytes)
-            .field("max_outbound_frame_bytes", &self.max_outbound_frame_bytes)
             .field("outbound_queue", &self.outbound_queue)
             .field("liveness", &self.liveness)
-            .field("decode", &self.decode)
+            .field("max_json_depth", &self.max_json_depth)
             .field("close_timeout", &self.close_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
-            .field("max_publish_body_bytes", &self.max_publish_body_bytes)
             .field("api_key", &self.api_key)
             .field("listen_backlog", &self.listen_backlog)
             .field("demo_page", &self.demo_page.map(|page| format!("<{} bytes>", page.len())))
@@ -134,13 +136,26 @@ impl TransportConfig {
         }
         let positive = [
             ("max_message_bytes", self.max_message_bytes),
-            ("max_outbound_frame_bytes", self.max_outbound_frame_bytes),
+            ("max_json_depth", self.max_json_depth),
             ("outbound_queue", self.outbound_queue),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(ConfigError::Zero(name)),
             None => Ok(()),
         }
+    }
+
+    /// Largest accepted backend API body: the message limit plus
+    /// [`PUBLISH_BODY_OVERHEAD_BYTES`].
+    pub fn max_publish_body_bytes(&self) -> u64 {
+        u64::try_from(self.max_message_bytes.saturating_add(PUBLISH_BODY_OVERHEAD_BYTES))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// What the decoder of client messages accepts: [`TransportConfig::max_message_bytes`]
+    /// and [`TransportConfig::max_json_depth`].
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits { max_bytes: self.max_message_bytes, max_depth: self.max_json_depth }
     }
 
     /// tungstenite's settings for every connection: the whole `WebSocketConfig` is set, so
@@ -153,7 +168,7 @@ impl TransportConfig {
             .write_buffer_size(self.write_buffer_bytes)
             .max_write_buffer_size(
                 self.write_buffer_bytes
-                    .saturating_add(self.max_outbound_frame_bytes.max(1))
+                    .saturating_add(self.max_message_bytes.max(1))
                     .saturating_add(FRAME_HEADER_BYTES),
             )
             .max_message_size(Some(max_message))

@@ -1,5 +1,5 @@
-//! The HTTP API for backends and operators: `POST /api/publish`, `GET /healthz`,
-//! `GET /metrics` and the demo page at `GET /`.
+//! The HTTP API for backends and operators: `POST /api/publish`, `POST /api/disconnect`,
+//! `GET /healthz`, `GET /metrics` and the demo page at `GET /`.
 
 use std::sync::Arc;
 
@@ -7,9 +7,10 @@ use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use http::StatusCode;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap};
-use realtime_core::{ConnectionId, Envelope, MessageType, Payload, Role, Target, UserId};
+use realtime_core::{KickTarget, PublishRequest};
 use realtime_ports::RealtimeApi;
 use serde_json::{Value, json};
+use std::future::Future;
 use tracing::debug;
 use warp::Filter;
 use warp::reply::Response;
@@ -18,30 +19,73 @@ use crate::config::{ApiKey, MetricsRenderer};
 use crate::shutdown::ShutdownHandle;
 use crate::wire::{self, PublishRefusal};
 
-/// What the publish route needs.
+/// What the backend API routes (`/api/publish`, `/api/disconnect`) need.
 pub(crate) struct PublishEndpoint {
     pub(crate) api: Arc<dyn RealtimeApi>,
     pub(crate) api_key: ApiKey,
     pub(crate) max_body_bytes: u64,
 }
 
-/// `POST /api/publish`.
+/// `POST /api/publish`: `{"delivered": N}`.
 pub(crate) fn publish(
     endpoint: Arc<PublishEndpoint>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("api" / "publish")
+    backend_route("publish", endpoint, |endpoint, body| async move {
+        let PublishRequest { target, message } =
+            PublishRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
+        let delivered =
+            endpoint.api.publish(&target, &message).await.map_err(PublishRefusal::Service)?;
+        debug!(target = target.kind(), kind = message.kind.as_str(), delivered, "published");
+        Ok(json!({ "delivered": delivered }))
+    })
+}
+
+/// `POST /api/disconnect`: kicks a user's connections or one connection (close code 4003),
+/// `{"disconnected": N}`.
+pub(crate) fn disconnect(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    backend_route("disconnect", endpoint, |endpoint, body| async move {
+        let kicked = match KickTarget::parse(&body).map_err(PublishRefusal::Invalid)? {
+            KickTarget::User(user) => endpoint.api.kick_user(&user),
+            KickTarget::Connection(id) => usize::from(endpoint.api.kick(id)),
+        };
+        debug!(kicked, "disconnect requested");
+        Ok(json!({ "disconnected": kicked }))
+    })
+}
+
+/// `POST /api/<name>` behind the API key, with a size-limited body handed to `handle`.
+fn backend_route<F, Fut>(
+    name: &'static str,
+    endpoint: Arc<PublishEndpoint>,
+    handle: F,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(Arc<PublishEndpoint>, Vec<u8>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, PublishRefusal>> + Send,
+{
+    warp::path("api")
+        .and(warp::path(name))
+        .and(warp::path::end())
         .and(warp::post())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(move |headers: HeaderMap, body| {
             let endpoint = Arc::clone(&endpoint);
+            let handle = handle.clone();
             async move {
-                match endpoint.publish(&headers, body).await {
-                    Ok(delivered) => {
-                        wire::json_response(StatusCode::OK, &json!({ "delivered": delivered }))
+                let outcome = async {
+                    if !endpoint.authorized(&headers) {
+                        return Err(PublishRefusal::Unauthorized);
                     }
+                    let body = read_limited(&headers, body, endpoint.max_body_bytes).await?;
+                    handle(Arc::clone(&endpoint), body).await
+                };
+                match outcome.await {
+                    Ok(answer) => wire::json_response(StatusCode::OK, &answer),
                     Err(refusal) => {
-                        debug!(?refusal, "publish refused");
+                        debug!(route = name, ?refusal, "backend request refused");
                         refusal.into_response()
                     }
                 }
@@ -50,22 +94,6 @@ pub(crate) fn publish(
 }
 
 impl PublishEndpoint {
-    async fn publish<S, B>(&self, headers: &HeaderMap, body: S) -> Result<usize, PublishRefusal>
-    where
-        S: Stream<Item = Result<B, warp::Error>>,
-        B: Buf,
-    {
-        if !self.authorized(headers) {
-            return Err(PublishRefusal::Unauthorized);
-        }
-        let body = read_limited(headers, body, self.max_body_bytes).await?;
-        let (target, message) = parse_publish(&body)?;
-        let delivered =
-            self.api.publish(&target, &message).await.map_err(PublishRefusal::Service)?;
-        debug!(target = target.kind(), kind = message.kind.as_str(), delivered, "published");
-        Ok(delivered)
-    }
-
     /// `Authorization: Bearer <key>` (scheme in any case) with the configured key.
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
@@ -115,75 +143,6 @@ where
     Ok(buffer)
 }
 
-/// Parses `{"target": .., "message": {"type": .., "payload": {..}}}`: 400 when it is not
-/// JSON, 422 naming the first field that is wrong.
-pub(crate) fn parse_publish(body: &[u8]) -> Result<(Target, Envelope), PublishRefusal> {
-    let invalid = |text: &str| PublishRefusal::Invalid(text.to_owned());
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| PublishRefusal::MalformedJson(error.to_string()))?;
-    let Value::Object(mut request) = value else {
-        return Err(invalid("the body must be a JSON object with \"target\" and \"message\""));
-    };
-    let target =
-        parse_target(request.remove("target").ok_or_else(|| invalid("\"target\" is missing"))?)?;
-    let message = match request.remove("message") {
-        None => return Err(invalid("\"message\" is missing")),
-        Some(Value::Object(message)) => message,
-        Some(_) => return Err(invalid("\"message\" must be a JSON object")),
-    };
-    Ok((target, parse_message(message)?))
-}
-
-const TARGET_FORMS: &str = "\"target\" must be \"broadcast\" or an object with one of \"user\", \"role\" or \"connection\"";
-
-fn parse_target(value: Value) -> Result<Target, PublishRefusal> {
-    let invalid = |text: String| PublishRefusal::Invalid(text);
-    let object = match value {
-        Value::String(name) if name == "broadcast" => return Ok(Target::Broadcast),
-        Value::Object(object) if object.len() == 1 => object,
-        _ => return Err(invalid(TARGET_FORMS.to_owned())),
-    };
-    let Some((kind, value)) = object.into_iter().next() else {
-        return Err(invalid(TARGET_FORMS.to_owned()));
-    };
-    let Value::String(raw) = value else {
-        return Err(invalid(format!("\"target.{kind}\" must be a string")));
-    };
-    match kind.as_str() {
-        "user" => UserId::new(&raw)
-            .map(Target::User)
-            .map_err(|e| invalid(format!("invalid \"target.user\": {e}"))),
-        "role" => Role::new(&raw)
-            .map(Target::Role)
-            .map_err(|e| invalid(format!("invalid \"target.role\": {e}"))),
-        "connection" => ConnectionId::parse(&raw)
-            .map(Target::Connection)
-            .map_err(|e| invalid(format!("invalid \"target.connection\": {e}"))),
-        _ => Err(invalid(TARGET_FORMS.to_owned())),
-    }
-}
-
-fn parse_message(mut message: serde_json::Map<String, Value>) -> Result<Envelope, PublishRefusal> {
-    let invalid = |text: String| PublishRefusal::Invalid(text);
-    let kind = match message.remove("type") {
-        None => return Err(invalid("\"message.type\" is missing".to_owned())),
-        Some(Value::String(kind)) => MessageType::new(&kind)
-            .map_err(|e| invalid(format!("invalid \"message.type\": {e}")))?,
-        Some(_) => return Err(invalid("\"message.type\" must be a string".to_owned())),
-    };
-    if realtime_core::protocol::is_reserved_server_type(kind.as_str()) {
-        return Err(invalid(format!(
-            "\"message.type\" \"{kind}\" is reserved for the protocol and cannot be published"
-        )));
-    }
-    let payload = match message.remove("payload") {
-        None => Payload::new(),
-        Some(Value::Object(payload)) => payload,
-        Some(_) => return Err(invalid("\"message.payload\" must be a JSON object".to_owned())),
-    };
-    Ok(Envelope::new(kind, payload))
-}
-
 /// `GET /healthz`: 200 `{"status":"ok","connections":N}`; 503 with `"shutting_down"` once a
 /// shutdown has started, so that load balancers stop sending new clients.
 pub(crate) fn healthz(
@@ -228,70 +187,4 @@ pub(crate) fn demo(
         }
         None => wire::error_response(StatusCode::NOT_FOUND, "not found"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[track_caller]
-    fn check(body: &str, expected: Result<Target, &str>) {
-        let got = parse_publish(body.as_bytes()).map(|(target, _)| target);
-        match (got, expected) {
-            (Ok(got), Ok(expected)) => assert_eq!(got, expected),
-            (Err(PublishRefusal::Invalid(text)), Err(want)) => {
-                assert!(text.contains(want), "{text:?} does not say {want:?}")
-            }
-            (Err(PublishRefusal::MalformedJson(_)), Err("JSON")) => {}
-            (got, expected) => panic!("{body}: got {got:?}, expected {expected:?}"),
-        }
-    }
-
-    #[test]
-    fn publish_bodies() {
-        let m = r#""message":{"type":"n","payload":{"a":1}}"#;
-        let id = "6f1c5a7e-0d2b-4c8e-9a57-3b1f2e4d5c6a";
-        check(&format!(r#"{{"target":"broadcast",{m}}}"#), Ok(Target::Broadcast));
-        check(
-            &format!(r#"{{"target":{{"user":"u1"}},{m}}}"#),
-            Ok(Target::User(UserId::new("u1").unwrap_or_else(|e| panic!("{e}")))),
-        );
-        check(
-            &format!(r#"{{"target":{{"role":"admin"}},{m}}}"#),
-            Ok(Target::Role(Role::new("admin").unwrap_or_else(|e| panic!("{e}")))),
-        );
-        check(
-            &format!(r#"{{"target":{{"connection":"{id}"}},{m}}}"#),
-            Ok(Target::Connection(ConnectionId::parse(id).unwrap_or_else(|e| panic!("{e}")))),
-        );
-        check(r#"{"target":"broadcast","message":{"type":"n"}}"#, Ok(Target::Broadcast));
-        check("{not json", Err("JSON"));
-        check("", Err("JSON"));
-        check("[]", Err("JSON object"));
-        check(&format!("{{{m}}}"), Err("\"target\" is missing"));
-        check(r#"{"target":"broadcast"}"#, Err("\"message\" is missing"));
-        check(&format!(r#"{{"target":"everyone",{m}}}"#), Err("\"target\" must be"));
-        check(&format!(r#"{{"target":{{"user":"a","role":"b"}},{m}}}"#), Err("\"target\" must be"));
-        check(&format!(r#"{{"target":{{"team":"a"}},{m}}}"#), Err("\"target\" must be"));
-        check(&format!(r#"{{"target":{{"user":""}},{m}}}"#), Err("invalid \"target.user\""));
-        check(
-            &format!(r#"{{"target":{{"user":5}},{m}}}"#),
-            Err("\"target.user\" must be a string"),
-        );
-        check(
-            &format!(r#"{{"target":{{"connection":"x"}},{m}}}"#),
-            Err("invalid \"target.connection\""),
-        );
-        check(r#"{"target":"broadcast","message":5}"#, Err("\"message\" must be a JSON object"));
-        check(r#"{"target":"broadcast","message":{}}"#, Err("\"message.type\" is missing"));
-        check(r#"{"target":"broadcast","message":{"type":3}}"#, Err("must be a string"));
-        check(
-            r#"{"target":"broadcast","message":{"type":"a b"}}"#,
-            Err("invalid \"message.type\""),
-        );
-        check(
-            r#"{"target":"broadcast","message":{"type":"n","payload":[1]}}"#,
-            Err("\"message.payload\" must be a JSON object"),
-        );
-    }
 }

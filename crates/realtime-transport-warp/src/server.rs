@@ -29,10 +29,11 @@ pub fn routes(
     config: TransportConfig,
     shutdown: &ShutdownHandle,
 ) -> BoxedFilter<(Response,)> {
+    let max_body_bytes = config.max_publish_body_bytes();
     let settings = Arc::new(SessionSettings {
         websocket: config.websocket_config(),
         liveness: config.liveness,
-        decode: config.decode,
+        decode: config.decode_limits(),
         close_timeout: config.close_timeout,
         outbound_queue: config.outbound_queue,
         pong: wire::pong_frame(),
@@ -45,12 +46,14 @@ pub fn routes(
         settings,
         shutdown: shutdown.clone(),
     }));
-    let publish = http_api::publish(Arc::new(PublishEndpoint {
+    let backend = Arc::new(PublishEndpoint {
         api: Arc::clone(&deps.api),
+        max_body_bytes,
         api_key: config.api_key,
-        max_body_bytes: config.max_publish_body_bytes,
-    }));
-    ws.or(publish)
+    });
+    ws.or(http_api::publish(Arc::clone(&backend)))
+        .unify()
+        .or(http_api::disconnect(backend))
         .unify()
         .or(http_api::healthz(deps.api, shutdown.clone()))
         .unify()

@@ -329,8 +329,9 @@ async fn write_batch(
         match socket.feed(message).await {
             Ok(()) => {}
             Err(WsError::WriteBufferFull(message)) => {
-                // Larger than `max_outbound_frame_bytes`: this frame is skipped, the
-                // connection goes on.
+                // Larger than the write buffer allows: cannot happen, since the service
+                // refuses to publish over `max_message_bytes`; if it does, this frame is
+                // skipped (counted) and the connection goes on.
                 warn!(bytes = message.len(), "outbound frame over the size limit dropped");
                 metrics::counter!("realtime_frames_dropped_total", "reason" => "too_large")
                     .increment(1);

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use realtime_core::protocol::{self, close};
-use realtime_core::{DecodeError, Frame, MessageType};
+use realtime_core::{DecodeError, Frame, MessageType, RequestError};
 use realtime_ports::{
     AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PublishError,
 };
@@ -90,10 +90,8 @@ impl HandshakeRefusal {
 pub(crate) enum PublishRefusal {
     /// Missing or wrong API key.
     Unauthorized,
-    /// The body is not JSON; the text says where parsing failed.
-    MalformedJson(String),
-    /// The body is JSON but not a valid publish request; the text says what is wrong.
-    Invalid(String),
+    /// The body is not a valid request (not JSON: 400; a wrong field: 422).
+    Invalid(RequestError),
     /// The body is larger than the limit.
     TooLarge {
         /// The limit in bytes.
@@ -110,10 +108,12 @@ impl PublishRefusal {
     pub(crate) fn into_response(self) -> Response {
         let (status, message): (StatusCode, Cow<'static, str>) = match self {
             PublishRefusal::Unauthorized => return unauthorized(),
-            PublishRefusal::MalformedJson(detail) => {
-                (StatusCode::BAD_REQUEST, format!("malformed JSON body: {detail}").into())
+            PublishRefusal::Invalid(error @ RequestError::Json(_)) => {
+                (StatusCode::BAD_REQUEST, error.to_string().into())
             }
-            PublishRefusal::Invalid(detail) => (StatusCode::UNPROCESSABLE_ENTITY, detail.into()),
+            PublishRefusal::Invalid(error) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, error.to_string().into())
+            }
             PublishRefusal::TooLarge { max } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than {max} bytes").into(),

@@ -3,7 +3,9 @@
 
 mod auth;
 mod disconnect;
+mod kick;
 mod lifecycle;
+mod limits;
 mod logs;
 mod publish_api;
 mod routing;

@@ -16,7 +16,9 @@ pub use realtime_testkit::WAIT;
 pub use realtime_testkit::http::{HttpResponse, http, raw_http};
 use realtime_testkit::jwt::{Claims, DEV_SECRET, now_unix_secs};
 use realtime_testkit::ws::Connect;
-pub use realtime_testkit::ws::{Ws, connect, expect_close_then_end, next_json, send_text};
+pub use realtime_testkit::ws::{
+    Ws, connect, expect_close, expect_close_then_end, next_json, send_text,
+};
 use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportConfig};
 use serde_json::Value;
 use tokio::task::JoinHandle;

@@ -69,15 +69,18 @@ async fn publish_says_what_is_wrong() {
 
 #[tokio::test]
 async fn an_oversize_body_gets_413() {
-    let config = TransportConfig { max_publish_body_bytes: 1024, ..test_config() };
+    let config = TransportConfig { max_message_bytes: 1024, ..test_config() };
+    let limit = config.max_publish_body_bytes();
+    assert_eq!(limit, 1024 + realtime_transport_warp::PUBLISH_BODY_OVERHEAD_BYTES as u64);
     let server = support::start(config).await;
     let head = format!(
         "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: 2048\r\n\r\n"
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        limit + 1
     );
     let response = support::raw_http(server.addr, head.as_bytes()).await;
     assert_eq!(response.status, 413);
-    assert!(response.json()["error"].as_str().is_some_and(|e| e.contains("1024")));
+    assert!(response.json()["error"].as_str().is_some_and(|e| e.contains(&limit.to_string())));
     // Just under the limit is fine.
     let filler = "y".repeat(900);
     let body = json!({"target": "broadcast", "message": {"type": "n", "payload": {"f": filler}}});
