@@ -37,5 +37,6 @@ pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;
 pub use time::UnixMillis;
 pub use token::{
-    BearerToken, SubprotocolError, TokenQueryError, token_from_query, token_from_subprotocols,
+    BearerToken, QueryParamError, SubprotocolError, TokenQueryError, query_param, token_from_query,
+    token_from_subprotocols,
 };

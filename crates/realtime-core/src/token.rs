@@ -50,25 +50,50 @@ pub enum TokenQueryError {
     InvalidEncoding,
 }
 
+/// Why a named query parameter could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryParamError {
+    /// The parameter is given more than once.
+    #[error("the query parameter is given more than once")]
+    Duplicated,
+    /// A `%` escape that is not two hex digits, or escapes that are not UTF-8.
+    #[error("the query parameter is not valid percent-encoded UTF-8")]
+    InvalidEncoding,
+}
+
+/// The percent-decoded value of parameter `name` in a raw query string (without the
+/// leading `?`; `+` is a space, as in HTML forms); `Ok(None)` when it is absent.
+///
+/// # Errors
+/// [`QueryParamError`]: given twice, or badly encoded.
+pub fn query_param(query: &str, name: &str) -> Result<Option<String>, QueryParamError> {
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(key).as_deref() != Some(name) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(QueryParamError::Duplicated);
+        }
+        found = Some(value);
+    }
+    found.map(|raw| percent_decode(raw).ok_or(QueryParamError::InvalidEncoding)).transpose()
+}
+
 /// Finds the `token` parameter in a raw query string (without the leading `?`) and
 /// percent-decodes it (`+` is a space, as in HTML forms).
 ///
 /// # Errors
 /// [`TokenQueryError`]: missing, empty, given twice, or badly encoded.
 pub fn token_from_query(query: &str) -> Result<BearerToken, TokenQueryError> {
-    let mut found = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode(key).as_deref() != Some("token") {
-            continue;
-        }
-        if found.is_some() {
-            return Err(TokenQueryError::Duplicated);
-        }
-        found = Some(value);
-    }
-    let raw = found.ok_or(TokenQueryError::Missing)?;
-    let token = percent_decode(raw).ok_or(TokenQueryError::InvalidEncoding)?;
+    let token = query_param(query, "token")
+        .map_err(|error| match error {
+            QueryParamError::Duplicated => TokenQueryError::Duplicated,
+            QueryParamError::InvalidEncoding => TokenQueryError::InvalidEncoding,
+        })?
+        .ok_or(TokenQueryError::Missing)?;
     if token.is_empty() {
         return Err(TokenQueryError::Empty);
     }
@@ -179,6 +204,17 @@ mod tests {
         check("token=%zz", Err(TokenQueryError::InvalidEncoding));
         check("token=%4", Err(TokenQueryError::InvalidEncoding));
         check("token=%ff%fe", Err(TokenQueryError::InvalidEncoding));
+    }
+
+    #[test]
+    fn named_query_params() {
+        let param = |query: &str| query_param(query, "job_id");
+        assert_eq!(param("token=t&job_id=job%2D7"), Ok(Some("job-7".to_owned())));
+        assert_eq!(param("job_id="), Ok(Some(String::new())));
+        assert_eq!(param("token=t"), Ok(None));
+        assert_eq!(param("job_idx=1"), Ok(None));
+        assert_eq!(param("job_id=1&job_id=2"), Err(QueryParamError::Duplicated));
+        assert_eq!(param("job_id=%zz"), Err(QueryParamError::InvalidEncoding));
     }
 
     #[test]

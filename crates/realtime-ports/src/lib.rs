@@ -24,7 +24,7 @@ mod registry;
 mod sink;
 
 pub use api::{ConnectError, ConnectRequest, DisconnectReason, PublishError, RealtimeApi};
-pub use auth::{AuthError, TokenVerifier};
+pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use registry::{ConnectionRegistry, RegisterError, Registered};
 pub use sink::{CloseReason, ConnectionSink, SendError};

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         JwtConfig::hs256(std::env::var("JWT_SECRET")?.into_bytes())
             .with_leeway(Duration::from_secs(10)),
     )?);
-    let deps = Deps { api: service.clone(), verifier, inbound: Arc::new(MyInbound), metrics: None };
+    let deps = Deps::new(service.clone(), verifier).with_inbound(Arc::new(MyInbound));
     let config =
         TransportConfig { api_key: ApiKey::new(std::env::var("API_KEY")?), ..Default::default() };
 

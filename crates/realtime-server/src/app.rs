@@ -14,7 +14,7 @@ use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportCon
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, JwtAlgorithm};
-use crate::demo::{DEMO_PAGE, DemoHandler, NoInbound};
+use crate::demo::{DEMO_PAGE, DemoHandler};
 use crate::dev::{self, DevCredentials};
 
 /// A started server.
@@ -87,8 +87,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
     ));
     let demo = config.demo.unwrap_or(dev.is_some());
-    let inbound: Arc<dyn InboundHandler> =
-        if demo { Arc::new(DemoHandler::new(service.clone())) } else { Arc::new(NoInbound) };
+    let inbound =
+        demo.then(|| Arc::new(DemoHandler::new(service.clone())) as Arc<dyn InboundHandler>);
     let metrics = prometheus()
         .map(|handle| Arc::new(move || handle.render()) as Arc<dyn Fn() -> String + Send + Sync>);
     let transport = TransportConfig {

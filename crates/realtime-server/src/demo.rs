@@ -14,17 +14,6 @@ use serde_json::json;
 /// The demo page (plain HTML and JavaScript, no build step).
 pub(crate) const DEMO_PAGE: &str = include_str!("../static/index.html");
 
-/// The inbound handler outside demo mode: the server has no application messages of its own.
-#[derive(Debug)]
-pub(crate) struct NoInbound;
-
-#[async_trait]
-impl InboundHandler for NoInbound {
-    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
-        Err(InboundError::Unsupported)
-    }
-}
-
 /// Answers the demo page's `demo.notify`, `demo.metrics` and `demo.job` messages by publishing
 /// through the service, exactly as a backend would.
 pub(crate) struct DemoHandler {

@@ -32,6 +32,10 @@ pub struct Connect<'a> {
     pub subprotocol: Option<&'a str>,
     /// The `Origin` header value.
     pub origin: Option<&'a str>,
+    /// The `Cookie` header value.
+    pub cookie: Option<&'a str>,
+    /// More query parameters, appended as they are (e.g. `"job_id=7"`).
+    pub query: Option<&'a str>,
 }
 
 /// Opens a WebSocket to `ws://{addr}/ws`; on success returns it with the subprotocol the
@@ -44,9 +48,15 @@ pub async fn try_connect(
     addr: SocketAddr,
     options: Connect<'_>,
 ) -> Result<(Ws, Option<String>), u16> {
-    let url = match options.token_query {
-        Some(token) => format!("ws://{addr}/ws?token={token}"),
-        None => format!("ws://{addr}/ws"),
+    let params: Vec<String> = options
+        .token_query
+        .map(|token| format!("token={token}"))
+        .into_iter()
+        .chain(options.query.map(str::to_owned))
+        .collect();
+    let url = match params.as_slice() {
+        [] => format!("ws://{addr}/ws"),
+        params => format!("ws://{addr}/ws?{}", params.join("&")),
     };
     let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
     if let Some(protocols) = options.subprotocol {
@@ -54,6 +64,11 @@ pub async fn try_connect(
             "sec-websocket-protocol",
             HeaderValue::from_str(protocols).unwrap_or_else(|e| panic!("{e}")),
         );
+    }
+    if let Some(cookie) = options.cookie {
+        request
+            .headers_mut()
+            .insert("cookie", HeaderValue::from_str(cookie).unwrap_or_else(|e| panic!("{e}")));
     }
     if let Some(origin) = options.origin {
         request

@@ -65,6 +65,15 @@ pub struct TransportConfig {
     pub listen_backlog: u32,
     /// HTML served at `GET /` (the demo page), if any.
     pub demo_page: Option<&'static str>,
+    /// How long the token verifier may take for one upgrade request; a slower one gets 503.
+    pub verify_timeout: Duration,
+    /// Most upgrade requests being verified at once; more get 503 at once, so a slow or
+    /// remote verifier cannot be made to carry unbounded unauthenticated traffic.
+    pub max_concurrent_verifications: usize,
+    /// Query parameters of the upgrade request copied into the connection's metadata as
+    /// strings (for example `job_id`, so a job's progress can be routed to the connection
+    /// that asked for it). At most 512 bytes each; a longer or repeated one gets 400.
+    pub metadata_query_params: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -82,6 +91,9 @@ impl Default for TransportConfig {
             api_key: ApiKey::disabled(),
             listen_backlog: 4096,
             demo_page: None,
+            verify_timeout: Duration::from_secs(5),
+            max_concurrent_verifications: 1024,
+            metadata_query_params: Vec::new(),
         }
     }
 }
@@ -101,6 +113,9 @@ impl fmt::Debug for TransportConfig {
             .field("api_key", &self.api_key)
             .field("listen_backlog", &self.listen_backlog)
             .field("demo_page", &self.demo_page.map(|page| format!("<{} bytes>", page.len())))
+            .field("verify_timeout", &self.verify_timeout)
+            .field("max_concurrent_verifications", &self.max_concurrent_verifications)
+            .field("metadata_query_params", &self.metadata_query_params)
             .finish()
     }
 }
@@ -137,12 +152,16 @@ impl TransportConfig {
         let positive = [
             ("max_message_bytes", self.max_message_bytes),
             ("max_json_depth", self.max_json_depth),
+            ("max_concurrent_verifications", self.max_concurrent_verifications),
             ("outbound_queue", self.outbound_queue),
         ];
-        match positive.iter().find(|(_, value)| *value == 0) {
-            Some((name, _)) => Err(ConfigError::Zero(name)),
-            None => Ok(()),
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Zero(name));
         }
+        if self.verify_timeout.is_zero() {
+            return Err(ConfigError::Zero("verify_timeout"));
+        }
+        Ok(())
     }
 
     /// Largest accepted backend API body: the message limit plus
@@ -228,18 +247,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Renders the Prometheus text exposition for `GET /metrics`.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// What the transport is wired to: the service, the token verifier, the application's
-/// inbound handler and, optionally, a metrics renderer.
+/// What the transport is wired to: the service, the token verifier and, optionally, the
+/// application's inbound handler and a metrics renderer.
 #[derive(Clone)]
 pub struct Deps {
     /// The service: admits, removes and sends.
     pub api: Arc<dyn RealtimeApi>,
     /// Verifies the tokens of upgrade requests.
     pub verifier: Arc<dyn TokenVerifier>,
-    /// Handles client messages other than `ping`.
-    pub inbound: Arc<dyn InboundHandler>,
+    /// Handles client messages other than the protocol's own; `None` answers every such
+    /// message with an `unsupported_type` error.
+    pub inbound: Option<Arc<dyn InboundHandler>>,
     /// Renders `GET /metrics`; `None` makes that route 404.
     pub metrics: Option<MetricsRenderer>,
+}
+
+impl Deps {
+    /// The service and the verifier; no inbound handler, no metrics.
+    pub fn new(api: Arc<dyn RealtimeApi>, verifier: Arc<dyn TokenVerifier>) -> Self {
+        Deps { api, verifier, inbound: None, metrics: None }
+    }
+
+    /// With `inbound` handling client messages.
+    #[must_use]
+    pub fn with_inbound(mut self, inbound: Arc<dyn InboundHandler>) -> Self {
+        self.inbound = Some(inbound);
+        self
+    }
+
+    /// With `metrics` rendering `GET /metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: MetricsRenderer) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
 }
 
 impl fmt::Debug for Deps {

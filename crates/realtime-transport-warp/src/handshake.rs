@@ -11,11 +11,14 @@ use http::header::{
 use http::{Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use realtime_core::{
-    BearerToken, Connection, Payload, TokenQueryError, protocol, token_from_query,
+    BearerToken, Connection, Payload, TokenQueryError, protocol, query_param, token_from_query,
     token_from_subprotocols,
 };
-use realtime_ports::{AuthError, ConnectRequest, InboundHandler, RealtimeApi, TokenVerifier};
+use realtime_ports::{
+    AuthError, ConnectRequest, HandshakeRequest, InboundHandler, RealtimeApi, TokenVerifier,
+};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 use warp::reply::Response;
@@ -28,6 +31,9 @@ use crate::wire::{self, HandshakeRefusal};
 /// The subprotocol the server answers (the token entry is never echoed).
 const SUBPROTOCOL: &str = "realtime.v1";
 
+/// Longest value of a query parameter copied into a connection's metadata, in bytes.
+pub(crate) const MAX_METADATA_VALUE_BYTES: usize = 512;
+
 /// What the `/ws` route needs.
 pub(crate) struct Endpoint {
     pub(crate) api: Arc<dyn RealtimeApi>,
@@ -36,6 +42,34 @@ pub(crate) struct Endpoint {
     pub(crate) allowed_origins: Option<Vec<String>>,
     pub(crate) settings: Arc<SessionSettings>,
     pub(crate) shutdown: ShutdownHandle,
+    /// Bounds the verifications in progress (a remote verifier cannot be made to carry
+    /// unbounded unauthenticated traffic).
+    pub(crate) verifications: Semaphore,
+    /// How long one verification may take.
+    pub(crate) verify_timeout: std::time::Duration,
+    /// Query parameters copied into the connection's metadata.
+    pub(crate) metadata_query_params: Vec<String>,
+}
+
+/// The upgrade request as the verifier sees it.
+struct Upgrade {
+    token: Option<BearerToken>,
+    headers: HeaderMap,
+    query: Option<String>,
+}
+
+impl HandshakeRequest for Upgrade {
+    fn token(&self) -> Option<&BearerToken> {
+        self.token.as_ref()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
 }
 
 /// The `GET /ws` filter. It rejects only when the path is not `/ws`; every other outcome is
@@ -53,7 +87,7 @@ pub(crate) fn filter(
         .and(warp::ext::optional::<OnUpgrade>())
         .then(move |method, headers, query, upgrade| {
             let endpoint = Arc::clone(&endpoint);
-            async move { endpoint.handshake(&method, &headers, query, upgrade).await }
+            async move { endpoint.handshake(&method, headers, query, upgrade).await }
         })
 }
 
@@ -61,7 +95,7 @@ impl Endpoint {
     async fn handshake(
         &self,
         method: &Method,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         query: Option<String>,
         upgrade: Option<OnUpgrade>,
     ) -> Response {
@@ -77,18 +111,20 @@ impl Endpoint {
         }
     }
 
-    /// The checks, in order: upgrade (400), origin (403), capacity (503), token (401); then
-    /// the service admits the connection and the 101 goes out.
+    /// The checks, in order: upgrade (400), origin (403), shutdown and capacity (503),
+    /// query metadata (400), authentication (401, 503 when the verifier is busy, slow or
+    /// unavailable); then, unless a shutdown began meanwhile, the service admits the
+    /// connection (403 without a required permission) and the 101 goes out.
     async fn admit(
         &self,
         method: &Method,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         query: Option<String>,
         upgrade: Option<OnUpgrade>,
     ) -> Result<Response, HandshakeRefusal> {
-        let key = upgrade_key(method, headers).ok_or(HandshakeRefusal::NotUpgrade)?;
+        let key = upgrade_key(method, &headers).ok_or(HandshakeRefusal::NotUpgrade)?;
         let upgrade = upgrade.ok_or(HandshakeRefusal::NotUpgrade)?;
-        if !origin_allowed(headers, self.allowed_origins.as_deref()) {
+        if !origin_allowed(&headers, self.allowed_origins.as_deref()) {
             return Err(HandshakeRefusal::Origin);
         }
         if self.shutdown.is_shutdown() {
@@ -97,32 +133,68 @@ impl Endpoint {
         if !self.api.has_capacity() {
             return Err(HandshakeRefusal::Capacity);
         }
+        let metadata = self.metadata(query.as_deref())?;
         let (token, offers_subprotocol) =
-            presented_token(headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
-        drop(query);
-        let identity =
-            self.verifier.verify(&token).await.map_err(HandshakeRefusal::Unauthorized)?;
-        drop(token);
+            presented_token(&headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
+        let request = Upgrade { token, headers, query };
+        let identity = self.authenticate(&request).await?;
+        drop(request);
         let expires_at = identity.expires_at;
         let sink = outbound_channel(self.settings.outbound_queue);
-        let connection = self.api.connect(ConnectRequest {
-            identity,
-            metadata: Payload::new(),
-            sink: sink.clone(),
-        })?;
-        let hello = connected_frame(&connection);
-        let session = Session {
-            api: Arc::clone(&self.api),
-            inbound: Arc::clone(&self.inbound),
-            connection,
-            expires_at,
-            sink,
-            settings: Arc::clone(&self.settings),
-            shutdown: self.shutdown.clone(),
-            hello,
+        // Admission and the spawn happen under the shutdown's admission lock: a handshake
+        // whose verification finished after the drain began is refused, never registered.
+        self.shutdown
+            .admit(|| {
+                let connection =
+                    self.api.connect(ConnectRequest { identity, metadata, sink: sink.clone() })?;
+                let hello = connected_frame(&connection);
+                let session = Session {
+                    api: Arc::clone(&self.api),
+                    inbound: Arc::clone(&self.inbound),
+                    connection,
+                    expires_at,
+                    sink,
+                    settings: Arc::clone(&self.settings),
+                    shutdown: self.shutdown.clone(),
+                    hello,
+                };
+                self.shutdown.spawn(session.run(upgrade));
+                Ok(switching_protocols(&key, offers_subprotocol))
+            })
+            .unwrap_or(Err(HandshakeRefusal::ShuttingDown))
+    }
+
+    /// Runs the verifier, bounded in concurrency and time.
+    async fn authenticate(
+        &self,
+        request: &Upgrade,
+    ) -> Result<realtime_core::Identity, HandshakeRefusal> {
+        let Ok(_permit) = self.verifications.try_acquire() else {
+            return Err(HandshakeRefusal::VerifierBusy);
         };
-        self.shutdown.spawn(session.run(upgrade));
-        Ok(switching_protocols(&key, offers_subprotocol))
+        match tokio::time::timeout(self.verify_timeout, self.verifier.authenticate(request)).await {
+            Ok(Ok(identity)) => Ok(identity),
+            Ok(Err(error)) => Err(HandshakeRefusal::Unauthorized(error)),
+            Err(_) => Err(HandshakeRefusal::VerifierTimeout),
+        }
+    }
+
+    /// The configured query parameters present in `query`, as string metadata.
+    fn metadata(&self, query: Option<&str>) -> Result<Payload, HandshakeRefusal> {
+        let mut metadata = Payload::new();
+        let Some(query) = query else {
+            return Ok(metadata);
+        };
+        for name in &self.metadata_query_params {
+            let value = query_param(query, name).map_err(|_| HandshakeRefusal::InvalidQuery)?;
+            if let Some(value) = value {
+                if value.len() > MAX_METADATA_VALUE_BYTES {
+                    return Err(HandshakeRefusal::InvalidQuery);
+                }
+                metadata.insert(name.clone(), serde_json::Value::String(value));
+            }
+        }
+        Ok(metadata)
     }
 }
 
@@ -162,11 +234,12 @@ fn origin_allowed(headers: &HeaderMap, allowed: Option<&[String]>) -> bool {
 }
 
 /// The token from `Sec-WebSocket-Protocol: realtime.v1, bearer.<JWT>`, or else from the
-/// `token` query parameter; and whether the client offered `realtime.v1`.
+/// `token` query parameter (`None` when neither is there); and whether the client offered
+/// `realtime.v1`.
 fn presented_token(
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(BearerToken, bool), AuthError> {
+) -> Result<(Option<BearerToken>, bool), AuthError> {
     let offered: Vec<&str> = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -175,13 +248,13 @@ fn presented_token(
     let offered = offered.join(",");
     let offers_subprotocol = offered.split(',').any(|entry| entry.trim() == SUBPROTOCOL);
     if let Some(token) = token_from_subprotocols(&offered).map_err(|_| AuthError::Malformed)? {
-        return Ok((token, offers_subprotocol));
+        return Ok((Some(token), offers_subprotocol));
     }
-    let token = token_from_query(query.unwrap_or_default()).map_err(|error| match error {
-        TokenQueryError::Missing | TokenQueryError::Empty => AuthError::Missing,
-        _ => AuthError::Malformed,
-    })?;
-    Ok((token, offers_subprotocol))
+    match token_from_query(query.unwrap_or_default()) {
+        Ok(token) => Ok((Some(token), offers_subprotocol)),
+        Err(TokenQueryError::Missing | TokenQueryError::Empty) => Ok((None, offers_subprotocol)),
+        Err(_) => Err(AuthError::Malformed),
+    }
 }
 
 /// `{"type":"connected","payload":{"connection_id":..,"user_id":..,"roles":[..]}}`.
@@ -272,7 +345,8 @@ mod tests {
     #[test]
     fn tokens() {
         let token = |pairs: &[(&'static str, &'static str)], query: Option<&str>| {
-            presented_token(&headers(pairs), query).map(|(t, p)| (t.expose().to_owned(), p))
+            presented_token(&headers(pairs), query)
+                .map(|(t, p)| (t.map(|t| t.expose().to_owned()).unwrap_or_default(), p))
         };
         assert_eq!(token(&[], Some("token=abc")), Ok(("abc".to_owned(), false)));
         assert_eq!(
@@ -293,8 +367,8 @@ mod tests {
             ),
             Ok(("q".to_owned(), true))
         );
-        assert_eq!(token(&[], None), Err(AuthError::Missing));
-        assert_eq!(token(&[], Some("token=")), Err(AuthError::Missing));
+        assert_eq!(token(&[], None), Ok((String::new(), false)));
+        assert_eq!(token(&[], Some("token=")), Ok((String::new(), false)));
         assert_eq!(token(&[], Some("token=a&token=b")), Err(AuthError::Malformed));
         assert_eq!(
             token(&[("sec-websocket-protocol", "bearer.xyz")], None),

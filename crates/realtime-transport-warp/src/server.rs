@@ -5,7 +5,10 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use realtime_core::{Connection, Envelope};
+use realtime_ports::{InboundError, InboundHandler, InboundReply};
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
 use tracing::info;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -41,10 +44,13 @@ pub fn routes(
     let ws = handshake::filter(Arc::new(Endpoint {
         api: Arc::clone(&deps.api),
         verifier: deps.verifier,
-        inbound: deps.inbound,
+        inbound: deps.inbound.unwrap_or_else(|| Arc::new(NoInbound)),
         allowed_origins: config.allowed_origins,
         settings,
         shutdown: shutdown.clone(),
+        verifications: Semaphore::new(config.max_concurrent_verifications),
+        verify_timeout: config.verify_timeout,
+        metadata_query_params: config.metadata_query_params,
     }));
     let backend = Arc::new(PublishEndpoint {
         api: Arc::clone(&deps.api),
@@ -66,6 +72,17 @@ pub fn routes(
         })
         .unify()
         .boxed()
+}
+
+/// The inbound handler when the application has none: every message is unsupported.
+#[derive(Debug)]
+struct NoInbound;
+
+#[async_trait::async_trait]
+impl InboundHandler for NoInbound {
+    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
+        Err(InboundError::Unsupported)
+    }
 }
 
 /// The transport bound to a socket: serves until [`ShutdownHandle::shutdown`], then drains.

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +21,9 @@ pub struct ShutdownHandle {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Held (shared) while a handshake admits a connection and spawns its task, and
+    /// (exclusively) while a shutdown starts: no connection is admitted after it began.
+    admission: RwLock<()>,
     /// Cancelled when a graceful shutdown starts: connections close with 1012.
     graceful: CancellationToken,
     /// Cancelled when the grace period is over: connections drop their sockets at once.
@@ -50,7 +54,15 @@ impl ShutdownHandle {
     /// Starts a graceful shutdown: no new WebSocket is admitted and every live one is closed
     /// with 1012 "server restart". Returns at once; calling it again does nothing more.
     pub fn shutdown(&self) {
+        let _exclusive = self.inner.admission.write();
         self.inner.graceful.cancel();
+    }
+
+    /// Runs `admit` unless a shutdown has started; a shutdown that starts meanwhile waits
+    /// for it to return, so what it spawned is tracked by the drain. `admit` must not block.
+    pub(crate) fn admit<R>(&self, admit: impl FnOnce() -> R) -> Option<R> {
+        let _shared = self.inner.admission.read();
+        (!self.inner.graceful.is_cancelled()).then(admit)
     }
 
     /// Whether [`shutdown`](ShutdownHandle::shutdown) was called.

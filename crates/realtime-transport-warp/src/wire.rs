@@ -37,6 +37,12 @@ pub(crate) enum HandshakeRefusal {
     Forbidden,
     /// The service refused for a reason this transport does not know.
     Unavailable,
+    /// As many verifications as allowed are already in progress.
+    VerifierBusy,
+    /// The verifier did not answer within the verification timeout.
+    VerifierTimeout,
+    /// A query parameter copied into metadata is badly encoded, repeated or too long.
+    InvalidQuery,
 }
 
 impl From<ConnectError> for HandshakeRefusal {
@@ -60,6 +66,9 @@ impl HandshakeRefusal {
             HandshakeRefusal::Unauthorized(error) => error.reason(),
             HandshakeRefusal::Forbidden => "forbidden",
             HandshakeRefusal::Unavailable => "unavailable",
+            HandshakeRefusal::VerifierBusy => "verifier_busy",
+            HandshakeRefusal::VerifierTimeout => "verifier_timeout",
+            HandshakeRefusal::InvalidQuery => "invalid_query",
         }
     }
 
@@ -77,6 +86,14 @@ impl HandshakeRefusal {
             HandshakeRefusal::Unavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
             }
+            // The verifier could not decide: not the client's fault, so not a 401 that
+            // would send it to refresh its token; retry later.
+            HandshakeRefusal::VerifierBusy
+            | HandshakeRefusal::VerifierTimeout
+            | HandshakeRefusal::Unauthorized(AuthError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable, retry later")
+            }
+            HandshakeRefusal::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid query parameter"),
             HandshakeRefusal::Unauthorized(_) | HandshakeRefusal::Forbidden => {
                 return unauthorized();
             }
@@ -316,6 +333,14 @@ mod tests {
         check_refusal(HandshakeRefusal::Unauthorized(AuthError::Missing), 401, "missing");
         check_refusal(HandshakeRefusal::Unauthorized(AuthError::Expired), 401, "expired");
         check_refusal(HandshakeRefusal::Forbidden, 401, "forbidden");
+        check_refusal(HandshakeRefusal::VerifierBusy, 503, "verifier_busy");
+        check_refusal(HandshakeRefusal::VerifierTimeout, 503, "verifier_timeout");
+        check_refusal(
+            HandshakeRefusal::Unauthorized(AuthError::Unavailable("jwks".into())),
+            503,
+            "unavailable",
+        );
+        check_refusal(HandshakeRefusal::InvalidQuery, 400, "invalid_query");
         assert_eq!(
             HandshakeRefusal::from(ConnectError::AtCapacity { max: 1 }),
             HandshakeRefusal::Capacity

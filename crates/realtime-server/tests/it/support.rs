@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
-use realtime_core::{Connection, Envelope};
-use realtime_ports::{ConnectionRegistry, InboundError, InboundHandler, InboundReply, RealtimeApi};
+use realtime_ports::{ConnectionRegistry, RealtimeApi};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_server::{Config, Running};
 use realtime_service::{RealtimeService, ServiceConfig};
@@ -73,16 +72,6 @@ pub fn transport() -> TransportConfig {
     }
 }
 
-/// No application messages.
-struct NoInbound;
-
-#[async_trait::async_trait]
-impl InboundHandler for NoInbound {
-    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
-        Err(InboundError::Unsupported)
-    }
-}
-
 pub async fn start_stack(transport: TransportConfig) -> Stack {
     let registry = Arc::new(InMemoryRegistry::new());
     let api: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(
@@ -91,12 +80,7 @@ pub async fn start_stack(transport: TransportConfig) -> Stack {
     ));
     let verifier =
         JwtVerifier::new(JwtConfig::hs256(SECRET.to_vec())).unwrap_or_else(|e| panic!("{e}"));
-    let deps = Deps {
-        api: api.clone(),
-        verifier: Arc::new(verifier),
-        inbound: Arc::new(NoInbound),
-        metrics: None,
-    };
+    let deps = Deps::new(api.clone(), Arc::new(verifier));
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), deps, transport)
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));

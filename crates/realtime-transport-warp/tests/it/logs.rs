@@ -25,9 +25,9 @@ async fn no_token_or_api_key_appears_in_log_output() {
     let (mut ws2, _) =
         support::try_connect(server.addr, options).await.unwrap_or_else(|s| panic!("{s}"));
     assert_eq!(support::next_json(&mut ws2).await["type"], "connected");
-    for token in [bad, "unavailable~bad-secret-3"] {
+    for (token, status) in [(bad, 401), ("unavailable~bad-secret-3", 503)] {
         let options = Connect { token_query: Some(token), ..Connect::default() };
-        assert_eq!(support::try_connect(server.addr, options).await.err(), Some(401));
+        assert_eq!(support::try_connect(server.addr, options).await.err(), Some(status));
     }
     let plain = support::http(server.addr, "GET", "/ws?token=good.x~bad-secret-3", &[], b"").await;
     assert_eq!(plain.status, 400);

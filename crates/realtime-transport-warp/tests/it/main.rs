@@ -8,3 +8,4 @@ mod logs;
 mod session;
 mod slow_consumer;
 mod support;
+mod verifier;

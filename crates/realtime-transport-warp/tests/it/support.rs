@@ -58,6 +58,11 @@ impl FakeApi {
         self.connections.lock().len()
     }
 
+    /// The metadata a registered connection was admitted with.
+    pub fn metadata_of(&self, id: ConnectionId) -> Option<realtime_core::Payload> {
+        self.connections.lock().get(&id).map(|e| e.connection.metadata.clone())
+    }
+
     /// Every disconnect so far.
     pub fn disconnects(&self) -> Vec<(ConnectionId, DisconnectReason)> {
         self.disconnects.lock().clone()
@@ -257,9 +262,25 @@ pub async fn start_with(
     let deps = Deps {
         api: api.clone(),
         verifier: Arc::new(FakeVerifier),
-        inbound: Arc::new(FakeInbound),
+        inbound: Some(Arc::new(FakeInbound)),
         metrics,
     };
+    serve(api, deps, config).await
+}
+
+/// A server with the fake service and `verifier`, and `inbound` if any.
+pub async fn start_verifying(
+    config: TransportConfig,
+    verifier: Arc<dyn TokenVerifier>,
+    inbound: Option<Arc<dyn InboundHandler>>,
+) -> TestServer {
+    let api = FakeApi::new(1000);
+    let mut deps = Deps::new(api.clone(), verifier);
+    deps.inbound = inbound;
+    serve(api, deps, config).await
+}
+
+async fn serve(api: Arc<FakeApi>, deps: Deps, config: TransportConfig) -> TestServer {
     let server = Server::bind(([127, 0, 0, 1], 0).into(), deps, config)
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
