@@ -299,7 +299,13 @@ pub fn concurrent_operations_end_consistent(make: impl Fn() -> Arc<dyn Connectio
                     if i.is_multiple_of(40) {
                         check_lookup_is_coherent(&registry.all(), &Target::Broadcast);
                     }
-                    let _ = registry.count();
+                    // Never more than every thread's ids and the shared ones, and never less
+                    // than what this thread has registered and not removed (read under load).
+                    let count = registry.count();
+                    let most = THREADS * OWN_PER_THREAD as usize + SHARED as usize;
+                    assert!(count <= most, "count {count} above every possible id");
+                    let own_live = (i + 1 - (i / 3)) as usize;
+                    assert!(count >= own_live, "count {count} below this thread's {own_live}");
                 }
                 // Every thread races for every shared id, each in a different order.
                 for k in 0..SHARED {
