@@ -225,6 +225,12 @@ name_type!(
 );
 
 name_type!(
+    /// A topic a connection can subscribe to, such as `orders` or `chat:room-7`: non-empty,
+    /// at most 128 bytes of ASCII letters, digits and `_ - . : /`. Case-sensitive.
+    TopicName, InvalidTopicName, "topic name", 128
+);
+
+name_type!(
     /// The `type` of a message envelope, such as `notification` or `job-progress`: non-empty,
     /// at most 64 bytes of ASCII letters, digits and `_ - . : /`.
     MessageType, InvalidMessageType, "message type", 64

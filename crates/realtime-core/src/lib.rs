@@ -20,6 +20,7 @@ mod liveness;
 pub mod protocol;
 mod request;
 mod routing;
+mod stream;
 mod time;
 mod token;
 
@@ -30,11 +31,15 @@ pub use envelope::{Envelope, EnvelopeError, Payload, Target};
 pub use frame::Frame;
 pub use ids::{
     ConnectionId, InvalidConnectionId, InvalidMessageType, InvalidPermission, InvalidRole,
-    InvalidUserId, MessageType, Permission, Role, UserId,
+    InvalidTopicName, InvalidUserId, MessageType, Permission, Role, TopicName, UserId,
 };
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
 pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;
+pub use stream::{
+    BROADCAST, Epoch, HistoryLimits, InvalidEpoch, InvalidStreamName, Position, Publication,
+    Recovery, StreamHistory, StreamName,
+};
 pub use time::UnixMillis;
 pub use token::{
     BearerToken, QueryParamError, SubprotocolError, TokenQueryError, query_param, token_from_query,
