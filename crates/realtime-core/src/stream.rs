@@ -251,6 +251,47 @@ impl StreamHistory {
     }
 }
 
+/// An entry of a token's `topics` claim: an exact topic name, or `prefix*` for every topic
+/// that starts with `prefix` (`chat:*` allows `chat:room-7`; `*` alone allows every topic).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TopicPattern {
+    /// Exactly this topic.
+    Exact(TopicName),
+    /// Every topic starting with this prefix (possibly empty).
+    Prefix(String),
+}
+
+impl TopicPattern {
+    /// Parses one claim entry.
+    ///
+    /// # Errors
+    /// [`InvalidTopicName`] when the name (or the prefix, with `*` removed) breaks the topic
+    /// name rules; a `*` anywhere but at the end is such a character.
+    pub fn parse(raw: &str) -> Result<TopicPattern, InvalidTopicName> {
+        match raw.strip_suffix('*') {
+            Some("") => Ok(TopicPattern::Prefix(String::new())),
+            Some(prefix) => Ok(TopicPattern::Prefix(TopicName::new(prefix)?.as_str().to_owned())),
+            None => Ok(TopicPattern::Exact(TopicName::new(raw)?)),
+        }
+    }
+
+    /// Whether `topic` matches.
+    pub fn matches(&self, topic: &TopicName) -> bool {
+        match self {
+            TopicPattern::Exact(name) => name == topic,
+            TopicPattern::Prefix(prefix) => topic.as_str().starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// Whether any of `patterns` allows `topic`.
+pub fn topic_allowed<'a>(
+    patterns: impl IntoIterator<Item = &'a TopicPattern>,
+    topic: &TopicName,
+) -> bool {
+    patterns.into_iter().any(|pattern| pattern.matches(topic))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +333,30 @@ mod tests {
         assert_eq!(StreamName::parse("topic:orders").map(|n| n.kind()), Ok("topic"));
         for raw in ["", "everyone", "team:x", "user:", "topic:a b", "Broadcast"] {
             assert!(StreamName::parse(raw).is_err(), "{raw:?} accepted");
+        }
+    }
+
+    #[test]
+    fn topic_patterns() {
+        let topic = |raw: &str| TopicName::new(raw).unwrap_or_else(|e| panic!("{e}"));
+        let patterns: Vec<TopicPattern> = ["orders", "chat:*"]
+            .iter()
+            .map(|raw| TopicPattern::parse(raw).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for (name, allowed) in [
+            ("orders", true),
+            ("orders2", false),
+            ("chat:room-7", true),
+            ("chat", false),
+            ("x", false),
+        ] {
+            assert_eq!(topic_allowed(&patterns, &topic(name)), allowed, "{name}");
+        }
+        let all = [TopicPattern::parse("*").unwrap_or_else(|e| panic!("{e}"))];
+        assert!(topic_allowed(&all, &topic("anything")));
+        assert!(!topic_allowed(&[], &topic("orders")));
+        for bad in ["", "a*b", "**", "a b*"] {
+            assert!(TopicPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
