@@ -38,7 +38,7 @@ pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;
 pub use stream::{
     BROADCAST, Epoch, HistoryLimits, InvalidEpoch, InvalidStreamName, Position, Publication,
-    Recovery, StreamHistory, StreamName,
+    Recovery, StreamHistory, StreamName, TopicPattern, topic_allowed,
 };
 pub use time::UnixMillis;
 pub use token::{
