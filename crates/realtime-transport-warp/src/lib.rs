@@ -10,12 +10,14 @@
 //!   whole `WebSocketConfig` is set (small buffers, bounded messages).
 //! - Per connection: one bounded outbound queue and one writer; a full queue closes the
 //!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001).
-//! - `POST /api/publish`, `POST /api/disconnect`, `GET /healthz`, `GET /metrics`, `GET /` (demo page).
+//! - `POST /api/publish`, `POST /api/disconnect`, `GET /healthz`, `GET /metrics`, `GET /`
+//!   (demo page): filters in [`filters`] that compose with an application's own routes.
 //! - Every error is mapped to the wire in one module (`wire`).
 //!
 //! **Architecture Invariant:** no token, API key or request URI is ever logged or echoed.
 
 mod config;
+pub mod filters;
 mod handshake;
 mod http_api;
 mod server;
@@ -27,5 +29,6 @@ pub use config::{
     ApiKey, ConfigError, Deps, MAX_READ_BUFFER_BYTES, MetricsRenderer, PUBLISH_BODY_OVERHEAD_BYTES,
     TransportConfig,
 };
-pub use server::{Server, routes};
+pub use filters::routes;
+pub use server::Server;
 pub use shutdown::{DrainOutcome, ShutdownHandle};

@@ -1,89 +1,17 @@
-//! [`routes`] (the whole transport as one warp filter, for embedding) and [`Server`] (bind
-//! with a deep accept queue, serve, and drain on shutdown).
+//! [`Server`]: the transport bound to a socket with a deep accept queue, serving
+//! [`routes`](crate::routes) with the transport's JSON 404/405, and draining on shutdown.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use realtime_core::{Connection, Envelope};
-use realtime_ports::{InboundError, InboundHandler, InboundReply};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
 use tracing::info;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::config::{Deps, TransportConfig};
-use crate::handshake::{self, Endpoint};
-use crate::http_api::{self, PublishEndpoint};
-use crate::session::SessionSettings;
+use crate::filters;
 use crate::shutdown::{DrainOutcome, ShutdownHandle};
-use crate::wire;
-
-/// Every route of the transport as one filter: `GET /ws`, `POST /api/publish`,
-/// `GET /healthz`, `GET /metrics`, `GET /`, and a JSON 404/405 for anything else.
-///
-/// Connections opened through it are tracked by `shutdown`: call
-/// [`ShutdownHandle::drain`] when the embedding server stops. `config` should have passed
-/// [`TransportConfig::validate`]. No route logs request URIs or headers.
-pub fn routes(
-    deps: Deps,
-    config: TransportConfig,
-    shutdown: &ShutdownHandle,
-) -> BoxedFilter<(Response,)> {
-    let max_body_bytes = config.max_publish_body_bytes();
-    let settings = Arc::new(SessionSettings {
-        websocket: config.websocket_config(),
-        liveness: config.liveness,
-        decode: config.decode_limits(),
-        close_timeout: config.close_timeout,
-        outbound_queue: config.outbound_queue,
-        pong: wire::pong_frame(),
-    });
-    let ws = handshake::filter(Arc::new(Endpoint {
-        api: Arc::clone(&deps.api),
-        verifier: deps.verifier,
-        inbound: deps.inbound.unwrap_or_else(|| Arc::new(NoInbound)),
-        allowed_origins: config.allowed_origins,
-        settings,
-        shutdown: shutdown.clone(),
-        verifications: Semaphore::new(config.max_concurrent_verifications),
-        verify_timeout: config.verify_timeout,
-        metadata_query_params: config.metadata_query_params,
-    }));
-    let backend = Arc::new(PublishEndpoint {
-        api: Arc::clone(&deps.api),
-        max_body_bytes,
-        api_key: config.api_key,
-    });
-    ws.or(http_api::publish(Arc::clone(&backend)))
-        .unify()
-        .or(http_api::disconnect(backend))
-        .unify()
-        .or(http_api::healthz(deps.api, shutdown.clone()))
-        .unify()
-        .or(http_api::metrics(deps.metrics))
-        .unify()
-        .or(http_api::demo(config.demo_page))
-        .unify()
-        .recover(|rejection: warp::Rejection| async move {
-            Ok::<_, Infallible>(wire::rejection_response(&rejection))
-        })
-        .unify()
-        .boxed()
-}
-
-/// The inbound handler when the application has none: every message is unsupported.
-#[derive(Debug)]
-struct NoInbound;
-
-#[async_trait::async_trait]
-impl InboundHandler for NoInbound {
-    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
-        Err(InboundError::Unsupported)
-    }
-}
 
 /// The transport bound to a socket: serves until [`ShutdownHandle::shutdown`], then drains.
 #[derive(Debug)]
@@ -116,7 +44,10 @@ impl Server {
         let listener = socket.listen(config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let shutdown = ShutdownHandle::new();
-        let filter = routes(deps, config.clone(), &shutdown);
+        let filter = filters::routes(deps, config.clone(), &shutdown)
+            .recover(filters::recover)
+            .unify()
+            .boxed();
         Ok(Server { listener, local_addr, filter, shutdown, config })
     }
 
