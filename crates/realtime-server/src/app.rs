@@ -102,6 +102,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         api_key: ApiKey::new(api_key.clone()),
         demo_page: demo.then_some(DEMO_PAGE),
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        max_header_bytes: config.max_header_bytes,
+        max_http_connections: config.max_http_connections,
         ..TransportConfig::default()
     };
     let deps = Deps { api: service.clone(), verifier, inbound, metrics };

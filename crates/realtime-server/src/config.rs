@@ -72,6 +72,21 @@ pub struct Config {
     #[arg(long, env = "REALTIME_PONG_TIMEOUT_SECS", default_value_t = 10)]
     pub pong_timeout_secs: u64,
 
+    /// Seconds a client may take to send a request's head (request line and headers); a
+    /// slower one is disconnected. Also how long an idle kept-alive HTTP connection stays open.
+    #[arg(long, env = "REALTIME_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Largest request head (request line and headers), in bytes; a larger one gets 431.
+    #[arg(long, env = "REALTIME_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most connections in the HTTP phase at once (not upgraded to a WebSocket: handshakes in
+    /// progress, API requests, idle kept-alive connections); beyond it the server stops
+    /// accepting until one ends.
+    #[arg(long, env = "REALTIME_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
     /// Seconds the shutdown drain may take before the process exits.
     #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,

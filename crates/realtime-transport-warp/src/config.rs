@@ -74,7 +74,36 @@ pub struct TransportConfig {
     /// strings (for example `job_id`, so a job's progress can be routed to the connection
     /// that asked for it). At most 512 bytes each; a longer or repeated one gets 400.
     pub metadata_query_params: Vec<String>,
+
+    // HTTP limits, applied by [`Server`](crate::Server) below the WebSocket layer (an
+    // embedder that serves [`routes`](crate::routes) itself sets its own).
+    /// How long a client may take to send a request's whole head (request line and headers)
+    /// once the connection is accepted or, on a kept-alive connection, once the previous
+    /// response went out; a client that is slower is disconnected without an answer. So this
+    /// is also how long an idle kept-alive connection stays open.
+    /// Between [`HEADER_READ_TIMEOUT_RANGE`]'s bounds; 10 s by default.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger one gets 431 and
+    /// the connection is closed. It is also the most an HTTP connection buffers before its
+    /// request is parsed. Between [`MAX_HEADER_BYTES_RANGE`]'s bounds; 16 KiB by default.
+    pub max_header_bytes: usize,
+    /// Most connections in the HTTP phase at once: accepted and not upgraded to a WebSocket
+    /// (handshakes in progress, HTTP API requests, idle kept-alive connections). When that
+    /// many are open the server stops accepting until one ends; further clients wait in the
+    /// kernel's accept queue (`listen_backlog`). Upgraded WebSockets do not count (they are
+    /// bounded by the service's capacity). With `header_read_timeout`, it bounds what
+    /// clients that never finish a request (slowloris) can hold: file descriptors and about
+    /// `max_header_bytes` of memory each. 1024 by default.
+    pub max_http_connections: usize,
 }
+
+/// Accepted values of [`TransportConfig::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(300);
+
+/// Accepted values of [`TransportConfig::max_header_bytes`]: at least what browsers send
+/// with a few cookies, at most what hyper can buffer sensibly.
+pub const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -94,6 +123,9 @@ impl Default for TransportConfig {
             verify_timeout: Duration::from_secs(5),
             max_concurrent_verifications: 1024,
             metadata_query_params: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_http_connections: 1024,
         }
     }
 }
@@ -116,6 +148,9 @@ impl fmt::Debug for TransportConfig {
             .field("verify_timeout", &self.verify_timeout)
             .field("max_concurrent_verifications", &self.max_concurrent_verifications)
             .field("metadata_query_params", &self.metadata_query_params)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_http_connections", &self.max_http_connections)
             .finish()
     }
 }
@@ -135,6 +170,18 @@ pub enum ConfigError {
     /// A size or count that must be positive is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// A setting is outside the range that can work.
+    #[error("{setting} must be between {min} and {max}, got {got}")]
+    OutOfRange {
+        /// The setting's field name.
+        setting: &'static str,
+        /// The smallest accepted value, as text.
+        min: String,
+        /// The largest accepted value, as text.
+        max: String,
+        /// The configured value, as text.
+        got: String,
+    },
 }
 
 impl TransportConfig {
@@ -160,6 +207,34 @@ impl TransportConfig {
         }
         if self.verify_timeout.is_zero() {
             return Err(ConfigError::Zero("verify_timeout"));
+        }
+        self.validate_http_limits()
+    }
+
+    /// The HTTP limits: `header_read_timeout`, `max_header_bytes`, `max_http_connections`.
+    fn validate_http_limits(&self) -> Result<(), ConfigError> {
+        fn out_of_range<T: fmt::Debug>(
+            setting: &'static str,
+            range: &std::ops::RangeInclusive<T>,
+            got: &T,
+        ) -> ConfigError {
+            ConfigError::OutOfRange {
+                setting,
+                min: format!("{:?}", range.start()),
+                max: format!("{:?}", range.end()),
+                got: format!("{got:?}"),
+            }
+        }
+        if !HEADER_READ_TIMEOUT_RANGE.contains(&self.header_read_timeout) {
+            let (setting, range) = ("header_read_timeout", HEADER_READ_TIMEOUT_RANGE);
+            return Err(out_of_range(setting, &range, &self.header_read_timeout));
+        }
+        if !MAX_HEADER_BYTES_RANGE.contains(&self.max_header_bytes) {
+            let (setting, range) = ("max_header_bytes", MAX_HEADER_BYTES_RANGE);
+            return Err(out_of_range(setting, &range, &self.max_header_bytes));
+        }
+        if self.max_http_connections == 0 {
+            return Err(ConfigError::Zero("max_http_connections"));
         }
         Ok(())
     }
@@ -317,6 +392,34 @@ mod tests {
         );
         let zero = TransportConfig { outbound_queue: 0, ..TransportConfig::default() };
         assert_eq!(zero.validate(), Err(ConfigError::Zero("outbound_queue")));
+    }
+
+    #[test]
+    fn http_limits_are_validated_by_name() {
+        #[track_caller]
+        fn check(config: TransportConfig, expected: Option<&str>) {
+            match (config.validate(), expected) {
+                (Ok(()), None) => {}
+                (Err(error), Some(text)) => {
+                    let message = error.to_string();
+                    assert!(message.contains(text), "{message:?} does not say {text:?}");
+                }
+                (got, expected) => panic!("got {got:?}, expected {expected:?}"),
+            }
+        }
+        let base = TransportConfig::default;
+        let timeout = |d| TransportConfig { header_read_timeout: d, ..base() };
+        let header = |n| TransportConfig { max_header_bytes: n, ..base() };
+        check(timeout(Duration::ZERO), Some("header_read_timeout must be between 1ms and 300s"));
+        check(timeout(Duration::from_secs(301)), Some("header_read_timeout"));
+        check(timeout(Duration::from_secs(300)), None);
+        check(header(1023), Some("max_header_bytes must be between 1024 and 1048576, got 1023"));
+        check(header(1024 * 1024 + 1), Some("max_header_bytes"));
+        check(header(1024), None);
+        check(
+            TransportConfig { max_http_connections: 0, ..base() },
+            Some("max_http_connections must be greater than 0"),
+        );
     }
 
     #[test]

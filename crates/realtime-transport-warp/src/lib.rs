@@ -12,10 +12,14 @@
 //!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001).
 //! - `POST /api/publish`, `POST /api/disconnect`, `GET /healthz`, `GET /metrics`, `GET /`
 //!   (demo page): filters in [`filters`] that compose with an application's own routes.
+//! - [`Server`]: our own accept loop on hyper (HTTP/1.1), with a header-read timeout, a
+//!   request-head size limit, a cap on connections still in the HTTP phase, `TCP_NODELAY`,
+//!   and client faults counted and logged at debug level only.
 //! - Every error is mapped to the wire in one module (`wire`).
 //!
 //! **Architecture Invariant:** no token, API key or request URI is ever logged or echoed.
 
+mod accept;
 mod config;
 pub mod filters;
 mod handshake;
@@ -26,8 +30,8 @@ mod shutdown;
 mod wire;
 
 pub use config::{
-    ApiKey, ConfigError, Deps, MAX_READ_BUFFER_BYTES, MetricsRenderer, PUBLISH_BODY_OVERHEAD_BYTES,
-    TransportConfig,
+    ApiKey, ConfigError, Deps, HEADER_READ_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE,
+    MAX_READ_BUFFER_BYTES, MetricsRenderer, PUBLISH_BODY_OVERHEAD_BYTES, TransportConfig,
 };
 pub use filters::routes;
 pub use server::Server;

@@ -1,5 +1,6 @@
-//! [`Server`]: the transport bound to a socket with a deep accept queue, serving
-//! [`routes`](crate::routes) with the transport's JSON 404/405, and draining on shutdown.
+//! [`Server`]: the transport bound to a socket (a deep accept queue, the HTTP limits of
+//! `accept`), serving [`routes`](crate::routes) with the transport's JSON 404/405, and
+//! draining on shutdown.
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::accept::{self, HttpLimits};
 use crate::config::{Deps, TransportConfig};
 use crate::filters;
 use crate::shutdown::{DrainOutcome, ShutdownHandle};
@@ -64,29 +66,29 @@ impl Server {
     /// Serves until a shutdown is requested; then stops accepting, closes every WebSocket
     /// with 1012 and unregisters it, waits up to `shutdown_grace` for them and for HTTP
     /// requests in flight, drops what is left, and returns.
+    ///
+    /// HTTP connections are served with the limits of `config`: `header_read_timeout`,
+    /// `max_header_bytes` and `max_http_connections`.
     pub async fn run(self) {
         let Server { listener, local_addr, filter, shutdown, config } = self;
         info!(%local_addr, "listening");
-        let serving = warp::serve(filter).incoming(listener).graceful(shutdown.requested()).run();
-        let mut serving = std::pin::pin!(serving);
-        let served = tokio::select! {
-            () = &mut serving => true,
-            () = shutdown.requested() => false,
+        let limits = HttpLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_http_connections: config.max_http_connections,
         };
+        let http = accept::serve(listener, filter, limits, shutdown.graceful_token().clone()).await;
         info!("shutting down");
         let grace = config.shutdown_grace;
-        // warp stops accepting on the same signal and waits for HTTP requests in flight.
-        let http =
-            async { if served { Ok(()) } else { tokio::time::timeout(grace, &mut serving).await } };
-        let (outcome, http) = tokio::join!(shutdown.drain(grace), http);
+        let (outcome, dropped_http) = tokio::join!(shutdown.drain(grace), http.close(grace));
         match outcome {
             DrainOutcome::Clean => info!("every connection closed"),
             DrainOutcome::Forced { dropped } => {
                 info!(dropped, "grace period over; remaining connections dropped");
             }
         }
-        if http.is_err() {
-            info!("grace period over; HTTP requests still in flight were dropped");
+        if dropped_http > 0 {
+            info!(dropped_http, "grace period over; HTTP connections still open were dropped");
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod disconnect;
+mod http_limits;
 mod kick;
 mod lifecycle;
 mod limits;

@@ -4,6 +4,7 @@
 mod embedding;
 mod handshake;
 mod http_api;
+mod http_limits;
 mod lifecycle;
 mod logs;
 mod session;
