@@ -1,6 +1,7 @@
 //! The limits below the WebSocket layer: a request head over `max_header_bytes` gets 431, at
 //! most `max_http_connections` are in the HTTP phase at once (an upgraded WebSocket leaves
-//! it), and client faults at the HTTP level log nothing at WARN or ERROR.
+//! it), client faults at the HTTP level log nothing at WARN or ERROR, and no HTTP connection
+//! outlives the server's shutdown.
 
 use std::time::Duration;
 
@@ -131,4 +132,20 @@ async fn http_client_faults_are_logged_below_warn() {
         .filter(|line| matches!(line.split_whitespace().nth(1), Some("WARN" | "ERROR")))
         .collect();
     assert!(loud.is_empty(), "client faults logged at WARN or ERROR:\n{}", loud.join("\n"));
+}
+
+#[tokio::test]
+async fn no_http_connection_outlives_the_shutdown() {
+    let config = TransportConfig {
+        header_read_timeout: Duration::from_secs(300),
+        shutdown_grace: Duration::from_millis(300),
+        ..test_config()
+    };
+    let server = support::start(config).await;
+    // Still sending its request when the shutdown starts, and long after.
+    let mut stalled = raw(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    // Connections are accepted in order: once this one is answered, the stalled one is in.
+    assert_eq!(http(server.addr, "GET", "/healthz", &[], b"").await.status, 200);
+    server.stop().await;
+    until_closed(&mut stalled).await;
 }
