@@ -63,7 +63,8 @@ pub struct TransportConfig {
     pub api_key: ApiKey,
     /// Length of the kernel's accept queue.
     pub listen_backlog: u32,
-    /// HTML served at `GET /` (the demo page), if any.
+    /// HTML served at `GET /` (the demo page), if any; with `None`, [`routes`](crate::routes)
+    /// leaves `/` to the application.
     pub demo_page: Option<&'static str>,
     /// How long the token verifier may take for one upgrade request; a slower one gets 503.
     pub verify_timeout: Duration,
@@ -333,7 +334,8 @@ pub struct Deps {
     /// Handles client messages other than the protocol's own; `None` answers every such
     /// message with an `unsupported_type` error.
     pub inbound: Option<Arc<dyn InboundHandler>>,
-    /// Renders `GET /metrics`; `None` makes that route 404.
+    /// Renders `GET /metrics`; with `None`, [`routes`](crate::routes) leaves that path to
+    /// the application (the bundled server answers it 404).
     pub metrics: Option<MetricsRenderer>,
 }
 

@@ -1,5 +1,5 @@
 //! The transport's routes as warp filters for embedding: [`ws`], [`api`], [`healthz`],
-//! [`metrics`] and [`demo`] one by one, or [`routes`] for the usual set.
+//! [`metrics()`] and [`demo`] one by one, or [`routes`] for the usual set.
 //!
 //! Each filter answers its own path and rejects every other one (with warp's "not found" or,
 //! for its path with the wrong method, "method not allowed"), so it composes with an
@@ -109,7 +109,7 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     Ok(wire::rejection_response(&rejection))
 }
 
-/// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics`] when `deps` has a
+/// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics()`] when `deps` has a
 /// renderer and [`demo`] when `config` has a page (without them those paths are rejected,
 /// so they stay free for the application). Rejections are not recovered (see [`recover`]).
 ///
