@@ -70,6 +70,9 @@ pub enum DecodeError {
     /// The `payload` field is present but not an object.
     #[error("\"payload\" must be a JSON object")]
     PayloadNotObject,
+    /// The `type` is one only the server sends ([`protocol::RESERVED_SERVER_TYPES`]).
+    #[error("\"type\" {0:?} is reserved for the server")]
+    ReservedType(MessageType),
 }
 
 /// Decodes one client text frame.
@@ -103,6 +106,9 @@ pub fn decode_client_text(text: &str, limits: &DecodeLimits) -> Result<ClientMes
     };
     if kind.as_str() == protocol::PING {
         return Ok(ClientMessage::Ping);
+    }
+    if protocol::is_reserved_server_type(kind.as_str()) {
+        return Err(DecodeError::ReservedType(kind));
     }
     Ok(ClientMessage::Message(Envelope::new(kind, payload)))
 }
@@ -197,6 +203,11 @@ mod tests {
         );
         check(r#"{"type":"x","payload":[1]}"#, Err(DecodeError::PayloadNotObject));
         check(r#"{"type":"x","payload":"s"}"#, Err(DecodeError::PayloadNotObject));
+        for reserved in protocol::RESERVED_SERVER_TYPES {
+            let text = format!(r#"{{"type":"{reserved}","payload":{{}}}}"#);
+            let kind = MessageType::new(reserved).unwrap_or_else(|e| panic!("{e}"));
+            check(&text, Err(DecodeError::ReservedType(kind)));
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! This crate contains a fully deterministic implementation of realtime's domain logic:
 //! validated identifiers, identities from verified claims, connections, message envelopes,
-//! wire frames, the decoding of client frames, token extraction and the routing rule.
+//! wire frames, the decoding of client frames, token extraction, the routing rule, and the
+//! per-connection timers and inbound rate limit as state machines fed `now`.
 //! It contains no networking code, never spawns tasks, never reads the clock and never draws
 //! random numbers: time and generated ids come in as arguments. The shell (transport, service,
 //! adapters) owns sockets, clocks and tasks and drives this crate with plain values.
@@ -18,6 +19,7 @@ mod frame;
 mod ids;
 mod liveness;
 pub mod protocol;
+mod rate;
 mod request;
 mod routing;
 mod stream;
@@ -34,6 +36,7 @@ pub use ids::{
     InvalidTopicName, InvalidUserId, MessageType, Permission, Role, TopicName, UserId,
 };
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
+pub use rate::{REFUSALS_BEFORE_CLOSE, RateLimitConfig, RateLimiter, RateVerdict};
 pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;
 pub use stream::{

@@ -27,8 +27,12 @@ pub const ERROR_BINARY_UNSUPPORTED: &str = "binary_unsupported";
 pub const ERROR_REJECTED: &str = "rejected";
 /// Error code in an `error` frame: nothing handles this message type.
 pub const ERROR_UNSUPPORTED_TYPE: &str = "unsupported_type";
-/// Error code in an `error` frame: the handler failed.
+/// Error code in an `error` frame: the handler failed, panicked, timed out, or replied with
+/// something the service refused.
 pub const ERROR_INTERNAL: &str = "internal_error";
+/// Error code in an `error` frame: the client sent faster than its inbound rate limit; the
+/// message was dropped. Going on closes the connection with [`close::RATE_LIMITED`].
+pub const ERROR_RATE_LIMITED: &str = "rate_limited";
 
 /// WebSocket close codes used by realtime (RFC 6455 section 7.4 and the 4000-4999 private range).
 pub mod close {
@@ -38,6 +42,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// The client sent something the protocol forbids at the WebSocket level.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The client sent a text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A policy was violated (for example, liveness: no pong in time).
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message was larger than the configured maximum.
@@ -54,6 +60,9 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4004;
     /// The client read too slowly: its outbound queue filled up.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The client kept sending faster than its inbound rate limit after `rate_limited`
+    /// error frames.
+    pub const RATE_LIMITED: u16 = 4029;
 }
 
 #[cfg(test)]
