@@ -11,6 +11,8 @@
 //!   model; every lookup must agree exactly with `realtime_core::route`.
 //! - [`jwt`]: HS256 tokens (and odd ones) for tests and benchmarks.
 //! - [`ws`]: a WebSocket client for the `/ws` endpoint (upgrade, JSON frames, close frames).
+//! - [`raw_ws`]: a raw WebSocket client that writes hand-made frame bytes after a real
+//!   upgrade, for protocol-violation tests.
 //! - [`http`]: a minimal HTTP/1.1 client on a plain TCP stream, for well-formed and
 //!   hand-made requests.
 //! - [`logs`]: an in-memory log capture and the TRACE subscriber that writes into it.
@@ -25,6 +27,7 @@ pub mod fixtures;
 pub mod http;
 pub mod jwt;
 pub mod logs;
+pub mod raw_ws;
 pub mod registry_contract;
 pub mod registry_model;
 mod sink;
