@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_core::{DecodeLimits, LivenessConfig};
+use realtime_core::{DecodeLimits, LivenessConfig, RateLimitConfig};
 use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -96,7 +96,26 @@ pub struct TransportConfig {
     /// clients that never finish a request (slowloris) can hold: file descriptors and about
     /// `max_header_bytes` of memory each. 1024 by default.
     pub max_http_connections: usize,
+
+    // The session's inbound side (handler timeout, rate limit).
+    /// Longest one [`InboundHandler::handle`] call may take (within
+    /// [`INBOUND_TIMEOUT_RANGE`]); then it is dropped and the client gets an `internal_error`
+    /// frame. The connection's timers and shutdown run on meanwhile. 10 s by default.
+    pub inbound_timeout: Duration,
+    /// Inbound rate limit per connection (every frame but close counts). A message over it
+    /// is dropped and answered with a `rate_limited` error frame;
+    /// [`REFUSALS_BEFORE_CLOSE`](realtime_core::REFUSALS_BEFORE_CLOSE) in a row close the
+    /// connection with 4029. Both numbers within [`INBOUND_RATE_RANGE`]; 100 per second,
+    /// bursts of 200 by default.
+    pub inbound_rate: RateLimitConfig,
 }
+
+/// Accepted values of [`TransportConfig::inbound_timeout`].
+pub const INBOUND_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
+
+/// Accepted values of [`TransportConfig::inbound_rate`]'s `per_second` and `burst`.
+pub const INBOUND_RATE_RANGE: std::ops::RangeInclusive<u32> = 1..=RateLimitConfig::MAX;
 
 /// Accepted values of [`TransportConfig::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
@@ -127,6 +146,8 @@ impl Default for TransportConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_http_connections: 1024,
+            inbound_timeout: Duration::from_secs(10),
+            inbound_rate: RateLimitConfig::default(),
         }
     }
 }
@@ -152,6 +173,8 @@ impl fmt::Debug for TransportConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_http_connections", &self.max_http_connections)
+            .field("inbound_timeout", &self.inbound_timeout)
+            .field("inbound_rate", &self.inbound_rate)
             .finish()
     }
 }
@@ -209,7 +232,43 @@ impl TransportConfig {
         if self.verify_timeout.is_zero() {
             return Err(ConfigError::Zero("verify_timeout"));
         }
-        self.validate_http_limits()
+        self.validate_http_limits()?;
+        self.validate_inbound()
+    }
+
+    /// The session's inbound side: `inbound_timeout` and `inbound_rate`.
+    fn validate_inbound(&self) -> Result<(), ConfigError> {
+        let out_of_range =
+            |setting, min: &dyn fmt::Debug, max: &dyn fmt::Debug, got: &dyn fmt::Debug| {
+                ConfigError::OutOfRange {
+                    setting,
+                    min: format!("{min:?}"),
+                    max: format!("{max:?}"),
+                    got: format!("{got:?}"),
+                }
+            };
+        let timeout = (&INBOUND_TIMEOUT_RANGE, &self.inbound_timeout);
+        if !timeout.0.contains(timeout.1) {
+            return Err(out_of_range(
+                "inbound_timeout",
+                timeout.0.start(),
+                timeout.0.end(),
+                timeout.1,
+            ));
+        }
+        let rates = [
+            ("inbound_rate.per_second", self.inbound_rate.per_second),
+            ("inbound_rate.burst", self.inbound_rate.burst),
+        ];
+        match rates.into_iter().find(|(_, got)| !INBOUND_RATE_RANGE.contains(got)) {
+            Some((setting, got)) => Err(out_of_range(
+                setting,
+                INBOUND_RATE_RANGE.start(),
+                INBOUND_RATE_RANGE.end(),
+                &got,
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The HTTP limits: `header_read_timeout`, `max_header_bytes`, `max_http_connections`.
@@ -382,6 +441,40 @@ mod tests {
         assert!(!ApiKey::new("").is_enabled());
         let config = TransportConfig { api_key: key, ..TransportConfig::default() };
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn inbound_settings_are_validated() {
+        let out_of_range = |setting, min: &str, max: &str, got: &str| {
+            Err(ConfigError::OutOfRange {
+                setting,
+                min: min.to_owned(),
+                max: max.to_owned(),
+                got: got.to_owned(),
+            })
+        };
+        let check = |config: TransportConfig, expected: Result<(), ConfigError>| {
+            assert_eq!(config.validate(), expected, "{config:?}");
+        };
+        let base = TransportConfig::default;
+        check(TransportConfig { inbound_timeout: Duration::from_millis(1), ..base() }, Ok(()));
+        check(
+            TransportConfig { inbound_timeout: Duration::ZERO, ..base() },
+            out_of_range("inbound_timeout", "1ms", "3600s", "0ns"),
+        );
+        check(
+            TransportConfig { inbound_timeout: Duration::from_secs(3601), ..base() },
+            out_of_range("inbound_timeout", "1ms", "3600s", "3601s"),
+        );
+        let rate = |per_second, burst| RateLimitConfig { per_second, burst };
+        check(
+            TransportConfig { inbound_rate: rate(0, 5), ..base() },
+            out_of_range("inbound_rate.per_second", "1", "1000000", "0"),
+        );
+        check(
+            TransportConfig { inbound_rate: rate(5, 2_000_000), ..base() },
+            out_of_range("inbound_rate.burst", "1", "1000000", "2000000"),
+        );
     }
 
     #[test]

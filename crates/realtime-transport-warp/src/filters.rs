@@ -42,6 +42,8 @@ pub fn ws(
         close_timeout: config.close_timeout,
         outbound_queue: config.outbound_queue,
         pong: wire::pong_frame(),
+        inbound_timeout: config.inbound_timeout,
+        inbound_rate: config.inbound_rate,
     });
     let inbound = match &deps.inbound {
         Some(inbound) => Arc::clone(inbound),

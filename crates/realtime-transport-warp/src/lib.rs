@@ -30,8 +30,9 @@ mod shutdown;
 mod wire;
 
 pub use config::{
-    ApiKey, ConfigError, Deps, HEADER_READ_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE,
-    MAX_READ_BUFFER_BYTES, MetricsRenderer, PUBLISH_BODY_OVERHEAD_BYTES, TransportConfig,
+    ApiKey, ConfigError, Deps, HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE,
+    INBOUND_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE, MAX_READ_BUFFER_BYTES, MetricsRenderer,
+    PUBLISH_BODY_OVERHEAD_BYTES, TransportConfig,
 };
 pub use filters::routes;
 pub use server::Server;

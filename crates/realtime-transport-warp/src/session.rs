@@ -1,36 +1,60 @@
 //! One live WebSocket connection: its bounded outbound queue (the [`ConnectionSink`] the
-//! service sends to), the writer that drains it, the reader that answers the client and runs
-//! the liveness timers, and the single end that unregisters the connection.
+//! service sends to), the writer that drains it, the reader that answers the client, runs
+//! the liveness timers and the rate limit and hands messages to the inbound handler, and the
+//! single end that unregisters the connection.
 //!
 //! Both halves run as two futures of one task, so nothing outlives the connection. The
-//! first end recorded (client close, socket error, timeout, slow consumer, shutdown, the
-//! application) wins; it decides the close frame and the reason given to
-//! `RealtimeApi::disconnect`, which is called exactly once, when the task ends.
+//! first end recorded (client close, socket error, protocol violation, timeout, slow
+//! consumer, rate limit, shutdown, the application) wins; it decides the close frame and the
+//! reason given to `RealtimeApi::unregister`, which is called exactly once, on every way out
+//! of the task, a panic included (a drop guard).
+//!
+//! - An end with a close frame on a working connection (kick, shutdown, token
+//!   expiry, heartbeat timeout; also the rate limit, so the client reads its `rate_limited`
+//!   errors) first writes what was already queued, bounded by the close timeout, then the
+//!   close frame. A slow consumer's queue is the problem, so it is not flushed; neither is
+//!   anything after a protocol violation.
+//! - The inbound handler runs beside the timers, not in front of them: while it awaits,
+//!   pings, the pong deadline, token expiry and shutdown go on. Its messages still reach it
+//!   one at a time, in order (at most [`INBOUND_BACKLOG`] wait; then the socket is not read
+//!   until the handler is done). A call gets `inbound_timeout`; a call that times out or
+//!   panics is dropped and answered with `internal_error`, and the connection goes on (a
+//!   panic is caught with `catch_unwind` and logged once, at error level).
+//! - Handler replies go through the service (`send_to_connection`), so they obey the same
+//!   rules as every publish: a reply of a reserved type or over the size limit is refused
+//!   (logged at warn, `internal_error` to the client).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use realtime_core::{
-    ClientMessage, Connection, DecodeLimits, Frame, Liveness, LivenessAction, LivenessConfig,
-    UnixMillis, decode_client_text,
+    ClientMessage, Connection, DecodeLimits, Envelope, Frame, Liveness, LivenessAction,
+    LivenessConfig, RateLimitConfig, RateLimiter, RateVerdict, UnixMillis, decode_client_text,
 };
-use realtime_ports::{CloseReason, ConnectionSink, InboundHandler, RealtimeApi, SendError};
+use realtime_ports::{
+    CloseReason, ConnectionSink, InboundHandler, PublishError, RealtimeApi, SendError,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::shutdown::ShutdownHandle;
 use crate::wire::{ClientFault, SessionEnd};
@@ -39,6 +63,13 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Most bytes read and thrown away while waiting for a closing client to go.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+/// Most client messages read ahead while the inbound handler is busy.
+pub(crate) const INBOUND_BACKLOG: usize = 8;
+
+/// Queue buffers keep up to this many slots when idle; a burst's larger buffers are given
+/// back once the queue drains.
+const IDLE_QUEUE_SLOTS: usize = 16;
 
 /// Settings shared by every connection.
 #[derive(Debug)]
@@ -50,6 +81,8 @@ pub(crate) struct SessionSettings {
     pub(crate) outbound_queue: usize,
     /// `{"type":"pong","payload":{}}`, encoded once and shared.
     pub(crate) pong: Frame,
+    pub(crate) inbound_timeout: Duration,
+    pub(crate) inbound_rate: RateLimitConfig,
 }
 
 /// An item of the outbound queue.
@@ -64,7 +97,8 @@ pub(crate) enum Outbound {
 /// The queue is a `VecDeque` behind a mutex plus a readiness flag and an `AtomicWaker`,
 /// rather than a tokio mpsc channel: it allocates nothing until the first frame (an mpsc
 /// channel allocates a block of 32 slots up front, about 1 KiB per idle connection), the
-/// writer takes everything queued with one swap, and waking the writer is lock-free.
+/// writer takes everything queued with one swap, and waking the writer is lock-free. When the
+/// writer goes idle after a burst, both buffers shrink back to [`IDLE_QUEUE_SLOTS`].
 #[derive(Debug)]
 pub(crate) struct WsSink {
     queue: Mutex<VecDeque<Outbound>>,
@@ -72,6 +106,8 @@ pub(crate) struct WsSink {
     /// Set by `enqueue`, cleared by the writer when it takes the queue.
     ready: AtomicBool,
     writer: AtomicWaker,
+    /// Set (under the queue lock) once an end is recorded: every frame accepted before it is
+    /// in the queue when the writer takes it for the last time.
     closing: AtomicBool,
     end: watch::Sender<Option<SessionEnd>>,
 }
@@ -92,7 +128,12 @@ pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
 impl WsSink {
     /// Records how the connection ends; only the first call counts. Wakes both halves.
     pub(crate) fn end(&self, end: SessionEnd) -> bool {
-        self.closing.store(true, Ordering::Release);
+        {
+            // Under the lock, so that no `enqueue` that saw the sink open pushes after the
+            // writer's last look at the queue.
+            let _queue = self.queue.lock();
+            self.closing.store(true, Ordering::Release);
+        }
         self.end.send_if_modified(|current| match current {
             None => {
                 *current = Some(end);
@@ -107,10 +148,10 @@ impl WsSink {
     }
 
     fn enqueue(&self, item: Outbound) -> Result<(), SendError> {
+        let mut queue = self.queue.lock();
         if self.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let mut queue = self.queue.lock();
         if queue.len() >= self.capacity {
             drop(queue);
             // The close travels on the `end` signal, not on the full queue.
@@ -130,11 +171,7 @@ impl WsSink {
     async fn queued(&self) {
         std::future::poll_fn(|cx| {
             self.writer.register(cx.waker());
-            if self.ready.swap(false, Ordering::AcqRel) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
+            if self.ready.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
         })
         .await;
     }
@@ -143,6 +180,19 @@ impl WsSink {
     /// capacity for the next round.
     fn take_queued(&self, batch: &mut VecDeque<Outbound>) {
         std::mem::swap(&mut *self.queue.lock(), batch);
+    }
+
+    /// Called by the writer after a batch: when nothing more is queued, gives back what a
+    /// burst grew the two buffers (`batch` is empty) beyond [`IDLE_QUEUE_SLOTS`].
+    fn release_idle(&self, batch: &mut VecDeque<Outbound>) {
+        if self.ready.load(Ordering::Acquire) {
+            return;
+        }
+        batch.shrink_to(IDLE_QUEUE_SLOTS);
+        let mut queue = self.queue.lock();
+        if queue.is_empty() {
+            queue.shrink_to(IDLE_QUEUE_SLOTS);
+        }
     }
 }
 
@@ -153,6 +203,26 @@ impl ConnectionSink for WsSink {
 
     fn close(&self, reason: CloseReason) {
         self.end(SessionEnd::Closed(reason));
+    }
+}
+
+/// Whether an end first writes what is queued: yes when the server ends a working
+/// connection (and for a rate-limited client, so that it reads its `rate_limited` errors
+/// before the close); not for a slow consumer (its queue is the problem), a client that broke
+/// the protocol, or one that went.
+fn flushes_queue(end: &SessionEnd) -> bool {
+    match end {
+        SessionEnd::Closed(_)
+        | SessionEnd::Shutdown
+        | SessionEnd::TokenExpired
+        | SessionEnd::HeartbeatTimeout
+        | SessionEnd::RateLimited => true,
+        SessionEnd::ClientClosed
+        | SessionEnd::TransportError
+        | SessionEnd::MessageTooBig
+        | SessionEnd::SlowConsumer
+        | SessionEnd::ProtocolViolation
+        | SessionEnd::InvalidUtf8 => false,
     }
 }
 
@@ -169,6 +239,37 @@ pub(crate) struct Session {
     pub(crate) hello: Frame,
 }
 
+/// Unregisters the connection when dropped, whichever way the task ends (a panic too).
+struct Unregister {
+    api: Arc<dyn RealtimeApi>,
+    sink: Arc<WsSink>,
+    id: realtime_core::ConnectionId,
+    done: bool,
+}
+
+impl Unregister {
+    /// Unregisters now (the end is known); the drop then does nothing.
+    fn now(&mut self) -> realtime_ports::DisconnectReason {
+        // An end recorded by nobody means the task is going away for another reason.
+        self.sink.end(SessionEnd::TransportError);
+        let reason = self.sink.ended().unwrap_or(SessionEnd::TransportError).disconnect_reason();
+        if !self.done {
+            self.done = true;
+            self.api.unregister(self.id, reason);
+        }
+        reason
+    }
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if !self.done {
+            let reason = self.now();
+            warn!(reason = reason.as_str(), "connection task ended abnormally; unregistered");
+        }
+    }
+}
+
 impl Session {
     /// Runs the connection from the upgrade to its end, then unregisters it (once).
     pub(crate) async fn run(self, upgrade: OnUpgrade) {
@@ -178,18 +279,20 @@ impl Session {
             user_id = %self.connection.user_id
         );
         async move {
-            let api = Arc::clone(&self.api);
-            let id = self.connection.id;
             let sink = Arc::clone(&self.sink);
+            let mut guard = Unregister {
+                api: Arc::clone(&self.api),
+                sink: Arc::clone(&sink),
+                id: self.connection.id,
+                done: false,
+            };
             let forced = self.shutdown.forced_token().clone();
             let mut end = sink.end.subscribe();
             // Unregister as soon as the end is known, so that nothing more is routed here
             // while the closing handshake runs.
             let unregister = async {
                 ended(&mut end).await;
-                let reason = sink.ended().unwrap_or(SessionEnd::TransportError).disconnect_reason();
-                api.unregister(id, reason);
-                reason
+                guard.now()
             };
             let work = async {
                 tokio::select! {
@@ -227,14 +330,20 @@ impl Session {
         .await;
         info!("connection open");
         let (writer, reader) = socket.split();
-        let Session { api: _, inbound, connection, expires_at, sink, settings, shutdown, hello } =
+        let Session { api, inbound, connection, expires_at, sink, settings, shutdown, hello } =
             self;
         let writing = write_half(writer, &sink, hello, settings.close_timeout);
-        let reading =
-            read_half(reader, &sink, &settings, &shutdown, &connection, &*inbound, expires_at);
+        let context = Inbound {
+            sink: &sink,
+            settings: &settings,
+            connection: &connection,
+            inbound: &*inbound,
+            api: &*api,
+        };
+        let reading = read_half(reader, &context, &shutdown, expires_at);
         let (writer, (reader, drain_deadline)) = tokio::join!(writing, reading);
-        // When tungstenite could not finish the closing handshake (an oversize frame leaves
-        // the stream unreadable), stop writing and read what the client still sends until it
+        // When the stream cannot be read frame by frame any more (an oversize frame or a
+        // protocol violation), stop writing and read what the client still sends until it
         // goes, so that the close frame is not lost to a reset.
         if let (Some(deadline), Ok(mut socket)) = (drain_deadline, reader.reunite(writer)) {
             let _ = tokio::time::timeout_at(deadline, linger(socket.get_mut())).await;
@@ -242,14 +351,16 @@ impl Session {
     }
 }
 
-/// Hands a frame to tungstenite as a text message without copying or re-validating it.
-#[allow(unsafe_code)]
+/// Hands a frame to tungstenite as a text frame without copying or re-validating it: a
+/// ready-made frame (`Message::Frame`) is written as it is. `Frame`'s bytes are valid UTF-8
+/// by construction; were they not, the client would see a bad text frame, never undefined
+/// behaviour.
 fn text_message(frame: Frame) -> Message {
-    // SAFETY: `realtime_core::Frame` documents the invariant that its bytes are valid UTF-8
-    // (every constructor takes `serde_json` output or a `String`), which is exactly what
-    // `Utf8Bytes::from_bytes_unchecked` requires.
-    let text = unsafe { Utf8Bytes::from_bytes_unchecked(frame.into_bytes()) };
-    Message::Text(text)
+    Message::Frame(tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        frame.into_bytes(),
+        OpCode::Data(Data::Text),
+        true,
+    ))
 }
 
 /// Completes once an end is recorded.
@@ -260,7 +371,9 @@ async fn ended(end: &mut watch::Receiver<Option<SessionEnd>>) {
 }
 
 /// The writer: the `connected` frame, then the queue in batches (fed, then flushed once),
-/// until an end is recorded; then the close frame, if the end has one.
+/// until an end is recorded; then, when the end flushes the queue, what is still queued;
+/// then the close frame, if the end has one. The closing part is bounded by the close
+/// timeout, counted from when the writer saw the end.
 async fn write_half(
     mut socket: SplitSink<Socket, Message>,
     sink: &WsSink,
@@ -268,21 +381,15 @@ async fn write_half(
     close_timeout: Duration,
 ) -> SplitSink<Socket, Message> {
     let mut end = sink.end.subscribe();
-    // One wait for the end for the writer's whole life (not one registration per frame).
-    let end_signal = ended(&mut end);
+    // One wait for the end for the writer's whole life (not one registration per frame);
+    // fused, so that it may be polled again after it fired.
+    let end_signal = ended(&mut end).fuse();
     tokio::pin!(end_signal);
+    let mut closing = Closing { sink, close_timeout, deadline: None };
     // Allocated at the first frame, not per idle connection.
     let mut batch = VecDeque::new();
-    let result = tokio::select! {
-        biased;
-        () = &mut end_signal => Ok(()),
-        sent = socket.send(text_message(hello)) => sent,
-    };
-    if let Err(error) = result {
-        debug!(%error, "write failed");
-        sink.end(SessionEnd::TransportError);
-    }
-    while sink.ended().is_none() {
+    let mut healthy = closing.write(end_signal.as_mut(), socket.send(text_message(hello))).await;
+    while healthy && sink.ended().is_none() {
         tokio::select! {
             biased;
             () = &mut end_signal => break,
@@ -292,22 +399,40 @@ async fn write_half(
         if batch.is_empty() {
             continue;
         }
-        let written = tokio::select! {
-            biased;
-            () = &mut end_signal => break,
-            written = write_batch(&mut socket, &mut batch) => written,
-        };
-        if let Err(error) = written {
-            debug!(%error, "write failed");
-            sink.end(SessionEnd::TransportError);
+        healthy = closing.write(end_signal.as_mut(), write_batch(&mut socket, &mut batch)).await;
+        batch.clear();
+        sink.release_idle(&mut batch);
+    }
+    let end = sink.ended().unwrap_or(SessionEnd::TransportError);
+    let deadline = closing.deadline();
+    if healthy && flushes_queue(&end) {
+        // `send` refuses from now on, so this ends.
+        loop {
+            sink.take_queued(&mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, write_batch(&mut socket, &mut batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    debug!(%error, "write failed while closing");
+                    healthy = false;
+                    break;
+                }
+                Err(_) => {
+                    debug!("queued frames not written within the close timeout");
+                    break;
+                }
+            }
         }
     }
-    let close = sink.ended().and_then(|end| {
-        end.close_frame()
-            .map(|(code, reason)| CloseFrame { code: code.into(), reason: reason.into() })
-    });
-    if let Some(frame) = close {
-        let sent = tokio::time::timeout(close_timeout, socket.send(Message::Close(Some(frame))));
+    let close = end
+        .close_frame()
+        .map(|(code, reason)| CloseFrame { code: code.into(), reason: reason.into() });
+    if let (Some(frame), true) =
+        (close, healthy || sink.ended() != Some(SessionEnd::TransportError))
+    {
+        let sent = tokio::time::timeout_at(deadline, socket.send(Message::Close(Some(frame))));
         match sent.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(%error, "close frame not sent"),
@@ -317,11 +442,60 @@ async fn write_half(
     socket
 }
 
+/// The writer's view of the end: when it saw it, and what an interrupted write does then.
+struct Closing<'a> {
+    sink: &'a WsSink,
+    close_timeout: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Closing<'_> {
+    /// The deadline of the closing writes: the close timeout after the end was first seen.
+    fn deadline(&mut self) -> Instant {
+        *self.deadline.get_or_insert_with(|| Instant::now() + self.close_timeout)
+    }
+
+    /// Awaits `write`. When an end is recorded meanwhile, a write whose frames the end keeps
+    /// ([`flushes_queue`]) goes on until the close deadline; otherwise it is given up.
+    /// Returns whether the socket is still fit for writing.
+    async fn write<E, W>(&mut self, end_signal: Pin<&mut E>, write: W) -> bool
+    where
+        E: Future<Output = ()>,
+        W: Future<Output = Result<(), WsError>>,
+    {
+        tokio::pin!(write);
+        let result = tokio::select! {
+            biased;
+            () = end_signal => None,
+            written = &mut write => Some(written),
+        };
+        let result = match result {
+            Some(written) => written,
+            None if self.sink.ended().as_ref().is_some_and(flushes_queue) => {
+                match tokio::time::timeout_at(self.deadline(), write).await {
+                    Ok(written) => written,
+                    Err(_) => return false,
+                }
+            }
+            // A slow consumer's write may never finish; the close frame still gets its try.
+            None => return true,
+        };
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                debug!(%error, "write failed");
+                self.sink.end(SessionEnd::TransportError);
+                false
+            }
+        }
+    }
+}
+
 async fn write_batch(
     socket: &mut SplitSink<Socket, Message>,
     batch: &mut VecDeque<Outbound>,
 ) -> Result<(), WsError> {
-    for item in batch.drain(..) {
+    while let Some(item) = batch.pop_front() {
         let message = match item {
             Outbound::Frame(frame) => text_message(frame),
             Outbound::Ping => Message::Ping(bytes::Bytes::new()),
@@ -342,20 +516,110 @@ async fn write_batch(
     socket.flush().await
 }
 
-/// The reader: answers pings and bad messages, hands the rest to the inbound handler, runs
-/// the liveness timers and watches for shutdown. After an end is recorded it keeps reading
-/// (and discarding) until the client goes or the close timeout passes, so that the closing
-/// handshake completes. Returns the stream and, when the stream broke before the client
-/// went, the deadline for draining the raw socket.
-async fn read_half(
+/// What handling a client message needs, borrowed from the session.
+struct Inbound<'a> {
+    sink: &'a WsSink,
+    settings: &'a SessionSettings,
+    connection: &'a Connection,
+    inbound: &'a dyn InboundHandler,
+    api: &'a dyn RealtimeApi,
+}
+
+/// One inbound handler call in flight.
+type HandlerCall<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+impl<'a> Inbound<'a> {
+    /// Handles one client message; returns the handler call to await for an application
+    /// message, and answers everything else at once.
+    fn dispatch(&self, message: Message) -> Option<HandlerCall<'a>> {
+        let reply = match message {
+            Message::Text(text) => match decode_client_text(text.as_str(), &self.settings.decode) {
+                Ok(ClientMessage::Ping) => self.settings.pong.clone(),
+                Ok(ClientMessage::Message(envelope)) => return Some(self.call(envelope)),
+                Ok(_) => return None,
+                Err(error) => {
+                    debug!(%error, "undecodable client message");
+                    ClientFault::Decode(&error).frame()
+                }
+            },
+            Message::Binary(_) => ClientFault::Binary.frame(),
+            // Close, ping and pong frames are handled by the reader.
+            Message::Close(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                return None;
+            }
+        };
+        // A full queue ends the connection as a slow consumer; a closed one is ending anyway.
+        let _ = self.sink.send(reply);
+        None
+    }
+
+    /// The handler call for `envelope`: bounded by the inbound timeout, a panic caught, the
+    /// reply sent through the service.
+    fn call(&self, envelope: Envelope) -> HandlerCall<'a> {
+        let Inbound { sink, settings, connection, inbound, api } = *self;
+        Box::pin(async move {
+            let kind = envelope.kind.clone();
+            let handled = AssertUnwindSafe(inbound.handle(connection, envelope)).catch_unwind();
+            let fault = match tokio::time::timeout(settings.inbound_timeout, handled).await {
+                Ok(Ok(Ok(Some(reply)))) => {
+                    match api.send_to_connection(connection.id, &reply).await {
+                        Ok(_) => None,
+                        Err(PublishError::ReservedType(reserved)) => {
+                            warn!(
+                                kind = kind.as_str(),
+                                reply = reserved.as_str(),
+                                "inbound handler replied with a reserved type; refused"
+                            );
+                            Some(ClientFault::Internal.frame())
+                        }
+                        Err(error) => {
+                            warn!(kind = kind.as_str(), %error, "inbound handler reply refused");
+                            Some(ClientFault::Internal.frame())
+                        }
+                    }
+                }
+                Ok(Ok(Ok(None))) => None,
+                Ok(Ok(Err(error))) => {
+                    debug!(%error, kind = kind.as_str(), "inbound message refused");
+                    Some(ClientFault::Inbound(&error, &kind).frame())
+                }
+                Ok(Err(_panic)) => {
+                    error!(
+                        kind = kind.as_str(),
+                        "inbound handler panicked; answered internal_error"
+                    );
+                    Some(ClientFault::Internal.frame())
+                }
+                Err(_elapsed) => {
+                    let timeout_ms =
+                        u64::try_from(settings.inbound_timeout.as_millis()).unwrap_or(u64::MAX);
+                    warn!(
+                        kind = kind.as_str(),
+                        timeout_ms, "inbound handler timed out; answered internal_error"
+                    );
+                    Some(ClientFault::Internal.frame())
+                }
+            };
+            if let Some(frame) = fault {
+                let _ = sink.send(frame);
+            }
+        })
+    }
+}
+
+/// The reader: answers pings and bad messages, hands the rest to the inbound handler (one
+/// call at a time, beside the timers), runs the liveness timers and the rate limit, and
+/// watches for shutdown. After an end is recorded it keeps reading (and discarding) until the
+/// client goes or the close timeout passes, so that the closing handshake completes. Returns
+/// the stream and, when the stream broke before the client went, the deadline for draining
+/// the raw socket.
+async fn read_half<'a>(
     mut stream: SplitStream<Socket>,
-    sink: &WsSink,
-    settings: &SessionSettings,
+    context: &Inbound<'a>,
     shutdown: &ShutdownHandle,
-    connection: &Connection,
-    inbound: &dyn InboundHandler,
     expires_at: Option<UnixMillis>,
 ) -> (SplitStream<Socket>, Option<Instant>) {
+    let Inbound { sink, settings, .. } = *context;
     let mut end = sink.end.subscribe();
     // One wait for the end for the reader's whole loop, as in the writer.
     let end_signal = ended(&mut end);
@@ -363,9 +627,18 @@ async fn read_half(
     let now = Instant::now();
     let mut liveness =
         Liveness::new(settings.liveness, now.into_std(), expiry_instant(expires_at, now));
+    let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
     let graceful = shutdown.graceful_token();
+    // Client messages that wait for the handler call in flight.
+    let mut backlog: VecDeque<Message> = VecDeque::new();
+    let mut call: Option<HandlerCall<'a>> = None;
     while sink.ended().is_none() {
+        while call.is_none() {
+            let Some(message) = backlog.pop_front() else { break };
+            call = context.dispatch(message);
+        }
         let wake = Instant::from_std(liveness.poll_timeout());
+        let reading = backlog.len() < INBOUND_BACKLOG;
         tokio::select! {
             biased;
             () = &mut end_signal => break,
@@ -386,28 +659,39 @@ async fn read_half(
                     None => {}
                 }
             }
-            message = stream.next() => {
-                liveness.handle_activity(Instant::now().into_std());
+            () = std::future::poll_fn(|cx| call.as_mut().map_or(Poll::Pending, |c| c.as_mut().poll(cx))), if call.is_some() => {
+                call = None;
+            }
+            message = stream.next(), if reading => {
+                let now = Instant::now().into_std();
+                liveness.handle_activity(now);
                 match message {
-                    Some(Ok(message)) => {
-                        let handled = tokio::select! {
-                            biased;
-                            () = &mut end_signal => None,
-                            handled = handle_message(message, sink, settings, connection, inbound) => Some(handled),
-                        };
-                        if handled.is_none() {
-                            break;
+                    Some(Ok(Message::Close(_))) => {
+                        sink.end(SessionEnd::ClientClosed);
+                    }
+                    Some(Ok(message)) => match rate.handle_message(now) {
+                        RateVerdict::Allowed if call.is_none() && backlog.is_empty() => {
+                            call = context.dispatch(message);
                         }
-                    }
-                    Some(Err(WsError::Capacity(error))) => {
-                        debug!(%error, "client message over the size limit");
-                        sink.end(SessionEnd::MessageTooBig);
-                        let deadline = Instant::now() + settings.close_timeout;
-                        return (stream, Some(deadline));
-                    }
+                        RateVerdict::Allowed => backlog.push_back(message),
+                        RateVerdict::Limited => {
+                            debug!("client message over the rate limit dropped");
+                            let _ = sink.send(ClientFault::RateLimited.frame());
+                        }
+                        RateVerdict::Exceeded => {
+                            debug!("client over the rate limit; closing");
+                            sink.end(SessionEnd::RateLimited);
+                        }
+                    },
                     Some(Err(error)) => {
-                        debug!(%error, "read failed");
-                        sink.end(SessionEnd::TransportError);
+                        let ended = SessionEnd::from_read_error(&error);
+                        debug!(%error, end = ?ended, "read failed");
+                        let broken = ended.stream_broken();
+                        sink.end(ended);
+                        if broken {
+                            let deadline = Instant::now() + settings.close_timeout;
+                            return (stream, Some(deadline));
+                        }
                     }
                     None => {
                         sink.end(SessionEnd::TransportError);
@@ -416,56 +700,16 @@ async fn read_half(
             }
         }
     }
+    // The handler call in flight, if any, is dropped here: the connection is ending.
+    drop(call);
     // Closing: let tungstenite see the client's close answer (or send ours in reply to the
-    // client's), bounded by the close timeout.
-    let deadline = Instant::now() + settings.close_timeout;
+    // client's), bounded by twice the close timeout (the writer may spend one on flushing).
+    let deadline = Instant::now() + settings.close_timeout * 2;
     let broken = sink.ended() == Some(SessionEnd::TransportError);
     if !broken {
         while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, stream.next()).await {}
     }
     (stream, None)
-}
-
-/// Handles one client message.
-async fn handle_message(
-    message: Message,
-    sink: &WsSink,
-    settings: &SessionSettings,
-    connection: &Connection,
-    inbound: &dyn InboundHandler,
-) {
-    let reply = match message {
-        Message::Text(text) => match decode_client_text(text.as_str(), &settings.decode) {
-            Ok(ClientMessage::Ping) => Some(settings.pong.clone()),
-            Ok(ClientMessage::Message(envelope)) => {
-                let kind = envelope.kind.clone();
-                match inbound.handle(connection, envelope).await {
-                    Ok(Some(reply)) => Some(Frame::encode(&reply)),
-                    Ok(None) => None,
-                    Err(error) => {
-                        debug!(%error, kind = kind.as_str(), "inbound message refused");
-                        Some(ClientFault::Inbound(&error, &kind).frame())
-                    }
-                }
-            }
-            Ok(_) => None,
-            Err(error) => {
-                debug!(%error, "undecodable client message");
-                Some(ClientFault::Decode(&error).frame())
-            }
-        },
-        Message::Binary(_) => Some(ClientFault::Binary.frame()),
-        Message::Close(_) => {
-            sink.end(SessionEnd::ClientClosed);
-            None
-        }
-        // Pings are answered by tungstenite; pongs and pings only count as activity.
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
-    };
-    if let Some(frame) = reply {
-        // A full queue ends the connection as a slow consumer; a closed one is ending anyway.
-        let _ = sink.send(frame);
-    }
 }
 
 /// The monotonic instant at which a token's wall-clock expiry falls; `None` when it has none
@@ -508,6 +752,62 @@ mod tests {
         assert_eq!(sink.send(frame), Err(SendError::Closed));
         sink.close(CloseReason::Kicked);
         assert_eq!(sink.ended(), Some(SessionEnd::SlowConsumer), "first end wins");
+    }
+
+    #[test]
+    fn queue_buffers_shrink_back_after_a_burst() {
+        use futures_util::FutureExt;
+        let sink = outbound_channel(1000);
+        let frame = Frame::from_text("{}".to_owned());
+        let mut batch = VecDeque::new();
+        // Two bursts, so that both buffers (the queue's and the writer's batch) grow.
+        for _ in 0..2 {
+            for _ in 0..500 {
+                assert_eq!(sink.send(frame.clone()), Ok(()));
+            }
+            assert_eq!(sink.queued().now_or_never(), Some(()));
+            sink.take_queued(&mut batch);
+            assert_eq!(batch.len(), 500);
+            batch.clear();
+        }
+        assert!(batch.capacity() >= 500 && sink.queue.lock().capacity() >= 500);
+        // Mid-burst (something queued since the writer looked) nothing shrinks.
+        assert_eq!(sink.send(frame.clone()), Ok(()));
+        sink.release_idle(&mut batch);
+        assert!(batch.capacity() >= 500);
+        assert_eq!(sink.queued().now_or_never(), Some(()));
+        sink.take_queued(&mut batch);
+        batch.clear();
+        // Idle: both come back to the small size.
+        sink.release_idle(&mut batch);
+        assert!(batch.capacity() <= IDLE_QUEUE_SLOTS, "batch keeps {}", batch.capacity());
+        let queue = sink.queue.lock().capacity();
+        assert!(queue <= IDLE_QUEUE_SLOTS, "queue keeps {queue}");
+    }
+
+    #[test]
+    fn frames_accepted_before_an_end_are_still_queued_and_none_after() {
+        let sink = outbound_channel(8);
+        let frame = Frame::from_text("{}".to_owned());
+        assert_eq!(sink.send(frame.clone()), Ok(()));
+        sink.close(CloseReason::Kicked);
+        assert_eq!(sink.send(frame), Err(SendError::Closed));
+        let mut batch = VecDeque::new();
+        sink.take_queued(&mut batch);
+        assert_eq!(batch.len(), 1);
+        assert!(flushes_queue(&SessionEnd::Closed(CloseReason::Kicked)));
+        assert!(!flushes_queue(&SessionEnd::SlowConsumer));
+    }
+
+    #[test]
+    fn text_messages_carry_the_frame_bytes_unchanged() {
+        let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"é"}}"#.to_owned());
+        let Message::Frame(raw) = text_message(frame.clone()) else {
+            panic!("not a ready-made frame");
+        };
+        assert_eq!(raw.header().opcode, OpCode::Data(Data::Text));
+        assert!(raw.header().is_final);
+        assert_eq!(raw.payload(), frame.as_bytes());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use realtime_ports::{
 };
 use serde::Serialize;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
 use warp::Reply;
 use warp::reply::Response;
 
@@ -220,6 +222,13 @@ pub(crate) enum SessionEnd {
     Shutdown,
     /// The service closed the connection through its sink (for example, a kick).
     Closed(CloseReason),
+    /// The client broke the WebSocket protocol (RFC 6455: reserved bits, unknown opcode,
+    /// unmasked or fragmented control frame, bad close frame, stray continuation).
+    ProtocolViolation,
+    /// The client sent a text message that is not valid UTF-8.
+    InvalidUtf8,
+    /// The client went on sending over its inbound rate limit.
+    RateLimited,
 }
 
 impl SessionEnd {
@@ -236,6 +245,9 @@ impl SessionEnd {
             SessionEnd::Closed(CloseReason::Kicked) => Some((close::DISCONNECTED, "kicked")),
             // A reason added to the ports later and not mapped yet: a generic close.
             SessionEnd::Closed(_) => Some((close::NORMAL, "closed")),
+            SessionEnd::ProtocolViolation => Some((close::PROTOCOL_ERROR, "protocol error")),
+            SessionEnd::InvalidUtf8 => Some((close::INVALID_PAYLOAD, "invalid UTF-8")),
+            SessionEnd::RateLimited => Some((close::RATE_LIMITED, "rate limited")),
         }
     }
 
@@ -250,7 +262,33 @@ impl SessionEnd {
             SessionEnd::SlowConsumer => DisconnectReason::SlowConsumer,
             SessionEnd::Shutdown => DisconnectReason::Shutdown,
             SessionEnd::Closed(_) => DisconnectReason::Kicked,
+            SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8 | SessionEnd::RateLimited => {
+                DisconnectReason::ProtocolError
+            }
         }
+    }
+
+    /// How a read error from the client's stream ends the connection: its own faults get a
+    /// close code, a failing or vanished socket does not.
+    pub(crate) fn from_read_error(error: &WsError) -> SessionEnd {
+        match error {
+            WsError::Capacity(_) => SessionEnd::MessageTooBig,
+            WsError::Utf8(_) => SessionEnd::InvalidUtf8,
+            WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake) => {
+                SessionEnd::TransportError
+            }
+            WsError::Protocol(_) => SessionEnd::ProtocolViolation,
+            _ => SessionEnd::TransportError,
+        }
+    }
+
+    /// Whether the stream can no longer be read frame by frame after this end (the client's
+    /// bytes are then drained raw so that the close frame is not lost to a reset).
+    pub(crate) fn stream_broken(&self) -> bool {
+        matches!(
+            self,
+            SessionEnd::MessageTooBig | SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8
+        )
     }
 }
 
@@ -263,6 +301,11 @@ pub(crate) enum ClientFault<'a> {
     Binary,
     /// The application's inbound handler refused or failed the message.
     Inbound(&'a InboundError, &'a MessageType),
+    /// Handling the message failed on the server's side (the handler panicked or timed out,
+    /// or the service refused its reply); logged by the caller, no detail for the client.
+    Internal,
+    /// The client sent over its inbound rate limit; the message was dropped.
+    RateLimited,
 }
 
 impl ClientFault<'_> {
@@ -284,7 +327,13 @@ impl ClientFault<'_> {
                 (protocol::ERROR_REJECTED, text.as_str().into())
             }
             // Internal failures are logged by the caller; the client sees no detail.
-            ClientFault::Inbound(_, _) => (protocol::ERROR_INTERNAL, "internal error".into()),
+            ClientFault::Inbound(_, _) | ClientFault::Internal => {
+                (protocol::ERROR_INTERNAL, "internal error".into())
+            }
+            ClientFault::RateLimited => (
+                protocol::ERROR_RATE_LIMITED,
+                "too many messages; slow down or the connection is closed".into(),
+            ),
         };
         #[derive(Serialize)]
         struct ErrorPayload<'a> {
@@ -358,10 +407,48 @@ mod tests {
             (SessionEnd::SlowConsumer, Some(4008), DisconnectReason::SlowConsumer),
             (SessionEnd::Shutdown, Some(1012), DisconnectReason::Shutdown),
             (SessionEnd::Closed(CloseReason::Kicked), Some(4003), DisconnectReason::Kicked),
+            (SessionEnd::ProtocolViolation, Some(1002), DisconnectReason::ProtocolError),
+            (SessionEnd::InvalidUtf8, Some(1007), DisconnectReason::ProtocolError),
+            (SessionEnd::RateLimited, Some(4029), DisconnectReason::ProtocolError),
         ];
         for (end, code, reason) in cases {
             assert_eq!(end.close_frame().map(|(c, _)| c), code, "{end:?}");
             assert_eq!(end.disconnect_reason(), reason, "{end:?}");
+        }
+    }
+
+    #[test]
+    fn read_errors_map_to_ends() {
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        let cases = [
+            (WsError::Utf8("bad".into()), SessionEnd::InvalidUtf8),
+            (
+                WsError::Protocol(WsProtocolError::NonZeroReservedBits),
+                SessionEnd::ProtocolViolation,
+            ),
+            (
+                WsError::Protocol(WsProtocolError::InvalidCloseSequence),
+                SessionEnd::ProtocolViolation,
+            ),
+            (
+                WsError::Protocol(WsProtocolError::UnmaskedFrameFromClient),
+                SessionEnd::ProtocolViolation,
+            ),
+            (
+                WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake),
+                SessionEnd::TransportError,
+            ),
+            (
+                WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 }),
+                SessionEnd::MessageTooBig,
+            ),
+            (WsError::ConnectionClosed, SessionEnd::TransportError),
+            (WsError::Io(std::io::ErrorKind::ConnectionReset.into()), SessionEnd::TransportError),
+        ];
+        for (error, end) in cases {
+            let got = SessionEnd::from_read_error(&error);
+            assert_eq!(got, end, "{error}");
+            assert_eq!(got.stream_broken(), got.close_frame().is_some(), "{error}");
         }
     }
 
@@ -371,6 +458,8 @@ mod tests {
         let kind = MessageType::new("chat").unwrap_or_else(|e| panic!("{e}"));
         let cases = [
             (ClientFault::Binary, "binary_unsupported"),
+            (ClientFault::Internal, "internal_error"),
+            (ClientFault::RateLimited, "rate_limited"),
             (ClientFault::Inbound(&InboundError::Unsupported, &kind), "unsupported_type"),
             (ClientFault::Inbound(&InboundError::Rejected("no".into()), &kind), "rejected"),
             (

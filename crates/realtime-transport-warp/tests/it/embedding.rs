@@ -53,7 +53,7 @@ fn deps(api: &Arc<FakeApi>) -> Deps {
     Deps {
         api: api.clone(),
         verifier: Arc::new(FakeVerifier),
-        inbound: Some(Arc::new(FakeInbound)),
+        inbound: Some(Arc::new(FakeInbound::default())),
         metrics: Some(Arc::new(|| "realtime_up 1\n".to_owned())),
     }
 }

@@ -29,6 +29,10 @@ async fn malformed_messages_get_error_frames_and_the_connection_goes_on() {
         (r#"{"payload":{}}"#, "no \"type\""),
         (r#"{"type":5}"#, "must be a string"),
         (r#"{"type":"x","payload":[1]}"#, "\"payload\" must be a JSON object"),
+        // Types only the server sends cannot come from a client.
+        (r#"{"type":"pong","payload":{}}"#, "reserved for the server"),
+        (r#"{"type":"connected"}"#, "reserved for the server"),
+        (r#"{"type":"error","payload":{"code":"x"}}"#, "reserved for the server"),
     ];
     for (text, says) in cases {
         send_text(&mut ws, text).await;

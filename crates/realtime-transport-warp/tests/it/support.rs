@@ -163,6 +163,10 @@ impl RealtimeApi for FakeApi {
     }
 
     async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
+        // As the contract requires of every service.
+        if realtime_core::protocol::is_reserved_server_type(message.kind.as_str()) {
+            return Err(PublishError::ReservedType(message.kind.clone()));
+        }
         Ok(self.fan_out(target, message))
     }
 }
@@ -208,8 +212,32 @@ impl TokenVerifier for FakeVerifier {
 // ---------------------------------------------------------------- fake inbound handler
 
 /// `echo` replies with the same payload; `reject` is refused; `boom` fails internally;
+/// `hang` never completes; `panic` panics; `forge` replies with a `pong` (a reserved type);
 /// anything else is unsupported.
-pub struct FakeInbound;
+#[derive(Default)]
+pub struct FakeInbound {
+    /// How many `hang` messages were handed over so far.
+    hangs: Mutex<usize>,
+    notify: tokio::sync::Notify,
+}
+
+impl FakeInbound {
+    /// Waits until `n` `hang` messages have reached the handler.
+    pub async fn hanging(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.notify.notified();
+                if *self.hangs.lock() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{n} hang messages never reached the handler"));
+    }
+}
 
 #[async_trait]
 impl InboundHandler for FakeInbound {
@@ -222,6 +250,16 @@ impl InboundHandler for FakeInbound {
             "echo" => Ok(Some(message)),
             "reject" => Err(InboundError::Rejected("not allowed here".to_owned())),
             "boom" => Err(InboundError::Internal("database password is hunter2".to_owned())),
+            "hang" => {
+                *self.hangs.lock() += 1;
+                self.notify.notify_waiters();
+                std::future::pending().await
+            }
+            "panic" => panic!("inbound handler panicked on purpose"),
+            "forge" => Ok(Some(
+                Envelope::from_parts("pong", serde_json::json!({}))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )),
             _ => Err(InboundError::Unsupported),
         }
     }
@@ -233,6 +271,7 @@ impl InboundHandler for FakeInbound {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub api: Arc<FakeApi>,
+    pub inbound: Arc<FakeInbound>,
     pub shutdown: ShutdownHandle,
     pub task: JoinHandle<()>,
 }
@@ -259,13 +298,14 @@ pub async fn start_with(
     metrics: Option<realtime_transport_warp::MetricsRenderer>,
 ) -> TestServer {
     let api = FakeApi::new(max_connections);
+    let inbound = Arc::new(FakeInbound::default());
     let deps = Deps {
         api: api.clone(),
         verifier: Arc::new(FakeVerifier),
-        inbound: Some(Arc::new(FakeInbound)),
+        inbound: Some(inbound.clone()),
         metrics,
     };
-    serve(api, deps, config).await
+    serve(api, inbound, deps, config).await
 }
 
 /// A server with the fake service and `verifier`, and `inbound` if any.
@@ -277,17 +317,23 @@ pub async fn start_verifying(
     let api = FakeApi::new(1000);
     let mut deps = Deps::new(api.clone(), verifier);
     deps.inbound = inbound;
-    serve(api, deps, config).await
+    serve(api, Arc::new(FakeInbound::default()), deps, config).await
 }
 
-async fn serve(api: Arc<FakeApi>, deps: Deps, config: TransportConfig) -> TestServer {
+/// `inbound` is the fake handler the test looks at (it serves only if `deps` holds it).
+async fn serve(
+    api: Arc<FakeApi>,
+    inbound: Arc<FakeInbound>,
+    deps: Deps,
+    config: TransportConfig,
+) -> TestServer {
     let server = Server::bind(([127, 0, 0, 1], 0).into(), deps, config)
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
     let task = tokio::spawn(server.run());
-    TestServer { addr, api, shutdown, task }
+    TestServer { addr, api, inbound, shutdown, task }
 }
 
 impl TestServer {
