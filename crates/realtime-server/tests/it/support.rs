@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
-use realtime_ports::{ConnectionRegistry, RealtimeApi};
+use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_server::{Config, Running};
 use realtime_service::{RealtimeService, ServiceConfig};
@@ -58,6 +58,8 @@ pub async fn stop(running: Running) {
 pub struct Stack {
     pub addr: SocketAddr,
     pub registry: Arc<InMemoryRegistry>,
+    /// The service, as the application holds it.
+    pub api: Arc<dyn RealtimeApi>,
     pub shutdown: ShutdownHandle,
     task: JoinHandle<()>,
 }
@@ -73,21 +75,29 @@ pub fn transport() -> TransportConfig {
 }
 
 pub async fn start_stack(transport: TransportConfig) -> Stack {
+    start_stack_with(transport, ServiceConfig::default(), None).await
+}
+
+/// [`start_stack`] with a service configuration and the application's inbound handler, if any.
+pub async fn start_stack_with(
+    transport: TransportConfig,
+    service: ServiceConfig,
+    inbound: Option<Arc<dyn InboundHandler>>,
+) -> Stack {
     let registry = Arc::new(InMemoryRegistry::new());
-    let api: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(
-        registry.clone() as Arc<dyn ConnectionRegistry>,
-        ServiceConfig::default(),
-    ));
+    let api: Arc<dyn RealtimeApi> =
+        Arc::new(RealtimeService::new(registry.clone() as Arc<dyn ConnectionRegistry>, service));
     let verifier =
         JwtVerifier::new(JwtConfig::hs256(SECRET.to_vec())).unwrap_or_else(|e| panic!("{e}"));
-    let deps = Deps::new(api.clone(), Arc::new(verifier));
+    let mut deps = Deps::new(api.clone(), Arc::new(verifier));
+    deps.inbound = inbound;
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), deps, transport)
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
     let task = tokio::spawn(server.run());
-    Stack { addr, registry, shutdown, task }
+    Stack { addr, registry, api, shutdown, task }
 }
 
 impl Stack {
