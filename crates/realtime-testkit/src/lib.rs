@@ -7,6 +7,9 @@
 //! - [`registry_contract`] and the [`registry_contract_tests!`] macro: the checks every
 //!   [`ConnectionRegistry`](realtime_ports::ConnectionRegistry) adapter must pass, one
 //!   `#[test]` per case.
+//! - [`sink_contract`] and the [`sink_contract_tests!`] macro: the checks every
+//!   [`ConnectionSink`](realtime_ports::ConnectionSink) must pass, driven through a
+//!   [`SinkHarness`](sink_contract::SinkHarness).
 //! - [`registry_model`]: random operation sequences applied to a registry and to a naive
 //!   model; every lookup must agree exactly with `realtime_core::route`.
 //! - [`jwt`]: HS256 tokens (and odd ones) for tests and benchmarks.
@@ -31,6 +34,7 @@ pub mod raw_ws;
 pub mod registry_contract;
 pub mod registry_model;
 mod sink;
+pub mod sink_contract;
 pub mod ws;
 
 #[cfg(test)]
@@ -93,5 +97,45 @@ macro_rules! registry_contract_tests {
     };
     ($make:expr $(,)?) => {
         $crate::registry_contract_tests!(registry_contract, $make);
+    };
+}
+
+/// Expands to one `#[test]` per case of the [`ConnectionSink`](realtime_ports::ConnectionSink)
+/// contract suite ([`sink_contract`]), inside a module (`sink_contract` unless named).
+///
+/// The argument is an expression evaluating to a closure that makes a fresh
+/// [`SinkHarness`](sink_contract::SinkHarness) for a queue capacity; names are resolved in
+/// the invoking module.
+///
+/// ```text
+/// realtime_testkit::sink_contract_tests!(|capacity| MyHarness::new(capacity));
+/// ```
+#[macro_export]
+macro_rules! sink_contract_tests {
+    ($module:ident, $make:expr $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::sink_contract_tests!(@cases $make;
+                frames_are_written_in_order,
+                a_full_queue_is_a_slow_consumer,
+                send_after_close_is_closed,
+                close_is_idempotent_and_the_first_end_wins,
+                frames_accepted_before_close_are_still_written,
+                concurrent_sends_keep_each_senders_order,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::sink_contract::$case($make);
+            }
+        )*
+    };
+    ($make:expr $(,)?) => {
+        $crate::sink_contract_tests!(sink_contract, $make);
     };
 }

@@ -100,6 +100,8 @@ mod tests {
 
     use super::*;
 
+    crate::sink_contract_tests!(recording_contract, crate::sink_contract::RecordingHarness::new);
+
     /// One step against a sink and what it must answer.
     enum Step {
         Send(&'static str, Result<(), SendError>),

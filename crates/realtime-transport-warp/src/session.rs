@@ -739,7 +739,41 @@ async fn linger(io: &mut TokioIo<hyper::upgrade::Upgraded>) {
 
 #[cfg(test)]
 mod tests {
+    use realtime_testkit::SinkClosed;
+    use realtime_testkit::sink_contract::SinkHarness;
+
     use super::*;
+
+    /// The queue driven directly, as the writer drives it.
+    struct WsHarness(Arc<WsSink>);
+
+    impl SinkHarness for WsHarness {
+        fn sink(&self) -> Arc<dyn ConnectionSink> {
+            self.0.clone()
+        }
+
+        fn take_written(&self) -> Vec<Frame> {
+            let mut batch = VecDeque::new();
+            self.0.take_queued(&mut batch);
+            batch
+                .into_iter()
+                .filter_map(|item| match item {
+                    Outbound::Frame(frame) => Some(frame),
+                    Outbound::Ping => None,
+                })
+                .collect()
+        }
+
+        fn closed(&self) -> Option<SinkClosed> {
+            match self.0.ended()? {
+                SessionEnd::SlowConsumer => Some(SinkClosed::SlowConsumer),
+                SessionEnd::Closed(reason) => Some(SinkClosed::By(reason)),
+                other => panic!("the sink alone cannot end as {other:?}"),
+            }
+        }
+    }
+
+    realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(capacity)));
 
     #[test]
     fn sink_queue_full_ends_as_slow_consumer_and_then_refuses() {
