@@ -11,9 +11,10 @@ use crate::envelope::Envelope;
 /// A `Frame` holds reference-counted bytes ([`bytes::Bytes`]): cloning it for another
 /// recipient is an atomic increment, never a copy, an allocation or a re-serialisation.
 ///
-/// **Invariant:** the bytes are valid UTF-8 (they are produced by `serde_json`), so a
-/// transport may hand them to a text-message type without validating them again (for
-/// tungstenite: `Utf8Bytes::from_bytes_unchecked`).
+/// **Invariant:** the bytes are valid UTF-8 (they are produced by `serde_json` or taken from a
+/// `String`), so a transport may write them as a text frame without validating them again.
+/// Nothing relies on it for memory safety: the WebSocket transport hands the bytes over as a
+/// ready-made frame, and the workspace forbids `unsafe` code.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame(Bytes);
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use realtime_auth_jwt::{JwtConfig, JwtKey, JwtVerifier};
-use realtime_core::LivenessConfig;
+use realtime_core::{LivenessConfig, RateLimitConfig};
 use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi, TokenVerifier};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_service::{RealtimeService, ServiceConfig};
@@ -100,6 +100,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             pong_timeout: Duration::from_secs(config.pong_timeout_secs),
         },
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        inbound_timeout: Duration::from_millis(config.inbound_timeout_ms),
+        inbound_rate: RateLimitConfig {
+            per_second: config.inbound_rate,
+            burst: config.inbound_burst,
+        },
         api_key: ApiKey::new(api_key.clone()),
         demo_page: demo.then_some(DEMO_PAGE),
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),

@@ -87,6 +87,19 @@ pub struct Config {
     #[arg(long, env = "REALTIME_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
 
+    /// Milliseconds an inbound handler call may take before the client gets `internal_error`.
+    #[arg(long, env = "REALTIME_INBOUND_TIMEOUT_MS", default_value_t = 10_000)]
+    pub inbound_timeout_ms: u64,
+
+    /// Client messages per second a connection may send on average; more are answered with
+    /// `rate_limited`, and ten refused in a row close the connection with 4029.
+    #[arg(long, env = "REALTIME_INBOUND_RATE", default_value_t = 100)]
+    pub inbound_rate: u32,
+
+    /// Client messages a connection may send at once (the rate limit's burst).
+    #[arg(long, env = "REALTIME_INBOUND_BURST", default_value_t = 200)]
+    pub inbound_burst: u32,
+
     /// Seconds the shutdown drain may take before the process exits.
     #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,

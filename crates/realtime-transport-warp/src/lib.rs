@@ -9,7 +9,9 @@
 //!   is verified before the upgrade; the upgrade is performed here so that tungstenite's
 //!   whole `WebSocketConfig` is set (small buffers, bounded messages).
 //! - Per connection: one bounded outbound queue and one writer; a full queue closes the
-//!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001).
+//!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001);
+//!   an inbound rate limit (`rate_limited`, then 4029); protocol violations close with 1002
+//!   or 1007; the inbound handler runs beside the timers with a timeout.
 //! - `POST /api/publish`, `POST /api/disconnect`, `GET /healthz`, `GET /metrics`, `GET /`
 //!   (demo page): filters in [`filters`] that compose with an application's own routes.
 //! - [`Server`]: our own accept loop on hyper (HTTP/1.1), with a header-read timeout, a

@@ -72,3 +72,25 @@ async fn a_panicking_handler_leaks_neither_the_registration_nor_the_slot() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_rate_limit_settings_reach_the_connections_and_zero_is_refused() {
+    let mut config = support::config();
+    config.inbound_rate = 1;
+    config.inbound_burst = 1;
+    let running = support::start(config).await;
+    let (mut ws, _) = support::connect(running.addr, &support::token("alice", &[])).await;
+    for _ in 0..20 {
+        send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    }
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+    assert_eq!(next_json(&mut ws).await["payload"]["code"], "rate_limited");
+    assert_eq!(support::expect_close_then_end(&mut ws).await, (4029, "rate limited".to_owned()));
+    support::stop(running).await;
+
+    let mut zero = support::config();
+    zero.inbound_rate = 0;
+    let error = realtime_server::start(zero).await.err().map(|e| format!("{e:#}"));
+    let error = error.unwrap_or_else(|| panic!("a zero rate was accepted"));
+    assert!(error.contains("inbound_rate.per_second"), "{error}");
+}
