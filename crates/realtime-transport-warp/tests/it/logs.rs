@@ -62,3 +62,25 @@ async fn no_token_or_api_key_appears_in_log_output() {
         assert!(!logs.contains(secret), "{secret:?} appears in the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn a_handler_panic_is_logged_once_and_a_protocol_violation_not_as_an_error() {
+    let capture = Capture::new();
+    let _guard = tracing::subscriber::set_default(capture.subscriber());
+    let server = support::start(test_config()).await;
+    let (mut ws, id) = support::connect(server.addr, "good.alice").await;
+    support::send_text(&mut ws, r#"{"type":"panic"}"#).await;
+    assert_eq!(support::next_json(&mut ws).await["payload"]["code"], "internal_error");
+    drop(ws);
+    server.api.disconnected(id).await;
+    let (mut raw, id) = realtime_testkit::raw_ws::RawWs::connect(server.addr, "good.bob").await;
+    raw.write(&realtime_testkit::raw_ws::RawFrame::new(0x3, *b"{}").encode()).await;
+    assert_eq!(raw.expect_close().await.map(|(code, _)| code), Some(1002));
+    server.api.disconnected(id).await;
+    server.stop().await;
+
+    let logs = capture.text();
+    let errors: Vec<&str> = logs.lines().filter(|line| line.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error line, for the panic:\n{logs}");
+    assert!(errors[0].contains("inbound handler panicked"), "{logs}");
+}
