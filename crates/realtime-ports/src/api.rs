@@ -61,6 +61,8 @@ pub enum DisconnectReason {
     SlowConsumer,
     /// The client broke the protocol (for example, an oversize frame).
     ProtocolError,
+    /// The client kept sending faster than its inbound rate limit allows.
+    RateLimited,
     /// The server is shutting down.
     Shutdown,
     /// The application removed it ([`RealtimeApi::kick`]).
@@ -77,6 +79,7 @@ impl DisconnectReason {
             DisconnectReason::TokenExpired => "token_expired",
             DisconnectReason::SlowConsumer => "slow_consumer",
             DisconnectReason::ProtocolError => "protocol_error",
+            DisconnectReason::RateLimited => "rate_limited",
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::Kicked => "kicked",
         }

@@ -857,8 +857,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(expiry_instant(None, now), None);
         assert_eq!(expiry_instant(Some(UnixMillis(0)), now), Some(now.into_std()));
-        // Far beyond any real expiry: no overflow, no panic.
-        let _ = expiry_instant(Some(UnixMillis(u64::MAX)), now);
+        // Far beyond any real expiry: no overflow and no wrap-around into the past (either
+        // an instant centuries away, or none when the clock cannot represent it).
+        let far = expiry_instant(Some(UnixMillis(u64::MAX)), now);
+        let a_century = Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(far.is_none_or(|at| at > now.into_std() + a_century), "{far:?}");
         let in_a_minute = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))

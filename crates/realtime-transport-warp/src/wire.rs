@@ -262,9 +262,10 @@ impl SessionEnd {
             SessionEnd::SlowConsumer => DisconnectReason::SlowConsumer,
             SessionEnd::Shutdown => DisconnectReason::Shutdown,
             SessionEnd::Closed(_) => DisconnectReason::Kicked,
-            SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8 | SessionEnd::RateLimited => {
+            SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8 => {
                 DisconnectReason::ProtocolError
             }
+            SessionEnd::RateLimited => DisconnectReason::RateLimited,
         }
     }
 
@@ -409,7 +410,7 @@ mod tests {
             (SessionEnd::Closed(CloseReason::Kicked), Some(4003), DisconnectReason::Kicked),
             (SessionEnd::ProtocolViolation, Some(1002), DisconnectReason::ProtocolError),
             (SessionEnd::InvalidUtf8, Some(1007), DisconnectReason::ProtocolError),
-            (SessionEnd::RateLimited, Some(4029), DisconnectReason::ProtocolError),
+            (SessionEnd::RateLimited, Some(4029), DisconnectReason::RateLimited),
         ];
         for (end, code, reason) in cases {
             assert_eq!(end.close_frame().map(|(c, _)| c), code, "{end:?}");

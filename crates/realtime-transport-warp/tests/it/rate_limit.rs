@@ -55,7 +55,7 @@ async fn a_flooding_client_gets_rate_limited_then_4029_and_others_are_unaffected
     assert_eq!(close, (4029, "rate limited".to_owned()));
     assert!(pongs >= 3, "the burst was answered: {pongs}");
     assert!(limited >= 1, "refusals were announced: {limited}");
-    assert_eq!(server.api.disconnected(flood_id).await, DisconnectReason::ProtocolError);
+    assert_eq!(server.api.disconnected(flood_id).await, DisconnectReason::RateLimited);
     // The other client goes on.
     send_text(&mut bob, r#"{"type":"ping"}"#).await;
     assert_eq!(next_json(&mut bob).await["type"], "pong");
