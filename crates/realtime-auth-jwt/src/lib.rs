@@ -37,7 +37,9 @@
 //! - `exp` present, a number, and not past (beyond the leeway); `nbf`, if present, not in the
 //!   future; `sub` present. `iss`/`aud` as configured.
 //! - `sub`, `roles`, `permissions` as [`realtime_core::RawClaims`] describes; the identity
-//!   is [`realtime_core::Identity::from_claims`], whose `expires_at` comes from `exp`.
+//!   is [`realtime_core::Identity::from_claims`]; its `expires_at` is `exp` plus the leeway
+//!   (when the verifier starts refusing the token), so a connection admitted inside the
+//!   leeway is closed with 4001 only when the leeway is over, never at once.
 //!
 //! Every refusal is one [`realtime_ports::AuthError`] variant, mapped from jsonwebtoken's
 //! `ErrorKind` in one `match`.

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use realtime_core::{BearerToken, Identity, RawClaims};
+use realtime_core::{BearerToken, Identity, RawClaims, UnixMillis};
 use realtime_ports::{AuthError, TokenVerifier};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -94,7 +94,8 @@ impl JwtVerifier {
     }
 
     /// Verifies `token` now (against the system clock) and returns the identity it proves;
-    /// the synchronous body of [`TokenVerifier::verify`].
+    /// the synchronous body of [`TokenVerifier::verify`]. The identity's `expires_at` is `exp`
+    /// plus the configured leeway: the moment from which this verifier refuses the token.
     ///
     /// # Errors
     /// The [`AuthError`] that says why the token is refused; it never contains the token.
@@ -116,7 +117,14 @@ impl JwtVerifier {
                 return Err(auth_error(error.into_kind()));
             }
         };
-        Ok(Identity::from_claims(data.claims.into_raw()?)?)
+        let mut identity = Identity::from_claims(data.claims.into_raw()?)?;
+        // The connection lives exactly as long as this verifier would admit the token: until
+        // `exp` plus the leeway it was just checked with (so a token inside the leeway is not
+        // admitted only to be closed with 4001 at once).
+        let leeway_ms = self.validation.leeway.saturating_mul(1000);
+        identity.expires_at =
+            identity.expires_at.map(|exp| UnixMillis(exp.0.saturating_add(leeway_ms)));
+        Ok(identity)
     }
 }
 

@@ -72,7 +72,11 @@ pub struct Identity {
     pub roles: BTreeSet<Role>,
     /// Permissions granted by the token (deduplicated, sorted).
     pub permissions: BTreeSet<Permission>,
-    /// When the token expires, if it says; the transport closes the connection then.
+    /// When the connection must end, if the token expires: the moment from which the
+    /// verifier that built this identity refuses the token, so it includes the clock-skew
+    /// leeway the verifier applied to `exp` (a JWT's `exp` plus the leeway). The transport
+    /// closes the connection then (4001). [`Identity::from_claims`] sets it to `exp` itself;
+    /// a verifier with a leeway adds it.
     pub expires_at: Option<UnixMillis>,
 }
 

@@ -110,6 +110,11 @@ pub trait TokenVerifier: Send + Sync + 'static {
     /// MUST return an [`AuthError`] for every token that is not valid now: bad signature,
     /// algorithm other than the configured one, expired, not yet valid, wrong issuer or
     /// audience, missing or ill-typed claims. MUST NOT put the token in the error.
+    ///
+    /// # Expiry
+    /// The identity's `expires_at` MUST be the moment from which this verifier refuses the
+    /// token: with a clock-skew leeway on `exp`, that is `exp` plus the leeway. The transport
+    /// closes the connection then, so a token admitted inside the leeway is not closed at once.
     async fn verify(&self, token: &BearerToken) -> Result<Identity, AuthError>;
 
     /// Authenticates an upgrade request. The transport calls this, never

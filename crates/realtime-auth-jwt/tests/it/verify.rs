@@ -19,7 +19,8 @@ fn expected(user: &str, roles: &[&str], permissions: &[&str], exp: u64) -> Ident
             .iter()
             .map(|p| Permission::new(p).unwrap_or_else(|e| panic!("{e}")))
             .collect::<BTreeSet<_>>(),
-        expires_at: Some(UnixMillis::from_secs(exp)),
+        // `exp` plus the default leeway: when the verifier starts refusing the token.
+        expires_at: Some(UnixMillis::from_secs(exp + JwtConfig::DEFAULT_LEEWAY.as_secs())),
     }
 }
 
@@ -107,13 +108,25 @@ async fn optional_checks_pass_when_met() {
 async fn leeway_tolerates_small_skew() {
     // Five seconds past `exp` (or before `nbf`) is inside the default 10 s leeway.
     let v = Arc::new(hs256());
+    // The identity expires when the leeway is over, not at `exp`, so the connection is not
+    // admitted only to be closed at once.
     let late = now() - 5;
     assert_eq!(
         verify(v.clone(), &mint_hs256(&json!({"sub": "u", "exp": late}))).await.expires_at,
-        Some(UnixMillis::from_secs(late))
+        Some(UnixMillis::from_secs(late + 10))
     );
     verify(v, &mint_hs256(&json!({"sub": "u", "exp": now() + 60, "nbf": now() + 5}))).await;
 
     let wide = Arc::new(verifier(JwtConfig::hs256(SECRET).with_leeway(Duration::from_secs(120))));
-    verify(wide, &mint_hs256(&json!({"sub": "u", "exp": now() - 60}))).await;
+    let exp = now() - 60;
+    assert_eq!(
+        verify(wide, &mint_hs256(&json!({"sub": "u", "exp": exp}))).await.expires_at,
+        Some(UnixMillis::from_secs(exp + 120))
+    );
+    let none = Arc::new(verifier(JwtConfig::hs256(SECRET).with_leeway(Duration::ZERO)));
+    let exp = now() + 60;
+    assert_eq!(
+        verify(none, &mint_hs256(&json!({"sub": "u", "exp": exp}))).await.expires_at,
+        Some(UnixMillis::from_secs(exp))
+    );
 }

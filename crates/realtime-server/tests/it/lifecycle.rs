@@ -1,5 +1,6 @@
 //! A slow client is closed with 4008 while the others receive everything; a token that
-//! expires mid-connection closes it with 4001; shutdown sends 1012 to every client.
+//! expires mid-connection closes it with 4001 (at `exp` plus the verifier's leeway, so a token
+//! admitted inside the leeway is served until then); shutdown sends 1012 to every client.
 
 use realtime_testkit::jwt::{Claims, now_unix_secs};
 use realtime_testkit::ws::spawn_json_reader;
@@ -51,7 +52,9 @@ async fn a_client_that_never_reads_is_closed_with_4008_while_the_others_get_ever
 
 #[tokio::test]
 async fn a_token_that_expires_mid_connection_closes_it_with_4001() {
-    let running = support::start(support::config()).await;
+    let mut config = support::config();
+    config.jwt_leeway_secs = 1; // the connection ends at `exp` plus the leeway
+    let running = support::start(config).await;
     let token = Claims::new("alice").roles(&["user"]).exp(now_unix_secs() + 2).mint(SECRET);
     let (mut ws, id) = support::connect(running.addr, &token).await;
     // Alive before the expiry...
@@ -63,6 +66,21 @@ async fn a_token_that_expires_mid_connection_closes_it_with_4001() {
     support::eventually("expired connection unregistered", || running.api.connection_count() == 0)
         .await;
     assert_eq!(support::delivered(running.addr, &body).await, 0);
+    support::stop(running).await;
+}
+
+#[tokio::test]
+async fn a_token_inside_the_leeway_is_served_until_the_leeway_is_over() {
+    // `exp` 7 s ago is inside the default 10 s leeway: admitted, so it must not be closed
+    // with 4001 at once; it is served until `exp` plus the leeway.
+    let running = support::start(support::config()).await;
+    let token = Claims::new("alice").roles(&["user"]).exp(now_unix_secs() - 7).mint(SECRET);
+    let (mut ws, id) = support::connect(running.addr, &token).await;
+    let body = json!({"target": {"connection": id.to_string()}, "message": {"type": "n"}});
+    assert_eq!(support::delivered(running.addr, &body).await, 1);
+    assert_eq!(support::next_json(&mut ws).await["type"], "n");
+    // ...and then closed with 4001 when the leeway is over.
+    assert_eq!(support::expect_close_then_end(&mut ws).await, (4001, "token expired".to_owned()));
     support::stop(running).await;
 }
 
