@@ -35,7 +35,7 @@ pub use ids::{
     ConnectionId, InvalidConnectionId, InvalidMessageType, InvalidPermission, InvalidRole,
     InvalidTopicName, InvalidUserId, MessageType, Permission, Role, TopicName, UserId,
 };
-pub use liveness::{Liveness, LivenessAction, LivenessConfig};
+pub use liveness::{Liveness, LivenessAction, LivenessConfig, LivenessConfigError};
 pub use rate::{REFUSALS_BEFORE_CLOSE, RateLimitConfig, RateLimiter, RateVerdict};
 pub use request::{KickTarget, PublishRequest, RequestError};
 pub use routing::route;

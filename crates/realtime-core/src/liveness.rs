@@ -1,6 +1,7 @@
 //! Per-connection timers as a pure state machine: heartbeat pings, the pong deadline, and
 //! token expiry. The shell feeds it `now` and sleeps until [`Liveness::poll_timeout`].
 
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 /// Heartbeat settings.
@@ -10,6 +11,60 @@ pub struct LivenessConfig {
     pub ping_interval: Duration,
     /// Time after a ping within which the client must show a pong or any other traffic.
     pub pong_timeout: Duration,
+}
+
+/// A [`LivenessConfig`] that cannot work: a zero ping interval pings in a loop, a zero pong
+/// timeout closes every idle client, an hour-long pong timeout never notices a dead one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LivenessConfigError {
+    /// `ping_interval` is outside [`LivenessConfig::PING_INTERVAL`].
+    #[error("ping_interval must be between {min:?} and {max:?}, got {got:?}")]
+    PingInterval {
+        /// The configured value.
+        got: Duration,
+        /// The shortest accepted value.
+        min: Duration,
+        /// The longest accepted value.
+        max: Duration,
+    },
+    /// `pong_timeout` is outside [`LivenessConfig::PONG_TIMEOUT`].
+    #[error("pong_timeout must be between {min:?} and {max:?}, got {got:?}")]
+    PongTimeout {
+        /// The configured value.
+        got: Duration,
+        /// The shortest accepted value.
+        min: Duration,
+        /// The longest accepted value.
+        max: Duration,
+    },
+}
+
+impl LivenessConfig {
+    /// Accepted `ping_interval`s: 10 ms (the floor only stops a busy loop; tests use
+    /// short timers) to 1 hour.
+    pub const PING_INTERVAL: RangeInclusive<Duration> =
+        Duration::from_millis(10)..=Duration::from_secs(3600);
+    /// Accepted `pong_timeout`s: 10 ms to 10 minutes.
+    pub const PONG_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(10)..=Duration::from_secs(600);
+
+    /// Checks that the heartbeat can work.
+    ///
+    /// # Errors
+    /// [`LivenessConfigError`] names the first setting outside its range.
+    pub fn validate(&self) -> Result<(), LivenessConfigError> {
+        let (ping, pong) = (Self::PING_INTERVAL, Self::PONG_TIMEOUT);
+        if !ping.contains(&self.ping_interval) {
+            let (min, max) = (*ping.start(), *ping.end());
+            return Err(LivenessConfigError::PingInterval { got: self.ping_interval, min, max });
+        }
+        if !pong.contains(&self.pong_timeout) {
+            let (min, max) = (*pong.start(), *pong.end());
+            return Err(LivenessConfigError::PongTimeout { got: self.pong_timeout, min, max });
+        }
+        Ok(())
+    }
 }
 
 impl Default for LivenessConfig {
@@ -89,6 +144,43 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+
+    #[track_caller]
+    fn check_config(ping_ms: u64, pong_ms: u64, expected: Result<(), &str>) {
+        let config = LivenessConfig {
+            ping_interval: Duration::from_millis(ping_ms),
+            pong_timeout: Duration::from_millis(pong_ms),
+        };
+        let got = config.validate().map_err(|e| e.to_string());
+        match (&got, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(text), Err(want)) if text.starts_with(want) => {}
+            _ => panic!("ping {ping_ms} ms, pong {pong_ms} ms: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(LivenessConfig::default().validate(), Ok(()));
+        check_config(25_000, 10_000, Ok(()));
+        check_config(10, 10, Ok(()));
+        check_config(3_600_000, 600_000, Ok(()));
+        check_config(0, 10_000, Err("ping_interval must be between 10ms and 3600s, got 0ns"));
+        check_config(9, 10_000, Err("ping_interval"));
+        check_config(3_600_001, 10_000, Err("ping_interval"));
+        check_config(25_000, 0, Err("pong_timeout must be between 10ms and 600s, got 0ns"));
+        check_config(25_000, 600_001, Err("pong_timeout"));
+        assert_eq!(
+            LivenessConfig { ping_interval: Duration::ZERO, pong_timeout: Duration::ZERO }
+                .validate(),
+            Err(LivenessConfigError::PingInterval {
+                got: Duration::ZERO,
+                min: Duration::from_millis(10),
+                max: Duration::from_secs(3600),
+            }),
+            "the first bad setting is named"
+        );
+    }
 
     #[test]
     fn idle_connection_is_pinged_then_closed() {

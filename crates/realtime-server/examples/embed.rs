@@ -41,8 +41,9 @@ async fn main() -> anyhow::Result<()> {
             .with_leeway(Duration::from_secs(10)),
     )?);
     let deps = Deps::new(service.clone(), verifier).with_inbound(Arc::new(MyInbound));
+    // At least 16 bytes (`ApiKey::new` refuses shorter keys).
     let config =
-        TransportConfig { api_key: ApiKey::new(std::env::var("API_KEY")?), ..Default::default() };
+        TransportConfig { api_key: ApiKey::new(std::env::var("API_KEY")?)?, ..Default::default() };
 
     // Serve it on its own port (or mount `realtime_transport_warp::routes(deps, config, &shutdown)`
     // inside an existing warp app).

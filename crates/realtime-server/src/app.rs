@@ -10,7 +10,9 @@ use realtime_core::{LivenessConfig, RateLimitConfig};
 use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi, TokenVerifier};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_service::{RealtimeService, ServiceConfig};
-use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportConfig};
+use realtime_transport_warp::{
+    ApiKey, Deps, MetricsServer, Server, ShutdownHandle, TransportConfig,
+};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, JwtAlgorithm};
@@ -21,6 +23,8 @@ use crate::dev::{self, DevCredentials};
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: std::net::SocketAddr,
+    /// The address `GET /metrics` is served on without a key, when `metrics_listen` is set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Triggers the graceful shutdown.
     pub shutdown: ShutdownHandle,
     /// The API key for POST /api/publish (configured or generated).
@@ -30,6 +34,7 @@ pub struct Running {
     /// The service, for publishing from Rust in the same process.
     pub api: Arc<dyn RealtimeApi>,
     task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -43,6 +48,11 @@ impl Running {
     pub async fn join(self) {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "server task failed");
+        }
+        if let Some(metrics) = self.metrics_task
+            && let Err(e) = metrics.await
+        {
+            tracing::error!(error = %e, "metrics server task failed");
         }
     }
 }
@@ -65,32 +75,44 @@ fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Builds the stack and starts serving. Returns once the listener is bound.
+/// Builds the stack and starts serving. Returns once the listeners are bound.
 ///
 /// # Errors
-/// When the JWT key is invalid (for example, a secret shorter than 32 bytes or an unreadable
-/// PEM file) or the address cannot be bound.
+/// When a setting cannot work ([`Config::validate`] names it), development mode is asked to
+/// listen on a non-loopback address, the JWT key is invalid (for example, a secret shorter
+/// than 32 bytes or an unreadable PEM file) or an address cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate().map_err(anyhow::Error::msg)?;
     let (verifier, dev) = verifier(&config)?;
     let api_key = match &config.api_key {
-        Some(key) if key.len() < 16 => anyhow::bail!("REALTIME_API_KEY must be at least 16 bytes"),
         Some(key) => key.clone(),
         None => dev::random_hex(24),
     };
+    let key = ApiKey::new(&api_key).context("REALTIME_API_KEY (--api-key)")?;
+    let service_config = ServiceConfig {
+        max_connections: config.max_connections,
+        required_permissions: config.permissions().map_err(anyhow::Error::msg)?,
+        max_message_bytes: config.max_message_bytes,
+    };
+    service_config.validate().context("invalid service configuration")?;
     let registry: Arc<dyn ConnectionRegistry> = Arc::new(InMemoryRegistry::new());
-    let service: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(
-        registry,
-        ServiceConfig {
-            max_connections: config.max_connections,
-            max_message_bytes: config.max_message_bytes,
-            ..ServiceConfig::default()
-        },
-    ));
+    let service: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(registry, service_config));
     let demo = config.demo.unwrap_or(dev.is_some());
     let inbound =
         demo.then(|| Arc::new(DemoHandler::new(service.clone())) as Arc<dyn InboundHandler>);
     let metrics = prometheus()
         .map(|handle| Arc::new(move || handle.render()) as Arc<dyn Fn() -> String + Send + Sync>);
+    // With a metrics address, /metrics is served there (without the key) and not on the main
+    // listener; without one, on the main listener behind the API key.
+    let (metrics_server, metrics) = match (config.metrics_listen, metrics) {
+        (Some(addr), Some(render)) => {
+            let server = MetricsServer::bind(addr, render)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (REALTIME_METRICS_LISTEN)"))?;
+            (Some(server), None)
+        }
+        (_, metrics) => (None, metrics),
+    };
     let transport = TransportConfig {
         allowed_origins: config.allowed_origins.clone(),
         max_message_bytes: config.max_message_bytes,
@@ -105,22 +127,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             per_second: config.inbound_rate,
             burst: config.inbound_burst,
         },
-        api_key: ApiKey::new(api_key.clone()),
+        api_key: key,
         demo_page: demo.then_some(DEMO_PAGE),
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         max_header_bytes: config.max_header_bytes,
         max_http_connections: config.max_http_connections,
         ..TransportConfig::default()
     };
+    transport.validate().context("invalid transport configuration")?;
     let deps = Deps { api: service.clone(), verifier, inbound, metrics };
     let server = Server::bind(config.listen, deps, transport)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
+    let metrics_addr = metrics_server.as_ref().map(MetricsServer::local_addr);
+    let metrics_task = metrics_server.map(|metrics| tokio::spawn(metrics.run(shutdown.clone())));
     let task = tokio::spawn(server.run());
-    tracing::info!(%addr, dev = dev.is_some(), demo, "realtime server listening");
-    Ok(Running { addr, shutdown, api_key, dev, api: service, task })
+    tracing::info!(%addr, ?metrics_addr, dev = dev.is_some(), demo, "realtime server listening");
+    Ok(Running { addr, metrics_addr, shutdown, api_key, dev, api: service, task, metrics_task })
 }
 
 fn verifier(config: &Config) -> anyhow::Result<(Arc<dyn TokenVerifier>, Option<DevCredentials>)> {

@@ -1,15 +1,22 @@
 //! Server configuration: command-line flags and `REALTIME_*` environment variables.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use realtime_core::{LivenessConfig, Permission};
+use realtime_transport_warp::{
+    HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE, INBOUND_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE,
+    MAX_MESSAGE_BYTES_RANGE, OUTBOUND_QUEUE_RANGE, SHUTDOWN_GRACE_RANGE,
+};
 
 /// The realtime server: authenticated WebSocket messaging for web backends.
 ///
 /// With no configuration it starts a development server on 127.0.0.1:3000 with a random JWT
-/// secret and API key, and prints ready-to-use tokens. Every flag can also be set through the
-/// environment variable shown with it.
+/// secret and API key, and prints ready-to-use tokens (development mode listens on loopback
+/// addresses only). Every flag can also be set through the environment variable shown with it.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "realtime-server", version, about, long_about = None)]
 pub struct Config {
@@ -38,14 +45,27 @@ pub struct Config {
     #[arg(long, env = "REALTIME_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds (0 to 300). A connection
+    /// lives until `exp` plus the leeway.
     #[arg(long, env = "REALTIME_JWT_LEEWAY_SECS", default_value_t = 10)]
     pub jwt_leeway_secs: u64,
 
-    /// API key backends send as `Authorization: Bearer <key>` to POST /api/publish. Generated
-    /// and printed when not set.
+    /// Comma-separated permissions every client token must carry in its `permissions` claim
+    /// (for example `realtime:connect`); a valid token without one of them gets 403. Unset:
+    /// none required.
+    #[arg(long, env = "REALTIME_REQUIRED_PERMISSIONS", value_delimiter = ',')]
+    pub required_permissions: Vec<String>,
+
+    /// API key (at least 16 bytes) backends send as `Authorization: Bearer <key>` to
+    /// POST /api/publish, and the scraper to GET /metrics unless `--metrics-listen` is set.
+    /// Generated and printed when not set.
     #[arg(long, env = "REALTIME_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// Serve GET /metrics on this address instead, without the API key (and not on the main
+    /// listener). Unset: GET /metrics on the main listener, behind the API key.
+    #[arg(long, env = "REALTIME_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Comma-separated Origins allowed to open WebSockets (for example
     /// `https://app.example.com`). Unset: any Origin.
@@ -149,4 +169,160 @@ impl Config {
     pub fn is_dev(&self) -> bool {
         self.jwt_secret.is_none() && self.jwt_public_key_file.is_none()
     }
+
+    /// Checks every setting that [`start`](crate::start) would otherwise turn into a server
+    /// that cannot work (a zero ping interval pings in a loop, a zero pong timeout closes
+    /// every idle client), and development mode on an address other hosts can reach.
+    ///
+    /// # Errors
+    /// A message naming the flag and its environment variable, the accepted range and the
+    /// value given.
+    pub fn validate(&self) -> Result<(), String> {
+        let secs = |range: &RangeInclusive<Duration>| {
+            range.start().as_secs().max(1)..=range.end().as_secs()
+        };
+        let millis = |range: &RangeInclusive<Duration>| {
+            let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            ms(range.start()).max(1)..=ms(range.end())
+        };
+        let count = |range: &RangeInclusive<usize>| *range.start() as u64..=*range.end() as u64;
+        let rate = u64::from(*INBOUND_RATE_RANGE.start())..=u64::from(*INBOUND_RATE_RANGE.end());
+        const S: &str = " seconds";
+        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 13] = [
+            (
+                "--ping-interval-secs",
+                "REALTIME_PING_INTERVAL_SECS",
+                self.ping_interval_secs,
+                secs(&LivenessConfig::PING_INTERVAL),
+                S,
+            ),
+            (
+                "--pong-timeout-secs",
+                "REALTIME_PONG_TIMEOUT_SECS",
+                self.pong_timeout_secs,
+                secs(&LivenessConfig::PONG_TIMEOUT),
+                S,
+            ),
+            (
+                "--shutdown-grace-secs",
+                "REALTIME_SHUTDOWN_GRACE_SECS",
+                self.shutdown_grace_secs,
+                secs(&SHUTDOWN_GRACE_RANGE),
+                S,
+            ),
+            (
+                "--jwt-leeway-secs",
+                "REALTIME_JWT_LEEWAY_SECS",
+                self.jwt_leeway_secs,
+                0..=MAX_LEEWAY_SECS,
+                S,
+            ),
+            (
+                "--header-read-timeout-secs",
+                "REALTIME_HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
+                secs(&HEADER_READ_TIMEOUT_RANGE),
+                S,
+            ),
+            (
+                "--inbound-timeout-ms",
+                "REALTIME_INBOUND_TIMEOUT_MS",
+                self.inbound_timeout_ms,
+                millis(&INBOUND_TIMEOUT_RANGE),
+                " ms",
+            ),
+            (
+                "--max-connections",
+                "REALTIME_MAX_CONNECTIONS",
+                self.max_connections as u64,
+                1..=u64::MAX,
+                "",
+            ),
+            (
+                "--max-message-bytes",
+                "REALTIME_MAX_MESSAGE_BYTES",
+                self.max_message_bytes as u64,
+                MAX_MESSAGE_BYTES_RANGE,
+                "",
+            ),
+            (
+                "--outbound-queue",
+                "REALTIME_OUTBOUND_QUEUE",
+                self.outbound_queue as u64,
+                OUTBOUND_QUEUE_RANGE,
+                "",
+            ),
+            (
+                "--max-header-bytes",
+                "REALTIME_MAX_HEADER_BYTES",
+                self.max_header_bytes as u64,
+                count(&MAX_HEADER_BYTES_RANGE),
+                "",
+            ),
+            (
+                "--max-http-connections",
+                "REALTIME_MAX_HTTP_CONNECTIONS",
+                self.max_http_connections as u64,
+                1..=u64::MAX,
+                "",
+            ),
+            (
+                "--inbound-rate",
+                "REALTIME_INBOUND_RATE",
+                u64::from(self.inbound_rate),
+                rate.clone(),
+                "",
+            ),
+            ("--inbound-burst", "REALTIME_INBOUND_BURST", u64::from(self.inbound_burst), rate, ""),
+        ];
+        for (flag, env, got, range, unit) in checks {
+            if !range.contains(&got) {
+                let (min, max) = (range.start(), range.end());
+                return Err(if *max == u64::MAX {
+                    format!("{flag} ({env}) must be at least {min}{unit}, got {got}")
+                } else {
+                    format!("{flag} ({env}) must be between {min} and {max}{unit}, got {got}")
+                });
+            }
+        }
+        self.permissions()?;
+        if self.is_dev() {
+            let listeners = [
+                ("--listen (REALTIME_LISTEN)", Some(self.listen)),
+                ("--metrics-listen (REALTIME_METRICS_LISTEN)", self.metrics_listen),
+            ];
+            for (setting, addr) in listeners {
+                if let Some(addr) = addr.filter(|addr| !addr.ip().is_loopback()) {
+                    return Err(format!(
+                        "development mode (no REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY_FILE) \
+                         listens on loopback addresses only, and {setting} is {addr}: its \
+                         generated secrets and demo must not be reachable from other hosts. \
+                         Configure a JWT key, or listen on 127.0.0.1 or [::1]"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `required_permissions` parsed (empty entries skipped).
+    ///
+    /// # Errors
+    /// A message naming the setting and the invalid permission.
+    pub fn permissions(&self) -> Result<Vec<Permission>, String> {
+        self.required_permissions
+            .iter()
+            .map(|raw| raw.trim())
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| {
+                Permission::new(raw).map_err(|e| {
+                    format!("--required-permissions (REALTIME_REQUIRED_PERMISSIONS): {raw:?}: {e}")
+                })
+            })
+            .collect()
+    }
 }
+
+/// The largest accepted `--jwt-leeway-secs`: every second of leeway is a second an expired
+/// token still works.
+pub const MAX_LEEWAY_SECS: u64 = 300;

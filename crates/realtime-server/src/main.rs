@@ -1,5 +1,7 @@
 //! `realtime-server`: runs the server from flags and environment (see `--help`).
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use realtime_server::{Config, LogFormat, Running};
 use tracing_subscriber::EnvFilter;
@@ -8,9 +10,14 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let filter = EnvFilter::try_new(&config.log)?;
+    // The log goes to stderr; stdout carries only the banner (with the development secrets).
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
     }
     let running = realtime_server::start(config.clone()).await?;
     print_banner(&running, &config);
@@ -57,6 +64,10 @@ fn print_banner(running: &Running, config: &Config) {
     println!("realtime server listening on {base}");
     if config.api_key.is_none() {
         println!("  generated API key:   {key}");
+    }
+    match running.metrics_addr {
+        Some(metrics) => println!("  metrics:             http://{metrics}/metrics (no key)"),
+        None => println!("  metrics:             {base}/metrics (Authorization: Bearer <API key>)"),
     }
     if let Some(dev) = &running.dev {
         println!("  development mode: random JWT secret (set REALTIME_JWT_SECRET for production)");

@@ -43,7 +43,7 @@ mod config;
 pub mod metrics;
 mod service;
 
-pub use config::ServiceConfig;
+pub use config::{ServiceConfig, ServiceConfigError};
 pub use metrics::describe_metrics;
 pub use service::RealtimeService;
 

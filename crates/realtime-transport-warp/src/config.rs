@@ -2,11 +2,13 @@
 //! wired to ([`Deps`]).
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_core::{DecodeLimits, LivenessConfig, RateLimitConfig};
+use realtime_core::{DecodeLimits, LivenessConfig, LivenessConfigError, RateLimitConfig};
 use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
+use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Largest accepted [`TransportConfig::read_buffer_bytes`]: the read buffer is allocated
@@ -125,6 +127,29 @@ pub const HEADER_READ_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
 /// with a few cookies, at most what hyper can buffer sensibly.
 pub const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
 
+const MIB: u64 = 1024 * 1024;
+const MILLIS_10: Duration = Duration::from_millis(10);
+
+/// Accepted values of [`TransportConfig::max_message_bytes`]: 1 byte to 64 MiB.
+pub const MAX_MESSAGE_BYTES_RANGE: RangeInclusive<u64> = 1..=64 * MIB;
+/// Accepted values of [`TransportConfig::write_buffer_bytes`]: 0 (write every frame at once)
+/// to 1 MiB.
+pub const WRITE_BUFFER_BYTES_RANGE: RangeInclusive<u64> = 0..=MIB;
+/// Accepted values of [`TransportConfig::outbound_queue`]: 1 to 65,536 frames.
+pub const OUTBOUND_QUEUE_RANGE: RangeInclusive<u64> = 1..=65_536;
+/// Accepted values of [`TransportConfig::max_json_depth`]: 1 (a flat envelope) to 128.
+pub const MAX_JSON_DEPTH_RANGE: RangeInclusive<u64> = 1..=128;
+/// Accepted values of [`TransportConfig::max_concurrent_verifications`]: 1 to 65,536.
+pub const MAX_CONCURRENT_VERIFICATIONS_RANGE: RangeInclusive<u64> = 1..=65_536;
+/// Accepted values of [`TransportConfig::listen_backlog`]: 1 to 65,535.
+pub const LISTEN_BACKLOG_RANGE: RangeInclusive<u64> = 1..=65_535;
+/// Accepted values of [`TransportConfig::verify_timeout`]: 10 ms to 1 minute.
+pub const VERIFY_TIMEOUT_RANGE: RangeInclusive<Duration> = MILLIS_10..=Duration::from_secs(60);
+/// Accepted values of [`TransportConfig::close_timeout`]: 10 ms to 1 minute.
+pub const CLOSE_TIMEOUT_RANGE: RangeInclusive<Duration> = MILLIS_10..=Duration::from_secs(60);
+/// Accepted values of [`TransportConfig::shutdown_grace`]: 10 ms to 1 hour.
+pub const SHUTDOWN_GRACE_RANGE: RangeInclusive<Duration> = MILLIS_10..=Duration::from_secs(3600);
+
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
@@ -208,6 +233,46 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The name of the refused setting (a field of [`TransportConfig`]; `liveness.<field>`
+    /// for the heartbeat).
+    pub fn setting(&self) -> &'static str {
+        match self {
+            ConfigError::ReadBuffer { .. } => "read_buffer_bytes",
+            ConfigError::Zero(setting) | ConfigError::OutOfRange { setting, .. } => setting,
+        }
+    }
+}
+
+impl From<LivenessConfigError> for ConfigError {
+    fn from(error: LivenessConfigError) -> Self {
+        let (setting, got, min, max) = match error {
+            LivenessConfigError::PingInterval { got, min, max } => {
+                ("liveness.ping_interval", got, min, max)
+            }
+            LivenessConfigError::PongTimeout { got, min, max } => {
+                ("liveness.pong_timeout", got, min, max)
+            }
+            _ => ("liveness", Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        };
+        out_of_range(setting, &(min..=max), &got)
+    }
+}
+
+/// [`ConfigError::OutOfRange`] for `setting`, with the bounds and value as their `Debug` text.
+fn out_of_range<T: fmt::Debug>(
+    setting: &'static str,
+    range: &RangeInclusive<T>,
+    got: &T,
+) -> ConfigError {
+    ConfigError::OutOfRange {
+        setting,
+        min: format!("{:?}", range.start()),
+        max: format!("{:?}", range.end()),
+        got: format!("{got:?}"),
+    }
+}
+
 impl TransportConfig {
     /// Checks that the settings can work.
     ///
@@ -233,7 +298,39 @@ impl TransportConfig {
             return Err(ConfigError::Zero("verify_timeout"));
         }
         self.validate_http_limits()?;
-        self.validate_inbound()
+        self.validate_inbound()?;
+        self.validate_ranges()
+    }
+
+    /// Every other size, count and duration within its `*_RANGE`, and the heartbeat as
+    /// [`LivenessConfig::validate`] says (a zero ping interval pings in a loop, a zero pong
+    /// timeout closes every idle client).
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let sizes = [
+            ("max_message_bytes", self.max_message_bytes as u64, MAX_MESSAGE_BYTES_RANGE),
+            ("write_buffer_bytes", self.write_buffer_bytes as u64, WRITE_BUFFER_BYTES_RANGE),
+            ("outbound_queue", self.outbound_queue as u64, OUTBOUND_QUEUE_RANGE),
+            ("max_json_depth", self.max_json_depth as u64, MAX_JSON_DEPTH_RANGE),
+            (
+                "max_concurrent_verifications",
+                self.max_concurrent_verifications as u64,
+                MAX_CONCURRENT_VERIFICATIONS_RANGE,
+            ),
+            ("listen_backlog", u64::from(self.listen_backlog), LISTEN_BACKLOG_RANGE),
+        ];
+        if let Some((setting, got, range)) = sizes.iter().find(|(_, got, r)| !r.contains(got)) {
+            return Err(out_of_range(setting, range, got));
+        }
+        let durations = [
+            ("verify_timeout", self.verify_timeout, VERIFY_TIMEOUT_RANGE),
+            ("close_timeout", self.close_timeout, CLOSE_TIMEOUT_RANGE),
+            ("shutdown_grace", self.shutdown_grace, SHUTDOWN_GRACE_RANGE),
+        ];
+        if let Some((setting, got, range)) = durations.iter().find(|(_, got, r)| !r.contains(got)) {
+            return Err(out_of_range(setting, range, got));
+        }
+        self.liveness.validate()?;
+        Ok(())
     }
 
     /// The session's inbound side: `inbound_timeout` and `inbound_rate`.
@@ -332,18 +429,43 @@ impl TransportConfig {
 }
 
 /// The HTTP API key. `Debug` never shows it and comparison takes the same time whatever the
-/// presented key has in common with it.
+/// presented key has in common with it (`subtle`'s constant-time equality; only the length
+/// can show).
 #[derive(Clone, Default)]
 pub struct ApiKey(Option<Arc<str>>);
 
+/// Why a string cannot be an [`ApiKey`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// Shorter than [`ApiKey::MIN_BYTES`] (including empty: use [`ApiKey::disabled`] for no
+    /// key). The key itself is never part of the error.
+    #[error("the API key must be at least {min} bytes, got {len}")]
+    TooShort {
+        /// The length of the refused key, in bytes.
+        len: usize,
+        /// [`ApiKey::MIN_BYTES`].
+        min: usize,
+    },
+}
+
 impl ApiKey {
-    /// A key; the empty string gives a disabled key.
-    pub fn new(key: impl AsRef<str>) -> Self {
+    /// The shortest accepted key, in bytes.
+    pub const MIN_BYTES: usize = 16;
+
+    /// A key.
+    ///
+    /// # Errors
+    /// [`ApiKeyError::TooShort`] for a key under [`ApiKey::MIN_BYTES`] bytes.
+    pub fn new(key: impl AsRef<str>) -> Result<Self, ApiKeyError> {
         let key = key.as_ref();
-        if key.is_empty() { ApiKey(None) } else { ApiKey(Some(Arc::from(key))) }
+        if key.len() < Self::MIN_BYTES {
+            return Err(ApiKeyError::TooShort { len: key.len(), min: Self::MIN_BYTES });
+        }
+        Ok(ApiKey(Some(Arc::from(key))))
     }
 
-    /// No key: every HTTP API request gets 401.
+    /// No key: every request that needs one gets 401.
     pub fn disabled() -> Self {
         ApiKey(None)
     }
@@ -356,7 +478,7 @@ impl ApiKey {
     /// Whether `presented` is the key, compared in constant time (only the length can show).
     pub fn matches(&self, presented: &str) -> bool {
         match &self.0 {
-            Some(key) => constant_time_eq(key.as_bytes(), presented.as_bytes()),
+            Some(key) => key.as_bytes().ct_eq(presented.as_bytes()).into(),
             None => false,
         }
     }
@@ -369,14 +491,6 @@ impl fmt::Debug for ApiKey {
             None => f.write_str("ApiKey(<disabled>)"),
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -431,16 +545,46 @@ mod tests {
 
     #[test]
     fn api_key_compares_and_never_shows() {
-        let key = ApiKey::new("s3cret-key");
-        assert!(key.matches("s3cret-key"));
-        for wrong in ["", "s3cret-kez", "s3cret-key ", "S3CRET-KEY"] {
+        let key = ApiKey::new("s3cret-key-0123456").unwrap_or_else(|e| panic!("{e}"));
+        assert!(key.is_enabled());
+        assert!(key.matches("s3cret-key-0123456"));
+        for wrong in ["", "s3cret-key-0123457", "s3cret-key-0123456 ", "S3CRET-KEY-0123456"] {
             assert!(!key.matches(wrong), "{wrong:?} matched");
         }
         assert!(!format!("{key:?}").contains("s3cret"));
         assert!(!ApiKey::disabled().matches(""));
-        assert!(!ApiKey::new("").is_enabled());
+        assert!(!ApiKey::disabled().is_enabled());
         let config = TransportConfig { api_key: key, ..TransportConfig::default() };
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn api_key_has_a_minimum_length() {
+        let cases = [("", Some(0)), ("s3cret", Some(6)), ("0123456789abcde", Some(15))];
+        for (key, too_short) in cases {
+            let got = ApiKey::new(key).map(|_| ());
+            let want = too_short.map_or(Ok(()), |len| Err(ApiKeyError::TooShort { len, min: 16 }));
+            assert_eq!(got, want, "{key:?}");
+            if let Err(error) = got {
+                assert!(key.is_empty() || !error.to_string().contains(key), "{error}");
+            }
+        }
+        assert!(ApiKey::new("0123456789abcdef").is_ok());
+    }
+
+    /// Each case changes one setting of the default configuration; `None` means valid.
+    #[track_caller]
+    fn check(change: impl FnOnce(&mut TransportConfig), expected: Option<(&str, &str)>) {
+        let mut config = TransportConfig::default();
+        change(&mut config);
+        match (config.validate(), expected) {
+            (Ok(()), None) => {}
+            (Err(error), Some((setting, message))) => {
+                assert_eq!(error.setting(), setting, "{error}");
+                assert_eq!(error.to_string(), message);
+            }
+            (got, expected) => panic!("got {got:?}, expected {expected:?}"),
+        }
     }
 
     #[test]
@@ -515,6 +659,96 @@ mod tests {
             TransportConfig { max_http_connections: 0, ..base() },
             Some("max_http_connections must be greater than 0"),
         );
+    }
+
+    #[test]
+    fn every_setting_has_a_range() {
+        let ms = Duration::from_millis;
+        check(|_| {}, None);
+        check(|c| c.read_buffer_bytes = 8 * 1024, None);
+        check(
+            |c| c.read_buffer_bytes = 16 * 1024,
+            Some(("read_buffer_bytes", "read_buffer_bytes must be between 1 and 8192, got 16384")),
+        );
+        check(
+            |c| c.read_buffer_bytes = 0,
+            Some(("read_buffer_bytes", "read_buffer_bytes must be between 1 and 8192, got 0")),
+        );
+        check(|c| c.write_buffer_bytes = 0, None);
+        check(
+            |c| c.write_buffer_bytes = 2 * 1024 * 1024,
+            Some((
+                "write_buffer_bytes",
+                "write_buffer_bytes must be between 0 and 1048576, got 2097152",
+            )),
+        );
+        check(
+            |c| c.max_message_bytes = 0,
+            Some(("max_message_bytes", "max_message_bytes must be greater than 0")),
+        );
+        check(|c| c.max_message_bytes = 64 * 1024 * 1024, None);
+        check(
+            |c| c.max_message_bytes = 64 * 1024 * 1024 + 1,
+            Some((
+                "max_message_bytes",
+                "max_message_bytes must be between 1 and 67108864, got 67108865",
+            )),
+        );
+        check(
+            |c| c.outbound_queue = 0,
+            Some(("outbound_queue", "outbound_queue must be greater than 0")),
+        );
+        check(
+            |c| c.outbound_queue = 1_000_000,
+            Some(("outbound_queue", "outbound_queue must be between 1 and 65536, got 1000000")),
+        );
+        check(
+            |c| c.max_json_depth = 0,
+            Some(("max_json_depth", "max_json_depth must be greater than 0")),
+        );
+        check(
+            |c| c.max_concurrent_verifications = 0,
+            Some((
+                "max_concurrent_verifications",
+                "max_concurrent_verifications must be greater than 0",
+            )),
+        );
+        check(
+            |c| c.verify_timeout = Duration::ZERO,
+            Some(("verify_timeout", "verify_timeout must be greater than 0")),
+        );
+        check(
+            |c| c.listen_backlog = 0,
+            Some(("listen_backlog", "listen_backlog must be between 1 and 65535, got 0")),
+        );
+        check(
+            |c| c.close_timeout = Duration::ZERO,
+            Some(("close_timeout", "close_timeout must be between 10ms and 60s, got 0ns")),
+        );
+        check(|c| c.close_timeout = ms(10), None);
+        check(
+            |c| c.close_timeout = Duration::from_secs(3600),
+            Some(("close_timeout", "close_timeout must be between 10ms and 60s, got 3600s")),
+        );
+        check(
+            |c| c.shutdown_grace = Duration::ZERO,
+            Some(("shutdown_grace", "shutdown_grace must be between 10ms and 3600s, got 0ns")),
+        );
+        check(
+            |c| c.liveness.ping_interval = Duration::ZERO,
+            Some((
+                "liveness.ping_interval",
+                "liveness.ping_interval must be between 10ms and 3600s, got 0ns",
+            )),
+        );
+        check(
+            |c| c.liveness.pong_timeout = Duration::ZERO,
+            Some((
+                "liveness.pong_timeout",
+                "liveness.pong_timeout must be between 10ms and 600s, got 0ns",
+            )),
+        );
+        check(|c| c.liveness.ping_interval = ms(200), None);
     }
 
     #[test]

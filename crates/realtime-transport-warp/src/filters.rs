@@ -17,7 +17,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::config::{Deps, MetricsRenderer, TransportConfig};
+use crate::config::{ApiKey, Deps, MetricsRenderer, TransportConfig};
 use crate::handshake::{self, Endpoint};
 use crate::http_api::{self, PublishEndpoint};
 use crate::session::SessionSettings;
@@ -91,9 +91,12 @@ pub fn healthz(deps: &Deps, shutdown: &ShutdownHandle) -> BoxedFilter<(Response,
     http_api::healthz(Arc::clone(&deps.api), shutdown.clone()).boxed()
 }
 
-/// `GET /metrics`: what `renderer` renders (the Prometheus text exposition).
-pub fn metrics(renderer: MetricsRenderer) -> BoxedFilter<(Response,)> {
-    http_api::metrics(Some(renderer)).boxed()
+/// `GET /metrics`: what `renderer` renders (the Prometheus text exposition), only to
+/// `Authorization: Bearer <key>` with `api_key` (401 otherwise, like the publish API);
+/// `None` serves anyone (for a listener only the scraper reaches, as
+/// [`MetricsServer`](crate::MetricsServer) does).
+pub fn metrics(renderer: MetricsRenderer, api_key: Option<ApiKey>) -> BoxedFilter<(Response,)> {
+    http_api::metrics(Some(renderer), api_key).boxed()
 }
 
 /// `GET /`: the demo page `page`.
@@ -111,8 +114,8 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     Ok(wire::rejection_response(&rejection))
 }
 
-/// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics()`] when `deps` has a
-/// renderer and [`demo`] when `config` has a page (without them those paths are rejected,
+/// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics()`] (behind the API key) when
+/// `deps` has a renderer and [`demo`] when `config` has a page (without them those paths are rejected,
 /// so they stay free for the application). Rejections are not recovered (see [`recover`]).
 ///
 /// Connections opened through it are tracked by `shutdown`: call [`ShutdownHandle::drain`]
@@ -130,7 +133,7 @@ pub fn routes(
         .unify()
         .boxed();
     if let Some(renderer) = deps.metrics {
-        all = all.or(metrics(renderer)).unify().boxed();
+        all = all.or(metrics(renderer, Some(config.api_key.clone()))).unify().boxed();
     }
     if let Some(page) = config.demo_page {
         all = all.or(demo(page)).unify().boxed();

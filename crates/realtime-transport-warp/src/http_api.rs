@@ -96,14 +96,17 @@ where
 impl PublishEndpoint {
     /// `Authorization: Bearer <key>` (scheme in any case) with the configured key.
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let Some((scheme, key)) = value.trim().split_once(' ') else {
-            return false;
-        };
-        scheme.eq_ignore_ascii_case("bearer") && self.api_key.matches(key.trim())
+        let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        bearer_key_matches(value, &self.api_key)
     }
+}
+
+/// Whether an `Authorization` header value is `Bearer <key>` (scheme in any case) with `key`.
+fn bearer_key_matches(authorization: Option<&str>, key: &ApiKey) -> bool {
+    let Some((scheme, presented)) = authorization.and_then(|v| v.trim().split_once(' ')) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer") && key.matches(presented.trim())
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `max` bytes (by its
@@ -163,18 +166,31 @@ pub(crate) fn healthz(
     })
 }
 
-/// `GET /metrics`: the Prometheus text exposition, or 404 when no renderer is wired.
+/// `GET /metrics`: the Prometheus text exposition, or 404 when no renderer is wired. With
+/// `api_key`, only to `Authorization: Bearer <key>` (401 otherwise, as on the publish API);
+/// `None` serves anyone, for a listener of its own that only the scraper reaches.
 pub(crate) fn metrics(
     renderer: Option<MetricsRenderer>,
+    api_key: Option<ApiKey>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).map(move || match &renderer {
-        Some(render) => wire::text_response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(),
-        ),
-        None => wire::error_response(StatusCode::NOT_FOUND, "not found"),
-    })
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::optional::<String>(AUTHORIZATION.as_str()))
+        .map(move |authorization: Option<String>| match &renderer {
+            None => wire::error_response(StatusCode::NOT_FOUND, "not found"),
+            Some(_)
+                if api_key
+                    .as_ref()
+                    .is_some_and(|key| !bearer_key_matches(authorization.as_deref(), key)) =>
+            {
+                wire::unauthorized()
+            }
+            Some(render) => wire::text_response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(),
+            ),
+        })
 }
 
 /// `GET /`: the demo page, or 404 when none is configured.

@@ -22,6 +22,10 @@ use warp::reply::Response;
 /// The one body every authentication failure gets, whatever the cause.
 pub(crate) const UNAUTHORIZED_BODY: &str = "unauthorized";
 
+/// The body of a valid token that lacks a permission the service requires: 403, so clients
+/// do not refresh the token and retry as they would after a 401.
+pub(crate) const FORBIDDEN_BODY: &str = "forbidden";
+
 /// Why an upgrade request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HandshakeRefusal {
@@ -74,7 +78,8 @@ impl HandshakeRefusal {
         }
     }
 
-    /// The HTTP answer. Every authentication failure gets the same 401 body.
+    /// The HTTP answer. Every authentication failure gets the same 401 body; a missing
+    /// permission gets 403 `{"error":"forbidden"}` (a new token would not help).
     pub(crate) fn into_response(self) -> Response {
         let (status, message) = match self {
             HandshakeRefusal::NotUpgrade => (StatusCode::BAD_REQUEST, "WebSocket upgrade required"),
@@ -96,9 +101,8 @@ impl HandshakeRefusal {
                 (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable, retry later")
             }
             HandshakeRefusal::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid query parameter"),
-            HandshakeRefusal::Unauthorized(_) | HandshakeRefusal::Forbidden => {
-                return unauthorized();
-            }
+            HandshakeRefusal::Forbidden => (StatusCode::FORBIDDEN, FORBIDDEN_BODY),
+            HandshakeRefusal::Unauthorized(_) => return unauthorized(),
         };
         error_response(status, message)
     }
@@ -186,7 +190,7 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 }
 
 /// The single 401 answer, for WebSocket and HTTP API alike.
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut response = error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY);
     response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
@@ -382,7 +386,8 @@ mod tests {
         check_refusal(HandshakeRefusal::ShuttingDown, 503, "shutdown");
         check_refusal(HandshakeRefusal::Unauthorized(AuthError::Missing), 401, "missing");
         check_refusal(HandshakeRefusal::Unauthorized(AuthError::Expired), 401, "expired");
-        check_refusal(HandshakeRefusal::Forbidden, 401, "forbidden");
+        check_refusal(HandshakeRefusal::Forbidden, 403, "forbidden");
+        assert_eq!(HandshakeRefusal::from(ConnectError::Forbidden), HandshakeRefusal::Forbidden);
         check_refusal(HandshakeRefusal::VerifierBusy, 503, "verifier_busy");
         check_refusal(HandshakeRefusal::VerifierTimeout, 503, "verifier_timeout");
         check_refusal(

@@ -1,5 +1,6 @@
 //! Every bad token gets 401 (the same body) and never 101, against HS256 and RS256 servers;
-//! the control tokens beside them are accepted, so each refusal is for the reason tested.
+//! the control tokens beside them are accepted, so each refusal is for the reason tested. A
+//! valid token without a required permission gets 403, so clients do not refresh and retry.
 
 use std::path::PathBuf;
 
@@ -140,6 +141,52 @@ async fn an_rs256_server_refuses_hs256_tokens_signed_with_its_public_key() {
     assert_refused(addr, "HS256 with the dev secret", &Claims::from_json_for(&claims).mint(SECRET))
         .await;
     assert_refused(addr, "alg none", &unsigned(&Claims::from_json_for(&claims))).await;
+    assert_eq!(running.api.connection_count(), 1);
+    drop(ws);
+    support::stop(running).await;
+}
+
+#[tokio::test]
+async fn a_token_without_a_required_permission_gets_403_and_one_with_it_connects() {
+    let mut config = support::config();
+    config.required_permissions = vec!["realtime:connect".to_owned(), "chat:read".to_owned()];
+    let running = support::start(config).await;
+    let addr = running.addr;
+    let exp = now_unix_secs() + 3600;
+    let with = |permissions: &[&str]| Claims::new("alice").permissions(permissions).exp(exp);
+
+    let lacking = [
+        ("no permissions", with(&[]).mint(SECRET)),
+        ("one of two", with(&["realtime:connect"]).mint(SECRET)),
+        ("other permissions", with(&["chat:write", "admin"]).mint(SECRET)),
+    ];
+    for (what, token) in &lacking {
+        assert_eq!(support::try_connect(addr, Some(token), None).await.err(), Some(403), "{what}");
+        let protocols = format!("realtime.v1, bearer.{token}");
+        assert_eq!(
+            support::try_connect(addr, None, Some(&protocols)).await.err(),
+            Some(403),
+            "{what} (subprotocol)"
+        );
+        let request = format!(
+            "GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        let response = support::raw_http(addr, request.as_bytes()).await;
+        assert_eq!(response.status, 403, "{what}");
+        assert_eq!(response.json(), json!({"error": "forbidden"}), "{what}");
+    }
+    // A bad token is still 401, not 403: the permission check comes after verification.
+    let forged =
+        with(&["realtime:connect", "chat:read"]).mint(b"another-secret-that-is-32-bytes-long!!");
+    assert_refused(addr, "forged token with the permissions", &forged).await;
+    assert_eq!(running.api.connection_count(), 0);
+
+    // With both permissions (and more), the same user connects.
+    let token = with(&["chat:read", "chat:write", "realtime:connect"]).mint(SECRET);
+    let (mut ws, _) = support::connect(addr, &token).await;
+    support::send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    assert_eq!(support::next_json(&mut ws).await["type"], "pong");
     assert_eq!(running.api.connection_count(), 1);
     drop(ws);
     support::stop(running).await;

@@ -92,5 +92,5 @@ async fn the_rate_limit_settings_reach_the_connections_and_zero_is_refused() {
     zero.inbound_rate = 0;
     let error = realtime_server::start(zero).await.err().map(|e| format!("{e:#}"));
     let error = error.unwrap_or_else(|| panic!("a zero rate was accepted"));
-    assert!(error.contains("inbound_rate.per_second"), "{error}");
+    assert!(error.contains("--inbound-rate (REALTIME_INBOUND_RATE)"), "{error}");
 }

@@ -19,7 +19,9 @@ const ALL_CLOSED_WITHIN: Duration = Duration::from_secs(30);
 
 /// A counter's value in the server's `/metrics` (0 when it was never incremented).
 async fn counter(addr: SocketAddr, series: &str) -> u64 {
-    let text = support::http(addr, "GET", "/metrics", &[], b"").await.text();
+    let auth = format!("Bearer {}", support::API_KEY);
+    let text =
+        support::http(addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await.text();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
         .map_or(0, |value| value as u64)

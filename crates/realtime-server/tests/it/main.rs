@@ -3,6 +3,8 @@
 
 mod auth;
 mod closing;
+mod config;
+mod demo;
 mod disconnect;
 mod http_limits;
 mod kick;

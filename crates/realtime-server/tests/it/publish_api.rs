@@ -1,5 +1,5 @@
 //! The publish API on the real server: the key check, 400/422 that say what is wrong, 413,
-//! health and metrics.
+//! health and metrics (behind the key by default, or alone on `REALTIME_METRICS_LISTEN`).
 
 use serde_json::json;
 
@@ -62,9 +62,37 @@ async fn health_and_metrics() {
     assert_eq!(health.json()["connections"], running.api.connection_count());
     // A refused handshake is counted.
     assert_eq!(support::try_connect(running.addr, Some("nope"), None).await.err(), Some(401));
-    let metrics = support::http(running.addr, "GET", "/metrics", &[], b"").await;
+    let auth = format!("Bearer {}", support::API_KEY);
+    let metrics =
+        support::http(running.addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await;
     assert_eq!(metrics.status, 200);
     assert!(metrics.text().contains("realtime_handshake_failures_total"), "{}", metrics.text());
+    // By default /metrics is behind the API key.
+    let refused = support::http(running.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json(), json!({"error": "unauthorized"}));
+    assert_eq!(running.metrics_addr, None);
     drop(ws);
     support::stop(running).await;
+}
+
+#[tokio::test]
+async fn with_a_metrics_address_metrics_are_served_there_without_a_key_and_not_on_the_main_one() {
+    let mut config = support::config();
+    config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let running = support::start(config).await;
+    let metrics_addr = running.metrics_addr.unwrap_or_else(|| panic!("no metrics listener"));
+    assert_ne!(metrics_addr, running.addr);
+    assert_eq!(support::try_connect(running.addr, Some("nope"), None).await.err(), Some(401));
+    let metrics = support::http(metrics_addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("realtime_handshake_failures_total"), "{}", metrics.text());
+    // Not on the main listener, even with the key; and nothing else on the metrics one.
+    let auth = format!("Bearer {}", support::API_KEY);
+    let main =
+        support::http(running.addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await;
+    assert_eq!(main.status, 404);
+    assert_eq!(support::http(metrics_addr, "GET", "/healthz", &[], b"").await.status, 404);
+    support::stop(running).await;
+    assert!(tokio::net::TcpStream::connect(metrics_addr).await.is_err(), "metrics still served");
 }

@@ -67,7 +67,7 @@ pub struct Stack {
 /// A transport configuration for hand-assembled stacks.
 pub fn transport() -> TransportConfig {
     TransportConfig {
-        api_key: ApiKey::new(API_KEY),
+        api_key: ApiKey::new(API_KEY).unwrap_or_else(|e| panic!("{e}")),
         close_timeout: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(3),
         ..TransportConfig::default()

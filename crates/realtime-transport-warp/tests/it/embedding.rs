@@ -73,7 +73,11 @@ async fn check_both_are_served(addr: SocketAddr, api: &FakeApi) {
     let health = http(addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
-    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.text(), "realtime_up 1\n");
+    // `/metrics` is behind the API key.
+    let auth = format!("Bearer {}", support::API_KEY);
+    let metrics = http(addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await;
+    assert_eq!(metrics.text(), "realtime_up 1\n");
+    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 401);
     let (mut ws, id) = support::connect(addr, "good.alice").await;
     let body = json!({"target": "broadcast", "message": {"type": "n"}});
     assert_eq!(support::publish(addr, &body).await.json(), json!({"delivered": 1}));

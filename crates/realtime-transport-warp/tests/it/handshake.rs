@@ -49,11 +49,10 @@ async fn a_server_at_capacity_answers_503() {
 #[tokio::test]
 async fn every_authentication_failure_gets_the_same_401() {
     let server = support::start(test_config()).await;
-    let cases: [(Option<&str>, Option<&str>); 7] = [
+    let cases: [(Option<&str>, Option<&str>); 6] = [
         (None, None),                                      // no token at all
         (Some(""), None),                                  // empty token
         (Some("bad-signature"), None),                     // verifier refuses
-        (Some("good.forbidden"), None),                    // service says forbidden
         (Some("good.a&token=good.b"), None),               // two tokens
         (None, Some("bearer.good.alice")),                 // token without realtime.v1
         (None, Some("realtime.v1, bearer.bad-signature")), // bad token as subprotocol
@@ -78,13 +77,20 @@ async fn every_authentication_failure_gets_the_same_401() {
         )
     };
     let mut bodies = Vec::new();
-    for token in ["bad-signature", "good.forbidden"] {
+    for token in ["bad-signature", "good.a&token=good.b"] {
         let response = support::raw_http(server.addr, upgrade(token).as_bytes()).await;
         assert_eq!(response.status, 401);
         assert!(!response.text().contains(token));
         bodies.push(response.body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "401 bodies differ");
+    // A valid token that the service refuses for a missing permission is 403, not 401: a
+    // fresh token would not help, so the client must not refresh and retry.
+    let forbidden = Connect { token_query: Some("good.forbidden"), ..Connect::default() };
+    assert_eq!(try_connect(server.addr, forbidden).await.err(), Some(403));
+    let response = support::raw_http(server.addr, upgrade("good.forbidden").as_bytes()).await;
+    assert_eq!(response.status, 403);
+    assert_eq!(response.json(), serde_json::json!({"error": "forbidden"}));
     assert_eq!(server.api.connection_count_now(), 0);
     server.stop().await;
 }

@@ -1,9 +1,11 @@
 //! The HTTP API: the key check, 400/422/413 with messages that say what is wrong, delivered
-//! counts, health, metrics, the demo page, and JSON for unknown routes.
+//! counts, health, metrics (behind the key, or alone on a listener of their own), the demo
+//! page, and JSON for unknown routes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_warp::{MetricsServer, ShutdownHandle, TransportConfig};
 use serde_json::json;
 
 use crate::support::{self, API_KEY, http, publish, test_config};
@@ -134,10 +136,19 @@ async fn health_metrics_demo_and_unknown_routes() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), json!({"status": "ok", "connections": 1}));
 
-    let metrics = http(server.addr, "GET", "/metrics", &[], b"").await;
+    // /metrics is behind the API key, like the publish API.
+    let auth = format!("Bearer {API_KEY}");
+    let metrics = http(server.addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await;
     assert_eq!(metrics.status, 200);
     assert_eq!(metrics.text(), "realtime_connections_active 1\n");
     assert!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
+    let wrong = "Bearer wrong-key-0123456789abcdef";
+    for headers in [&[][..], &[("Authorization", wrong)][..]] {
+        let refused = http(server.addr, "GET", "/metrics", headers, b"").await;
+        assert_eq!(refused.status, 401, "{headers:?}");
+        assert_eq!(refused.json(), json!({"error": "unauthorized"}));
+        assert!(!refused.text().contains("realtime_connections_active"));
+    }
 
     let demo = http(server.addr, "GET", "/", &[], b"").await;
     assert_eq!(demo.status, 200);
@@ -152,6 +163,31 @@ async fn health_metrics_demo_and_unknown_routes() {
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.json(), json!({"error": "method not allowed"}));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_metrics_server_serves_metrics_alone_without_a_key() {
+    let metrics: realtime_transport_warp::MetricsRenderer =
+        Arc::new(|| "realtime_connections_active 0\n".to_owned());
+    let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), metrics)
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = server.local_addr();
+    let shutdown = ShutdownHandle::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let response = http(addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "realtime_connections_active 0\n");
+    for path in ["/", "/healthz", "/api/publish", "/ws"] {
+        let other = http(addr, "GET", path, &[], b"").await;
+        assert_eq!(other.status, 404, "{path}");
+        assert_eq!(other.json(), json!({"error": "not found"}), "{path}");
+    }
+    shutdown.shutdown();
+    tokio::time::timeout(support::WAIT, task)
+        .await
+        .unwrap_or_else(|_| panic!("the metrics server did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]

@@ -279,7 +279,7 @@ pub struct TestServer {
 /// The test configuration: short timers, the test API key.
 pub fn test_config() -> TransportConfig {
     TransportConfig {
-        api_key: ApiKey::new(API_KEY),
+        api_key: ApiKey::new(API_KEY).unwrap_or_else(|e| panic!("{e}")),
         // Test clients that are not being read do not answer close frames; a short close
         // timeout keeps their servers' shutdowns quick.
         close_timeout: Duration::from_millis(500),
