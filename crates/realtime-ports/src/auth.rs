@@ -102,19 +102,15 @@ pub type UpgradeRequest = dyn HandshakeRequest;
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token` and returns the identity it proves.
     ///
-    /// `Identity::expires_at` is when the connection must close (4001): the token's `exp`
-    /// plus any leeway the verifier allowed, so that a token it admits is never closed
-    /// at once for having expired.
+    /// `Identity::expires_at` MUST be when the connection must close (4001): the moment
+    /// from which this verifier refuses the token, so the token's `exp` plus any leeway the
+    /// verifier allowed. A token it admits inside the leeway is then never closed at once
+    /// for having expired.
     ///
     /// # Errors
     /// MUST return an [`AuthError`] for every token that is not valid now: bad signature,
     /// algorithm other than the configured one, expired, not yet valid, wrong issuer or
     /// audience, missing or ill-typed claims. MUST NOT put the token in the error.
-    ///
-    /// # Expiry
-    /// The identity's `expires_at` MUST be the moment from which this verifier refuses the
-    /// token: with a clock-skew leeway on `exp`, that is `exp` plus the leeway. The transport
-    /// closes the connection then, so a token admitted inside the leeway is not closed at once.
     async fn verify(&self, token: &BearerToken) -> Result<Identity, AuthError>;
 
     /// Authenticates an upgrade request. The transport calls this, never
