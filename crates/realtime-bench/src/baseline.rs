@@ -10,20 +10,30 @@
 //!   it answers `{"delivered": N}`. The `Authorization` header is ignored.
 //! - `GET /healthz` answers `ok`.
 //!
-//! HTTP is hand-rolled on the same listener: the request head is read first, then either
-//! the WebSocket handshake is completed by hand or the request is answered.
-//! One task per connection multiplexes reads and the outbound queue.
+//! HTTP/1.1 is hyper's (keep-alive, a header-read timeout); `/ws` answers the handshake with
+//! tungstenite's accept key and takes the socket over with `hyper::upgrade`. One task per
+//! WebSocket connection multiplexes reads and the outbound queue.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    CONNECTION, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use realtime_core::{Envelope, Frame, Target, token_from_query};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -32,8 +42,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
-use crate::http::{MAX_HEAD, RequestHead, head_end, parse_request_head};
 use crate::wire::{connected_frame, unverified_subject};
+
+/// A connection's socket once hyper has handed it over.
+type Socket = TokioIo<Upgraded>;
 
 /// Largest publish body accepted, in bytes.
 const MAX_BODY: usize = 1024 * 1024;
@@ -162,6 +174,8 @@ impl Hub {
 /// When accepting fails for a reason other than running out of file descriptors.
 pub async fn serve(listener: TcpListener, config: BaselineConfig) -> std::io::Result<()> {
     let hub = Arc::new(Hub { config, maps: RwLock::new(Maps::default()) });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(hub.config.head_timeout);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -172,9 +186,19 @@ pub async fn serve(listener: TcpListener, config: BaselineConfig) -> std::io::Re
             }
             Err(e) => return Err(e),
         };
+        let _ = stream.set_nodelay(true);
         let hub = hub.clone();
+        let connection = http
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(route(request, hub).await) }
+                }),
+            )
+            .with_upgrades();
         tokio::spawn(async move {
-            let _ = handle(stream, hub).await;
+            let _ = connection.await;
         });
     }
 }
@@ -185,97 +209,30 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
         || e.raw_os_error().is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
 }
 
-/// Serves one TCP connection: HTTP requests (keep-alive) until a WebSocket upgrade.
-async fn handle(mut stream: TcpStream, hub: Arc<Hub>) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    loop {
-        let head_len =
-            match tokio::time::timeout(hub.config.head_timeout, read_head(&mut stream, &mut buf))
-                .await
-            {
-                Ok(Ok(Some(n))) => n,
-                _ => return Ok(()),
+type Reply = Response<Full<Bytes>>;
+
+/// Answers one HTTP request (keep-alive is hyper's).
+async fn route(request: Request<Incoming>, hub: Arc<Hub>) -> Reply {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(request, hub),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok"),
+        (&Method::POST, "/api/publish") => {
+            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "too large"),
             };
-        let head = match parse_request_head(&buf[..head_len]) {
-            Ok(h) => h,
-            Err(_) => return respond(&mut stream, 400, "text/plain", b"bad request", true).await,
-        };
-        buf.drain(..head_len);
-        match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/ws") => return upgrade(stream, head, buf, hub).await,
-            ("GET", "/healthz") => {
-                respond(&mut stream, 200, "text/plain", b"ok", head.wants_close()).await?
-            }
-            ("POST", "/api/publish") => {
-                let len = match head.content_length() {
-                    Ok(len) if len <= MAX_BODY => len,
-                    _ => return respond(&mut stream, 413, "text/plain", b"too large", true).await,
-                };
-                while buf.len() < len {
-                    buf.reserve(len - buf.len());
-                    if stream.read_buf(&mut buf).await? == 0 {
-                        return Ok(());
-                    }
-                }
-                let body: Vec<u8> = buf.drain(..len).collect();
-                let (status, reply) = publish(&hub, &body);
-                respond(
-                    &mut stream,
-                    status,
-                    "application/json",
-                    reply.as_bytes(),
-                    head.wants_close(),
-                )
-                .await?;
-            }
-            _ => return respond(&mut stream, 404, "text/plain", b"not found", true).await,
+            let (status, body) = publish(&hub, &body);
+            reply(status, "application/json", body)
         }
-        if head.wants_close() {
-            return Ok(());
-        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found"),
     }
 }
 
-/// Reads until `buf` holds a complete head; its length, or `None` at end of stream or when
-/// the head is too large.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-    loop {
-        if let Some(end) = head_end(buf) {
-            return Ok(Some(end));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        buf.reserve(2048);
-        if stream.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    close: bool,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        _ => "Error",
-    };
-    let connection = if close { "close" } else { "keep-alive" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    stream.write_all(&out).await
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// The body of `POST /api/publish`.
@@ -286,57 +243,60 @@ struct PublishBody {
 }
 
 /// Handles a publish body; the status and JSON reply.
-fn publish(hub: &Hub, body: &[u8]) -> (u16, String) {
+fn publish(hub: &Hub, body: &[u8]) -> (StatusCode, String) {
+    let invalid = || (StatusCode::BAD_REQUEST, r#"{"error":"invalid_body"}"#.to_owned());
     let Ok(request) = serde_json::from_slice::<PublishBody>(body) else {
-        return (400, r#"{"error":"invalid_body"}"#.to_owned());
+        return invalid();
     };
     // Serialised once; every recipient shares the bytes.
     let bytes: Bytes = Frame::encode(&request.message).into_bytes();
     let Ok(text) = Utf8Bytes::try_from(bytes) else {
-        return (400, r#"{"error":"invalid_body"}"#.to_owned());
+        return invalid();
     };
     let delivered = hub.publish(&request.target, &Message::Text(text));
-    (200, format!(r#"{{"delivered":{delivered}}}"#))
+    (StatusCode::OK, format!(r#"{{"delivered":{delivered}}}"#))
 }
 
-/// Completes the WebSocket handshake by hand and runs the connection.
-async fn upgrade(
-    mut stream: TcpStream,
-    head: RequestHead,
-    leftover: Vec<u8>,
-    hub: Arc<Hub>,
-) -> std::io::Result<()> {
-    let key = head.header("sec-websocket-key").map(str::to_owned);
-    let is_upgrade = head.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = key.filter(|_| is_upgrade) else {
-        return respond(&mut stream, 400, "text/plain", b"not a websocket upgrade", true).await;
+/// Answers a WebSocket handshake with 101 and runs the connection on its own task once hyper
+/// hands over the socket.
+fn upgrade(mut request: Request<Incoming>, hub: Arc<Hub>) -> Reply {
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+        return reply(StatusCode::BAD_REQUEST, "text/plain", "not a websocket upgrade");
     };
-    let user = token_from_query(&head.query)
+    let accept = derive_accept_key(key.as_bytes());
+    let user = token_from_query(request.uri().query().unwrap_or(""))
         .ok()
         .and_then(|token| unverified_subject(token.expose()))
         .unwrap_or_else(|| "anon".to_owned());
-    let accept = derive_accept_key(key.as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
-    // The connection gets a task of its own, so it does not carry the HTTP phase's state.
-    let leftover = if leftover.is_empty() { Vec::new() } else { leftover };
+    let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            leftover,
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
             Role::Server,
             Some(hub.config.ws),
         )
         .await;
         run_connection(ws, user, hub).await;
     });
-    Ok(())
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
 
 /// One connection's life: the `connected` frame, then reads and queued writes in one task.
-async fn run_connection(mut ws: WebSocketStream<TcpStream>, user: String, hub: Arc<Hub>) {
+async fn run_connection(mut ws: WebSocketStream<Socket>, user: String, hub: Arc<Hub>) {
     let id = Uuid::new_v4();
     let connected = connected_frame(&id.to_string(), &user, &[]);
     if ws.send(Message::text(connected)).await.is_err() {

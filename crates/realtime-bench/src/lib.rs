@@ -15,8 +15,8 @@
 //!   broadcasts and user messages over HTTP and reports whether every delivery arrived
 //!   exactly once. It asserts nothing about timing.
 //!
-//! Wire formats shared by all of them live in [`wire`] and the small HTTP/1.1 client and
-//! request-head parser in [`http`].
+//! Wire formats shared by all of them live in [`wire`], and the HTTP/1.1 client (on hyper)
+//! in [`http`].
 //!
 //! **Architecture Invariant:** this crate depends on no realtime adapter or service (only
 //! `realtime-core`); it sees the server only through its wire protocol.
