@@ -10,17 +10,23 @@
 //! their latency (receive wall clock minus the send timestamp) goes into a histogram. When
 //! a sequence number has reached every connection of the shard that should get it, the
 //! shard emits a *done* event, which lets a driver publish in closed loop.
+//!
+//! For the soak scenarios a shard can also open *slow* connections (role [`SLOW_ROLE`] in
+//! their token, left out of every round) that stop reading on [`Shard::pause_slow`], close
+//! every connection (half with a closing handshake, half by dropping the socket), and count
+//! how its connections ended, by close code ([`Shard::status`]).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,6 +38,10 @@ use crate::wire::{BENCH_TYPE, mint_token, parse_incoming, unix_micros};
 
 /// Histogram shards per round (connections record into `index % HIST_SHARDS`).
 const HIST_SHARDS: usize = 16;
+
+/// The role in the token of every slow connection (so a driver can fill their queues with
+/// `Target::Role`).
+pub const SLOW_ROLE: &str = "bench-slow";
 
 /// The client-side WebSocket settings: small read buffer (4 KiB), 64 KiB message limit.
 pub fn client_ws_config() -> WebSocketConfig {
@@ -116,6 +126,46 @@ pub struct ConnectReport {
     pub latency: HistPairs,
     /// The first failure, if any.
     pub first_error: Option<String>,
+}
+
+/// How many connections ended one way, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseCount {
+    /// Slow connections (true) or the others.
+    pub slow: bool,
+    /// The close code the server sent; `None` when the connection ended without a close
+    /// frame (reset, end of stream, or dropped by this side).
+    pub code: Option<u16>,
+    /// Connections.
+    pub count: u64,
+    /// Earliest end, microseconds since the Unix epoch.
+    pub first_us: u64,
+    /// Latest end, microseconds since the Unix epoch.
+    pub last_us: u64,
+}
+
+/// Open connections and the ends counted since the previous status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Open connections that are not slow.
+    pub open: u32,
+    /// Open slow connections.
+    pub open_slow: u32,
+    /// Ends since the previous status, by kind of connection and close code.
+    pub closes: Vec<CloseCount>,
+}
+
+/// The outcome of [`Shard::disconnect_all`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectReport {
+    /// Connections closed with a closing handshake (code 1000).
+    pub clean: u32,
+    /// Connections whose socket was dropped without one.
+    pub dropped: u32,
+    /// Clean closes that had not finished within the timeout (then dropped).
+    pub timed_out: u32,
+    /// Wall time, in microseconds.
+    pub elapsed_us: u64,
 }
 
 /// The outcome of one round on one shard.
@@ -231,8 +281,12 @@ impl Seen {
 struct ConnState {
     index: u32,
     user: String,
+    /// Left out of rounds; stops reading while the shard's slow connections are paused.
+    slow: bool,
     alive: AtomicBool,
     seen: Mutex<Seen>,
+    /// Asks the connection for a closing handshake.
+    closer: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 /// State shared by all connection tasks of a shard.
@@ -240,7 +294,16 @@ struct Shared {
     round: RwLock<Arc<Round>>,
     stray: AtomicU64,
     closed: AtomicU64,
+    /// Whether slow connections stop reading (checked by them before every read).
+    paused: AtomicBool,
+    /// Wakes paused slow connections.
+    resume: watch::Sender<()>,
+    /// Ends since the last status.
+    closes: Mutex<Ends>,
 }
+
+/// Ends of connections: `(slow, close code)` → `(count, first µs, last µs)`.
+type Ends = BTreeMap<(bool, Option<u16>), (u64, u64, u64)>;
 
 impl Shared {
     fn current(&self) -> Arc<Round> {
@@ -288,6 +351,9 @@ impl Shard {
                 round: RwLock::new(Arc::new(idle)),
                 stray: AtomicU64::new(0),
                 closed: AtomicU64::new(0),
+                paused: AtomicBool::new(false),
+                resume: watch::Sender::new(()),
+                closes: Mutex::new(BTreeMap::new()),
             }),
             conns: Vec::new(),
             tasks: Vec::new(),
@@ -313,9 +379,13 @@ impl Shard {
         self.conns.is_empty()
     }
 
-    /// Connections still open.
+    /// Connections still open (slow ones included).
     pub fn alive(&self) -> u32 {
-        let n = self.conns.iter().filter(|c| c.alive.load(Ordering::Relaxed)).count();
+        self.count_alive(|_| true)
+    }
+
+    fn count_alive(&self, pick: impl Fn(&ConnState) -> bool) -> u32 {
+        let n = self.conns.iter().filter(|c| c.alive.load(Ordering::Relaxed) && pick(c)).count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
@@ -328,6 +398,12 @@ impl Shard {
     ///
     /// Failures are counted in the report, not returned: a benchmark reports them.
     pub async fn connect(&mut self, count: u32, concurrency: u32) -> ConnectReport {
+        self.connect_as(count, concurrency, false).await
+    }
+
+    /// [`Shard::connect`], of slow connections when `slow`: they carry [`SLOW_ROLE`], are
+    /// left out of rounds and stop reading while [`Shard::pause_slow`] is in effect.
+    pub async fn connect_as(&mut self, count: u32, concurrency: u32, slow: bool) -> ConnectReport {
         let first = self.next_index;
         self.next_index = first.saturating_add(count);
         let mut hist = new_hist();
@@ -337,7 +413,7 @@ impl Shard {
         let opens = futures_util::stream::iter(first..first.saturating_add(count))
             .map(|index| async move {
                 let started = Instant::now();
-                let result = open(cfg, index).await;
+                let result = open(cfg, index, slow).await;
                 (index, result, started.elapsed())
             })
             .buffer_unordered(concurrency.max(1) as usize);
@@ -361,23 +437,27 @@ impl Shard {
         }
         opened_ok.sort_by_key(|(index, _)| *index);
         for (index, ws) in opened_ok {
+            let (closer, close_asked) = oneshot::channel();
             let state = Arc::new(ConnState {
                 index,
                 user: self.user(index),
+                slow,
                 alive: AtomicBool::new(true),
                 seen: Mutex::new(Seen { round: 0, bits: Vec::new() }),
+                closer: Mutex::new(Some(closer)),
             });
             self.conns.push(state.clone());
-            self.tasks.push(tokio::spawn(read_loop(ws, state, self.shared.clone())));
+            self.tasks.push(tokio::spawn(read_loop(ws, state, self.shared.clone(), close_asked)));
         }
         report.latency = HistPairs::of(&hist);
         report
     }
 
     /// Starts round `id` of `seqs` messages of `kind`; returns the number of live
-    /// connections, each of which must receive every broadcast of the round.
+    /// connections (slow ones left out), each of which must receive every broadcast of the
+    /// round.
     pub fn begin_round(&self, id: u64, kind: RoundKind, seqs: u32) -> u32 {
-        let expected = self.alive();
+        let expected = self.count_alive(|c| !c.slow);
         let round = Round::new(id, kind, seqs, expected, Some(self.done_tx.clone()));
         *self.shared.round.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Arc::new(round);
@@ -416,6 +496,68 @@ impl Shard {
         }
     }
 
+    /// Slow connections stop reading (each after the frame it is reading, if any).
+    pub fn pause_slow(&self) {
+        self.shared.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Slow connections read again.
+    pub fn resume_slow(&self) {
+        self.shared.paused.store(false, Ordering::SeqCst);
+        self.shared.resume.send_replace(());
+    }
+
+    /// Open connections, and the ends counted since the previous call.
+    pub fn status(&self) -> StatusReport {
+        let closes = std::mem::take(&mut *lock(&self.shared.closes));
+        StatusReport {
+            open: self.count_alive(|c| !c.slow),
+            open_slow: self.count_alive(|c| c.slow),
+            closes: closes
+                .into_iter()
+                .map(|((slow, code), (count, first_us, last_us))| CloseCount {
+                    slow,
+                    code,
+                    count,
+                    first_us,
+                    last_us,
+                })
+                .collect(),
+        }
+    }
+
+    /// Closes every connection and forgets it: those of even index with a closing handshake
+    /// (1000, waiting up to `timeout` for the server's answer), the others by dropping the
+    /// socket. Afterwards the shard holds no connection (indices go on counting up).
+    pub async fn disconnect_all(&mut self, timeout: Duration) -> DisconnectReport {
+        let start = Instant::now();
+        let mut report = DisconnectReport::default();
+        let mut clean = Vec::new();
+        for (conn, task) in self.conns.iter().zip(self.tasks.drain(..)) {
+            let closer = lock(&conn.closer).take().filter(|_| conn.index % 2 == 0);
+            match closer.map(|closer| closer.send(())) {
+                Some(Ok(())) => {
+                    report.clean += 1;
+                    clean.push(task);
+                }
+                _ => {
+                    report.dropped += 1;
+                    task.abort();
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        for mut task in clean {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                report.timed_out += 1;
+                task.abort();
+            }
+        }
+        self.conns.clear();
+        report.elapsed_us = duration_us(start.elapsed());
+        report
+    }
+
     /// Closes every connection (the tasks are stopped and the sockets dropped).
     pub fn close(&mut self) {
         for task in self.tasks.drain(..) {
@@ -439,9 +581,19 @@ fn source_ip(shard: u32, index: u32) -> IpAddr {
 }
 
 /// Opens one connection: socket, upgrade, and the `connected` frame.
-async fn open(cfg: &ShardConfig, index: u32) -> Result<WebSocketStream<TcpStream>, BenchError> {
+async fn open(
+    cfg: &ShardConfig,
+    index: u32,
+    slow: bool,
+) -> Result<WebSocketStream<TcpStream>, BenchError> {
     let user = user_of(cfg.shard, index);
-    let token = mint_token(&cfg.secret, &user, &cfg.roles, 3600)?;
+    let token = if slow {
+        let mut roles = cfg.roles.clone();
+        roles.push(SLOW_ROLE.to_owned());
+        mint_token(&cfg.secret, &user, &roles, 3600)?
+    } else {
+        mint_token(&cfg.secret, &user, &cfg.roles, 3600)?
+    };
     let work = async {
         let stream = tcp_connect(cfg, index).await?;
         let url = format!("ws://{}/ws?token={token}", cfg.addr);
@@ -500,21 +652,55 @@ async fn tcp_connect(cfg: &ShardConfig, index: u32) -> Result<TcpStream, BenchEr
     Ok(stream)
 }
 
-/// Reads every frame of one connection until it closes.
-async fn read_loop(mut ws: WebSocketStream<TcpStream>, me: Arc<ConnState>, shared: Arc<Shared>) {
-    while let Some(message) = ws.next().await {
-        match message {
-            Ok(Message::Text(text)) => on_text(&text, &me, &shared),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
+/// Reads every frame of one connection until it closes (or, asked through `close_asked`,
+/// closes it with a closing handshake), and records how it ended.
+async fn read_loop(
+    mut ws: WebSocketStream<TcpStream>,
+    me: Arc<ConnState>,
+    shared: Arc<Shared>,
+    close_asked: oneshot::Receiver<()>,
+) {
+    // Fused: polled again after it fired (or its sender went), it stays pending.
+    let mut close_asked = close_asked.fuse();
+    let mut resume = shared.resume.subscribe();
+    let code = loop {
+        if me.slow {
+            while shared.paused.load(Ordering::SeqCst) {
+                if resume.changed().await.is_err() {
+                    break;
+                }
+            }
         }
-    }
+        let message = tokio::select! {
+            biased;
+            message = ws.next() => message,
+            Ok(()) = &mut close_asked => {
+                let _ = ws.close(None).await;
+                continue;
+            }
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => on_text(&text, &me, &shared),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Err(_)) | None => break None,
+            Some(Ok(_)) => {}
+        }
+    };
     me.alive.store(false, Ordering::Relaxed);
     shared.closed.fetch_add(1, Ordering::Relaxed);
+    let now = unix_micros();
+    let mut closes = lock(&shared.closes);
+    let entry = closes.entry((me.slow, code)).or_insert((0, now, now));
+    entry.0 += 1;
+    entry.1 = entry.1.min(now);
+    entry.2 = entry.2.max(now);
 }
 
 /// Accounts one received text frame.
 fn on_text(text: &str, me: &ConnState, shared: &Shared) {
+    if me.slow {
+        return;
+    }
     let now = unix_micros();
     let Some(message) = parse_incoming(text) else { return };
     if message.kind != BENCH_TYPE {
@@ -594,8 +780,10 @@ mod tests {
         let me = ConnState {
             index: 0,
             user: "s0u0".into(),
+            slow: false,
             alive: AtomicBool::new(true),
             seen: Mutex::new(Seen { round: 0, bits: Vec::new() }),
+            closer: Mutex::new(None),
         };
         let shared = &shard.shared;
         *shared.round.write().unwrap() =

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::shard::{ConnectReport, RoundKind, RoundReport, Shard, ShardConfig};
+use crate::shard::{
+    ConnectReport, DisconnectReport, RoundKind, RoundReport, Shard, ShardConfig, StatusReport,
+};
 
 /// Environment variable through which the driver hands workers the JWT secret (hex), so it
 /// never appears on a command line.
@@ -29,6 +31,9 @@ pub enum Command {
         count: u32,
         /// Handshakes in flight.
         concurrency: u32,
+        /// Slow connections (see [`Shard::connect_as`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        slow: bool,
     },
     /// Start a round.
     BeginRound {
@@ -43,6 +48,17 @@ pub enum Command {
     EndRound {
         /// Milliseconds to wait for late deliveries first.
         settle_ms: u64,
+    },
+    /// Slow connections stop reading.
+    PauseSlow,
+    /// Slow connections read again.
+    ResumeSlow,
+    /// Report open connections and the ends since the last status.
+    Status,
+    /// Close every connection (see [`Shard::disconnect_all`]).
+    DisconnectAll {
+        /// Milliseconds allowed for the closing handshakes.
+        timeout_ms: u64,
     },
     /// Close every connection and exit.
     Quit,
@@ -75,6 +91,16 @@ pub enum Event {
     },
     /// Answer to [`Command::EndRound`].
     RoundEnded(RoundReport),
+    /// Answer to [`Command::PauseSlow`] and [`Command::ResumeSlow`]: whether slow connections
+    /// are now paused.
+    SlowPaused {
+        /// Paused (true) or reading.
+        paused: bool,
+    },
+    /// Answer to [`Command::Status`].
+    Status(StatusReport),
+    /// Answer to [`Command::DisconnectAll`].
+    Disconnected(DisconnectReport),
     /// A command could not be understood.
     Error {
         /// What went wrong.
@@ -146,8 +172,8 @@ pub async fn run_worker(addr: SocketAddr, secret: Vec<u8>, shard: u32) -> std::i
             }
         };
         let event = match command {
-            Command::Connect { count, concurrency } => {
-                Event::Connected(shard_state.connect(count, concurrency).await)
+            Command::Connect { count, concurrency, slow } => {
+                Event::Connected(shard_state.connect_as(count, concurrency, slow).await)
             }
             Command::BeginRound { round, kind, seqs } => {
                 let expected = shard_state.begin_round(round, kind, seqs);
@@ -157,6 +183,18 @@ pub async fn run_worker(addr: SocketAddr, secret: Vec<u8>, shard: u32) -> std::i
                 tokio::time::sleep(Duration::from_millis(settle_ms)).await;
                 Event::RoundEnded(shard_state.end_round())
             }
+            Command::PauseSlow => {
+                shard_state.pause_slow();
+                Event::SlowPaused { paused: true }
+            }
+            Command::ResumeSlow => {
+                shard_state.resume_slow();
+                Event::SlowPaused { paused: false }
+            }
+            Command::Status => Event::Status(shard_state.status()),
+            Command::DisconnectAll { timeout_ms } => Event::Disconnected(
+                shard_state.disconnect_all(Duration::from_millis(timeout_ms)).await,
+            ),
             Command::Quit => break,
         };
         if out_tx.send(event).is_err() {
@@ -178,8 +216,18 @@ mod tests {
     fn commands_and_events_have_a_stable_json_form() {
         let cases = [
             (
-                Command::Connect { count: 5, concurrency: 2 },
+                Command::Connect { count: 5, concurrency: 2, slow: false },
                 r#"{"cmd":"connect","count":5,"concurrency":2}"#,
+            ),
+            (
+                Command::Connect { count: 5, concurrency: 2, slow: true },
+                r#"{"cmd":"connect","count":5,"concurrency":2,"slow":true}"#,
+            ),
+            (Command::PauseSlow, r#"{"cmd":"pause_slow"}"#),
+            (Command::Status, r#"{"cmd":"status"}"#),
+            (
+                Command::DisconnectAll { timeout_ms: 500 },
+                r#"{"cmd":"disconnect_all","timeout_ms":500}"#,
             ),
             (
                 Command::BeginRound { round: 3, kind: RoundKind::User, seqs: 9 },

@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use realtime_bench::shard::{ConnectReport, RoundKind, RoundReport};
+use realtime_bench::shard::{
+    ConnectReport, DisconnectReport, RoundKind, RoundReport, StatusReport,
+};
 use realtime_bench::worker::{Command, Event, SECRET_ENV};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
@@ -22,7 +24,7 @@ pub struct Fleet {
     events: mpsc::UnboundedReceiver<(usize, Event)>,
     /// Done events received: `(round, seq)` → number of workers that reported it.
     done: HashMap<(u64, u32), u32>,
-    /// Open connections per worker.
+    /// Open connections per worker (slow ones not counted).
     pub open: Vec<u32>,
 }
 
@@ -157,6 +159,13 @@ impl Fleet {
         }
     }
 
+    /// Worker `w`'s share of `total`, spread evenly.
+    fn share(&self, total: u32, w: usize) -> u32 {
+        let k = self.len().max(1) as u64;
+        let share = u64::from(total) * (w as u64 + 1) / k - u64::from(total) * w as u64 / k;
+        u32::try_from(share).unwrap_or(u32::MAX)
+    }
+
     /// Opens connections until the fleet holds `total`, spread evenly over the workers;
     /// returns the merged report of this batch.
     pub async fn connect_to(
@@ -164,18 +173,33 @@ impl Fleet {
         total: u32,
         concurrency: u32,
     ) -> anyhow::Result<ConnectReport> {
-        let k = self.len() as u64;
+        let counts: Vec<u32> =
+            (0..self.len()).map(|w| self.share(total, w).saturating_sub(self.open[w])).collect();
+        self.connect(&counts, concurrency, false).await
+    }
+
+    /// Opens `count` more slow connections, spread evenly over the workers.
+    pub async fn connect_slow(
+        &mut self,
+        count: u32,
+        concurrency: u32,
+    ) -> anyhow::Result<ConnectReport> {
+        let counts: Vec<u32> = (0..self.len()).map(|w| self.share(count, w)).collect();
+        self.connect(&counts, concurrency, true).await
+    }
+
+    async fn connect(
+        &mut self,
+        counts: &[u32],
+        concurrency: u32,
+        slow: bool,
+    ) -> anyhow::Result<ConnectReport> {
         let mut asked = Vec::new();
         let per_worker_concurrency = (concurrency / self.len().max(1) as u32).max(1);
-        for w in 0..self.len() {
-            let share = u64::from(total) * (w as u64 + 1) / k - u64::from(total) * w as u64 / k;
-            let need = u32::try_from(share).unwrap_or(u32::MAX).saturating_sub(self.open[w]);
-            if need > 0 {
-                self.send(
-                    w,
-                    &Command::Connect { count: need, concurrency: per_worker_concurrency },
-                )
-                .await?;
+        for (w, &count) in counts.iter().enumerate() {
+            if count > 0 {
+                let command = Command::Connect { count, concurrency: per_worker_concurrency, slow };
+                self.send(w, &command).await?;
                 asked.push(w);
             }
         }
@@ -188,7 +212,9 @@ impl Fleet {
         let mut merged = ConnectReport::default();
         let mut hist = realtime_bench::hist::new_hist();
         for (w, r) in asked.iter().zip(reports) {
-            self.open[*w] += r.ok;
+            if !slow {
+                self.open[*w] += r.ok;
+            }
             merged.requested += r.requested;
             merged.ok += r.ok;
             merged.failed += r.failed;
@@ -238,6 +264,58 @@ impl Fleet {
             },
         )
         .await
+    }
+
+    /// Sends `command` to every worker; their replies picked by `pick`, in worker order.
+    async fn all<T>(
+        &mut self,
+        command: &Command,
+        timeout: Duration,
+        pick: impl FnMut(Event) -> Option<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        for &w in &all {
+            self.send(w, command).await?;
+        }
+        self.replies(&all, timeout, pick).await
+    }
+
+    /// Slow connections stop reading (`true`) or read again (`false`).
+    pub async fn pause_slow(&mut self, paused: bool) -> anyhow::Result<()> {
+        let command = if paused { Command::PauseSlow } else { Command::ResumeSlow };
+        self.all(&command, Duration::from_secs(10), |e| match e {
+            Event::SlowPaused { paused: p } if p == paused => Some(()),
+            _ => None,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every worker's open connections and the ends since its last status.
+    pub async fn status(&mut self) -> anyhow::Result<Vec<StatusReport>> {
+        self.all(&Command::Status, Duration::from_secs(10), |e| match e {
+            Event::Status(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Closes every connection of every worker (see `Shard::disconnect_all`).
+    pub async fn disconnect_all(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<DisconnectReport>> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let reports = self
+            .all(&Command::DisconnectAll { timeout_ms }, timeout + Duration::from_secs(30), |e| {
+                match e {
+                    Event::Disconnected(r) => Some(r),
+                    _ => None,
+                }
+            })
+            .await?;
+        self.open.iter_mut().for_each(|o| *o = 0);
+        Ok(reports)
     }
 
     /// Asks every worker to quit and waits for them (killing those that linger).

@@ -1,5 +1,6 @@
 //! `realtime-bench`: the bench driver behind `cargo xtask bench`. It builds the binaries,
-//! runs realtime-server and the baseline interleaved through every scenario, writes
+//! runs realtime-server and the baseline interleaved through every scenario, then the soak
+//! scenarios (churn, slow consumers, drain) against a fresh realtime-server, writes
 //! `results/bench/<date>.json`, renders `docs/bench/*.png` and updates `docs/benchmarks.md`.
 //! Targets are reported, never asserted; the exit code is non-zero only when a delivery was
 //! missing or extra, or a session could not run.
@@ -10,6 +11,7 @@ mod procfs;
 mod report;
 mod results;
 mod session;
+mod soak;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,13 +48,34 @@ struct Args {
     /// Do not touch docs/ (results/bench/<date>.json is still written).
     #[arg(long, global = true)]
     no_docs: bool,
+    /// Whether to run the soak scenarios (churn, slow consumers, drain; realtime-server
+    /// only) after the comparison, instead of it, or not at all.
+    #[arg(long, global = true, value_enum, default_value = "on")]
+    soak: SoakMode,
+    /// Override the connections of each soak scenario.
+    #[arg(long, global = true)]
+    soak_n: Option<u32>,
+    /// Override the cycles of the churn scenario.
+    #[arg(long, global = true)]
+    churn_cycles: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SoakMode {
+    /// After the comparison.
+    On,
+    /// Not at all.
+    Off,
+    /// Only the soak scenarios.
+    Only,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum Mode {
-    /// N = 5,000, one repetition: a few minutes.
+    /// N = 5,000, one repetition; soak at 5,000 with 10 churn cycles: a few minutes.
     Quick,
-    /// N up to 19,000, every scenario, three repetitions, medians.
+    /// N up to 19,000, every scenario, three repetitions, medians; soak at 10,000 with 100
+    /// churn cycles.
     Full,
 }
 
@@ -141,6 +164,18 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         plan.n_main = plan.n_main.min(plan.n_max);
         plan.n_user_small = plan.n_user_small.min(plan.n_max);
     }
+    if let Some(n) = args.soak_n {
+        plan.soak_n = n;
+    }
+    if let Some(cycles) = args.churn_cycles {
+        plan.churn_cycles = cycles;
+    }
+    let run_soak = args.soak != SoakMode::Off
+        && plan.soak_n > 0
+        && kinds.contains(&TargetKind::RealtimeServer);
+    if !run_soak {
+        plan.soak_n = 0;
+    }
     let command = std::env::var("REALTIME_BENCH_COMMAND").unwrap_or_else(|_| {
         let rest: Vec<String> = std::env::args().skip(1).collect();
         format!("cargo run --release -p realtime-bench --bin realtime-bench -- {}", rest.join(" "))
@@ -151,7 +186,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut sessions = Vec::new();
-    for rep in 0..plan.reps {
+    let reps = if args.soak == SoakMode::Only { 0 } else { plan.reps };
+    for rep in 0..reps {
         // Interleaved: the order alternates between repetitions.
         let mut order = kinds.clone();
         if rep % 2 == 1 {
@@ -165,10 +201,20 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             sessions.push(session);
         }
     }
+    let soak = if run_soak {
+        eprintln!(
+            "soak: N = {}, {} churn cycles, {} per mille slow consumers",
+            plan.soak_n, plan.churn_cycles, plan.slow_per_mille
+        );
+        Some(runtime.block_on(soak::run_soak(&paths, &plan)).context("soak")?)
+    } else {
+        None
+    };
     drop(runtime);
 
     let summary = report::summarize(&plan, &sessions);
-    let exactly_once = sessions.iter().all(|s| s.missing == 0 && s.extra == 0);
+    let exactly_once = sessions.iter().all(|s| s.missing == 0 && s.extra == 0)
+        && soak.as_ref().is_none_or(|s| s.slow.missing == 0 && s.slow.extra == 0);
     let results = RunResults {
         date: report::utc_date(started_unix),
         started_unix,
@@ -177,27 +223,44 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         plan,
         sessions,
         summary,
+        soak,
         exactly_once,
     };
     let results_dir = root.join("results/bench");
     std::fs::create_dir_all(&results_dir)?;
-    let json_path = results_dir.join(format!("{}.json", results.date));
+    let json_path = results_dir.join(report::results_file(&results));
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
     eprintln!("wrote {}", json_path.display());
 
     if !args.no_docs {
         let docs = root.join("docs");
-        let charts = charts::render_all(&results, &docs.join("bench"))?;
         let md_path = docs.join("benchmarks.md");
-        let existing = std::fs::read_to_string(&md_path).ok();
-        let generated = report::markdown(&results, &charts);
-        std::fs::write(&md_path, report::splice(existing.as_deref(), &generated))?;
-        eprintln!("updated {} and {}", md_path.display(), docs.join("bench").display());
+        let mut text = std::fs::read_to_string(&md_path).ok();
+        // A soak-only run leaves the comparison's section and charts as they are.
+        if !results.sessions.is_empty() {
+            let charts = charts::render_all(&results, &docs.join("bench"))?;
+            let generated = report::markdown(&results, &charts);
+            text = Some(report::splice(text.as_deref(), &generated));
+        }
+        if let (Some(soak), Some(existing)) = (&results.soak, &text) {
+            text = Some(report::splice_soak(existing, &report::soak_markdown(&results, soak)));
+        }
+        if let Some(text) = text {
+            std::fs::write(&md_path, text)?;
+            eprintln!("updated {}", md_path.display());
+        }
     }
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<62} {:>14} {:>14} {:>8}  target", "measure", "server", "baseline", "ratio")?;
-    for r in &results.summary {
+    let table = if results.sessions.is_empty() { &[][..] } else { &results.summary[..] };
+    if !table.is_empty() {
+        writeln!(
+            out,
+            "{:<62} {:>14} {:>14} {:>8}  target",
+            "measure", "server", "baseline", "ratio"
+        )?;
+    }
+    for r in table {
         writeln!(
             out,
             "{:<62} {:>14} {:>14} {:>8}  {}{}",

@@ -1,6 +1,7 @@
 //! The results of a benchmark run, as written to `results/bench/<date>.json`.
 
 use realtime_bench::hist::{HistPairs, Summary};
+use realtime_bench::shard::CloseCount;
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::Machine;
@@ -184,6 +185,157 @@ pub struct SessionResult {
     pub notes: Vec<String>,
 }
 
+/// Churn: connect/disconnect cycles against one server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChurnResult {
+    /// Cycles run.
+    pub cycles: u32,
+    /// Connections opened per cycle.
+    pub connections: u32,
+    /// Handshakes completed over every cycle.
+    pub handshakes: u64,
+    /// Handshakes failed over every cycle.
+    pub failed: u64,
+    /// Connections closed with a closing handshake.
+    pub clean_closes: u64,
+    /// Connections whose socket was dropped without one.
+    pub dropped: u64,
+    /// Cycles after which `/healthz` did not reach 0 connections within the wait.
+    pub cycles_not_empty: u32,
+    /// `/healthz` connections after the last cycle.
+    pub registry_after: Option<u64>,
+    /// Server RSS with every connection of the cycle open, KiB, per cycle.
+    pub rss_connected_kib: Vec<u64>,
+    /// Server RSS after the cycle's disconnect (registry empty), KiB, per cycle.
+    pub rss_after_kib: Vec<u64>,
+    /// RSS after the last cycle / RSS after the first.
+    pub rss_last_vs_first: Option<f64>,
+    /// Wall time, in seconds.
+    pub seconds: f64,
+}
+
+/// Ends of connections merged over workers: one row per kind of connection and close code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloseSummary {
+    /// Slow connections (true) or the others.
+    pub slow: bool,
+    /// The close code, or `None` for an end without a close frame.
+    pub code: Option<u16>,
+    /// Connections.
+    pub count: u64,
+    /// Earliest end, ms after the scenario's reference instant.
+    pub first_ms: f64,
+    /// Latest end, ms after the scenario's reference instant.
+    pub last_ms: f64,
+}
+
+impl CloseSummary {
+    /// Merges per-worker counts; times are relative to `t0_us` (µs since the Unix epoch).
+    pub fn merge(counts: &[CloseCount], t0_us: u64) -> Vec<CloseSummary> {
+        let mut rows: Vec<CloseSummary> = Vec::new();
+        let ms = |us: u64| (us as f64 - t0_us as f64) / 1000.0;
+        for c in counts {
+            match rows.iter_mut().find(|r| r.slow == c.slow && r.code == c.code) {
+                Some(row) => {
+                    row.count += c.count;
+                    row.first_ms = row.first_ms.min(ms(c.first_us));
+                    row.last_ms = row.last_ms.max(ms(c.last_us));
+                }
+                None => rows.push(CloseSummary {
+                    slow: c.slow,
+                    code: c.code,
+                    count: c.count,
+                    first_ms: ms(c.first_us),
+                    last_ms: ms(c.last_us),
+                }),
+            }
+        }
+        rows.sort_by_key(|r| (r.slow, r.code));
+        rows
+    }
+
+    /// The count of `(slow, code)` in `rows`.
+    pub fn count(rows: &[CloseSummary], slow: bool, code: Option<u16>) -> u64 {
+        rows.iter().filter(|r| r.slow == slow && r.code == code).map(|r| r.count).sum()
+    }
+}
+
+/// Slow consumers: some clients stop reading while the others receive broadcasts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlowResult {
+    /// Connections that keep reading.
+    pub readers: u32,
+    /// Connections that stop reading.
+    pub slow: u32,
+    /// Broadcasts published during the scenario (each must reach every reader).
+    pub broadcasts: u32,
+    /// Messages published to the slow connections' role to fill their queues.
+    pub fill_messages: u32,
+    /// Bytes of payload in each fill message.
+    pub fill_bytes: usize,
+    /// Seconds from the pause until the registry held no slow connection.
+    pub seconds_until_closed: Option<f64>,
+    /// When the slow connections were told to read again, ms after the pause.
+    pub resumed_ms: Option<f64>,
+    /// How the slow connections ended (they read again once the server dropped them);
+    /// times in ms after the pause.
+    pub slow_closes: Vec<CloseSummary>,
+    /// How readers ended during the scenario (should be none).
+    pub reader_closes: Vec<CloseSummary>,
+    /// The server's `realtime_connections_closed_total{reason="slow_consumer"}` afterwards.
+    pub server_slow_consumer_closes: Option<u64>,
+    /// Deliveries to readers expected.
+    pub expected: u64,
+    /// First, correct deliveries to readers.
+    pub deliveries: u64,
+    /// Deliveries to readers that did not arrive.
+    pub missing: u64,
+    /// Deliveries to readers that should not have arrived.
+    pub extra: u64,
+    /// Server RSS at the pause, KiB.
+    pub rss_before_kib: u64,
+    /// Largest server RSS seen during the scenario, KiB.
+    pub rss_peak_kib: u64,
+    /// Server RSS after the scenario, KiB.
+    pub rss_after_kib: u64,
+}
+
+/// Drain: SIGTERM to the server with every connection open.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainResult {
+    /// Connections open at the signal.
+    pub connections: u32,
+    /// The server's grace period, seconds.
+    pub grace_secs: u64,
+    /// How the connections ended; times in ms after the signal.
+    pub closes: Vec<CloseSummary>,
+    /// Connections that received 1012.
+    pub got_1012: u64,
+    /// When the last 1012 arrived, ms after the signal.
+    pub last_1012_ms: Option<f64>,
+    /// When the server process exited, ms after the signal.
+    pub exit_ms: Option<f64>,
+    /// Its exit status.
+    pub exit_status: String,
+}
+
+/// The soak scenarios, run against a fresh realtime-server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SoakResult {
+    /// Connections per scenario.
+    pub n: u32,
+    /// Server RSS before any connection, KiB.
+    pub rss_start_kib: u64,
+    /// Churn.
+    pub churn: ChurnResult,
+    /// Slow consumers.
+    pub slow: SlowResult,
+    /// Drain.
+    pub drain: DrainResult,
+    /// Anything unusual.
+    pub notes: Vec<String>,
+}
+
 /// The settings of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -217,6 +369,24 @@ pub struct Plan {
     pub done_timeout_ms: u64,
     /// Milliseconds between closed-loop messages.
     pub gap_ms: u64,
+    /// Connections of each soak scenario (churn, slow consumers, drain); 0 skips them.
+    #[serde(default)]
+    pub soak_n: u32,
+    /// Connect/disconnect cycles of the churn scenario.
+    #[serde(default)]
+    pub churn_cycles: u32,
+    /// Slow consumers, per thousand connections.
+    #[serde(default)]
+    pub slow_per_mille: u32,
+    /// Broadcasts to the readers during the slow-consumer scenario.
+    #[serde(default)]
+    pub slow_broadcasts: u32,
+    /// Payload bytes of each message that fills the slow consumers' queues.
+    #[serde(default)]
+    pub fill_bytes: usize,
+    /// The server's shutdown grace period in the drain scenario, seconds.
+    #[serde(default)]
+    pub drain_grace_secs: u64,
 }
 
 impl Plan {
@@ -238,6 +408,12 @@ impl Plan {
             connect_concurrency: 64,
             done_timeout_ms: 3000,
             gap_ms: 5,
+            soak_n: 5_000,
+            churn_cycles: 10,
+            slow_per_mille: 10,
+            slow_broadcasts: 100,
+            fill_bytes: 16 * 1024,
+            drain_grace_secs: 5,
         }
     }
 
@@ -253,6 +429,8 @@ impl Plan {
             user_messages: 1000,
             rates: vec![2, 5, 10],
             rate_secs: 10,
+            soak_n: 10_000,
+            churn_cycles: 100,
             ..Plan::quick()
         }
     }
@@ -299,6 +477,9 @@ pub struct RunResults {
     pub sessions: Vec<SessionResult>,
     /// Medians and ratios.
     pub summary: Vec<SummaryRow>,
+    /// The soak scenarios (realtime-server only), when run.
+    #[serde(default)]
+    pub soak: Option<SoakResult>,
     /// Whether every delivery of every session arrived exactly once.
     pub exactly_once: bool,
 }

@@ -42,14 +42,17 @@ pub struct Paths {
 }
 
 /// A server process under test.
-struct Running {
-    child: tokio::process::Child,
-    pid: u32,
-    addr: SocketAddr,
+pub struct Running {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// Its pid.
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 /// 32 random bytes (from two v4 UUIDs, which come from the OS generator).
-fn random_bytes() -> Vec<u8> {
+pub fn random_bytes() -> Vec<u8> {
     let mut bytes = uuid::Uuid::new_v4().as_bytes().to_vec();
     bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
     bytes
@@ -60,17 +63,20 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn start(
+/// Starts `kind` (realtime-server with `extra_env` besides the usual settings), logging to
+/// `<logs>/<log_name>.log`, and waits until it answers `/healthz`.
+pub async fn start(
     kind: TargetKind,
     paths: &Paths,
-    rep: usize,
+    log_name: &str,
     secret_text: &str,
     api_key: &str,
     max_connections: u32,
+    extra_env: &[(&str, String)],
 ) -> anyhow::Result<Running> {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     std::fs::create_dir_all(&paths.logs)?;
-    let log_path = paths.logs.join(format!("{}-rep{rep}.log", kind.name()));
+    let log_path = paths.logs.join(format!("{log_name}.log"));
     let log = std::fs::File::create(&log_path)?;
     let mut command = match kind {
         TargetKind::RealtimeServer => {
@@ -79,7 +85,8 @@ async fn start(
                 .env("REALTIME_JWT_SECRET", secret_text)
                 .env("REALTIME_API_KEY", api_key)
                 .env("REALTIME_MAX_CONNECTIONS", max_connections.to_string())
-                .env("REALTIME_LOG", "warn");
+                .env("REALTIME_LOG", "warn")
+                .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
             c
         }
         TargetKind::Baseline => {
@@ -126,7 +133,9 @@ pub async fn run_session(
     let secret_text = to_hex(&random_bytes());
     let api_key = to_hex(&random_bytes());
     let max_connections = plan.n_max + 500;
-    let mut running = start(kind, paths, rep, &secret_text, &api_key, max_connections).await?;
+    let log_name = format!("{}-rep{rep}", kind.name());
+    let mut running =
+        start(kind, paths, &log_name, &secret_text, &api_key, max_connections, &[]).await?;
     let result = Session {
         plan,
         kind,
@@ -154,12 +163,16 @@ struct Session<'a> {
 }
 
 /// A round's reports from every worker, merged.
-struct Outcome {
+pub struct Outcome {
     seqs: u32,
-    expected: u64,
-    deliveries: u64,
-    missing: u64,
-    extra: u64,
+    /// Deliveries expected.
+    pub expected: u64,
+    /// First, correct deliveries.
+    pub deliveries: u64,
+    /// Deliveries that did not arrive.
+    pub missing: u64,
+    /// Deliveries that should not have arrived.
+    pub extra: u64,
     /// Per sequence number: whether it reached everyone it should have.
     complete: Vec<bool>,
     /// Per sequence number: largest latency (the last receiver), µs.
@@ -169,7 +182,8 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn merge(kind: RoundKind, seqs: u32, expected: &[u32], reports: &[RoundReport]) -> Outcome {
+    /// Merges the workers' reports of one round.
+    pub fn merge(kind: RoundKind, seqs: u32, expected: &[u32], reports: &[RoundReport]) -> Outcome {
         let n = seqs as usize;
         let mut counts = vec![0u64; n];
         let mut completion_us = vec![0u64; n];
