@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -14,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use realtime_core::{BearerToken, Identity, RawClaims, UnixMillis};
 use realtime_ports::{AuthError, TokenVerifier};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use crate::config::{JwtConfig, JwtConfigError, JwtKey};
 
@@ -237,218 +236,55 @@ fn check_header_algorithm(raw: &str, expected: &str) -> Result<(), AuthError> {
 
 /// The claims realtime reads, as handed over by jsonwebtoken once it has verified the token.
 ///
-/// Reading never fails on a JSON object: a claim of another JSON type than realtime reads is
-/// recorded as [`Claim::WrongType`] (and refused by [`Claims::into_raw`], after
-/// jsonwebtoken's own checks), other claims are skipped without being stored, and a
-/// repeated claim keeps its last value. This replaces reading a `serde_json::Map` and
-/// converting it, which allocated every claim twice.
-#[derive(Default)]
+/// Each is read as any JSON value and its type checked by [`Claims::into_raw`], so that a
+/// claim of the wrong type is refused as [`AuthError::InvalidClaim`] naming it (after
+/// jsonwebtoken's own checks) rather than as a malformed token. Other claims are skipped; a
+/// repeated claim makes the claims unreadable (RFC 7519 allows refusing it).
+#[derive(Deserialize)]
 struct Claims {
-    sub: Claim<String>,
-    exp: Claim<u64>,
-    roles: Claim<Vec<String>>,
-    permissions: Claim<Vec<String>>,
+    sub: Option<Value>,
+    exp: Option<Value>,
+    roles: Option<Value>,
+    permissions: Option<Value>,
 }
 
 impl Claims {
     /// The claims as [`RawClaims`]; a claim of the wrong type is named in
     /// [`AuthError::InvalidClaim`] (checked in the order `sub`, `exp`, `roles`,
-    /// `permissions`).
+    /// `permissions`). `null` counts as absent.
     fn into_raw(self) -> Result<RawClaims, AuthError> {
+        let string = |value| match value {
+            Value::String(s) => Some(s),
+            _ => None,
+        };
         Ok(RawClaims {
-            sub: self.sub.into_option("sub")?,
-            exp: self.exp.into_option("exp")?,
-            roles: self.roles.into_option("roles")?,
-            permissions: self.permissions.into_option("permissions")?,
+            sub: claim(self.sub, "sub", string)?,
+            exp: claim(self.exp, "exp", |value| value.as_u64())?,
+            roles: claim(self.roles, "roles", strings)?,
+            permissions: claim(self.permissions, "permissions", strings)?,
         })
     }
 }
 
-impl<'de> Deserialize<'de> for Claims {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ClaimsVisitor;
-        impl<'de> Visitor<'de> for ClaimsVisitor {
-            type Value = Claims;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object of claims")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
-                let mut claims = Claims::default();
-                while let Some(name) = map.next_key::<ClaimName>()? {
-                    match name {
-                        ClaimName::Sub => claims.sub = map.next_value()?,
-                        ClaimName::Exp => claims.exp = map.next_value()?,
-                        ClaimName::Roles => claims.roles = map.next_value()?,
-                        ClaimName::Permissions => claims.permissions = map.next_value()?,
-                        ClaimName::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(claims)
-            }
-        }
-        deserializer.deserialize_map(ClaimsVisitor)
-    }
+/// Reads a claim with `read`, which says `None` for a value of the wrong type.
+fn claim<T>(
+    value: Option<Value>,
+    name: &str,
+    read: impl FnOnce(Value) -> Option<T>,
+) -> Result<Option<T>, AuthError> {
+    value.map(|v| read(v).ok_or_else(|| AuthError::InvalidClaim(name.to_owned()))).transpose()
 }
 
-/// The name of a claim, as far as realtime cares.
-enum ClaimName {
-    Sub,
-    Exp,
-    Roles,
-    Permissions,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for ClaimName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl Visitor<'_> for NameVisitor {
-            type Value = ClaimName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a claim name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<ClaimName, E> {
-                Ok(match name {
-                    "sub" => ClaimName::Sub,
-                    "exp" => ClaimName::Exp,
-                    "roles" => ClaimName::Roles,
-                    "permissions" => ClaimName::Permissions,
-                    _ => ClaimName::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(NameVisitor)
-    }
-}
-
-/// One claim as read: absent (or `null`), of the JSON type realtime reads, or of another.
-#[derive(Debug, Default, PartialEq, Eq)]
-enum Claim<T> {
-    #[default]
-    Absent,
-    Valid(T),
-    WrongType,
-}
-
-impl<T> Claim<T> {
-    fn into_option(self, name: &str) -> Result<Option<T>, AuthError> {
-        match self {
-            Claim::Absent => Ok(None),
-            Claim::Valid(value) => Ok(Some(value)),
-            Claim::WrongType => Err(AuthError::InvalidClaim(name.to_owned())),
-        }
-    }
-}
-
-/// A claim value realtime reads: which JSON values are of its type. Every other JSON value
-/// is consumed and reported as `None` (the wrong type).
-trait ClaimValue: Sized {
-    /// From a JSON string.
-    fn from_string(_value: Cow<'_, str>) -> Option<Self> {
-        None
-    }
-    /// From a non-negative JSON integer that fits in a `u64`.
-    fn from_u64(_value: u64) -> Option<Self> {
-        None
-    }
-    /// From a JSON array.
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-impl ClaimValue for String {
-    fn from_string(value: Cow<'_, str>) -> Option<Self> {
-        Some(value.into_owned())
-    }
-}
-
-impl ClaimValue for u64 {
-    fn from_u64(value: u64) -> Option<Self> {
-        Some(value)
-    }
-}
-
-/// An array of strings (`roles`, `permissions`); an array holding anything else is the
-/// wrong type.
-impl ClaimValue for Vec<String> {
-    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        let mut all_strings = true;
-        while let Some(item) = seq.next_element::<Claim<String>>()? {
-            match item {
-                Claim::Valid(item) if all_strings => items.push(item),
-                Claim::Valid(_) => {}
-                Claim::Absent | Claim::WrongType => all_strings = false,
-            }
-        }
-        Ok(all_strings.then_some(items))
-    }
-}
-
-impl<'de, T: ClaimValue> Deserialize<'de> for Claim<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ClaimVisitor(PhantomData))
-    }
-}
-
-struct ClaimVisitor<T>(PhantomData<T>);
-
-impl<T> ClaimVisitor<T> {
-    fn checked<E>(value: Option<T>) -> Result<Claim<T>, E> {
-        Ok(value.map_or(Claim::WrongType, Claim::Valid))
-    }
-}
-
-impl<'de, T: ClaimValue> Visitor<'de> for ClaimVisitor<T> {
-    type Value = Claim<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Claim<T>, E> {
-        Ok(Claim::Absent)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Claim<T>, E> {
-        Ok(Claim::Absent)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Claim<T>, D::Error> {
-        Claim::deserialize(deserializer)
-    }
-    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<Claim<T>, E> {
-        Ok(Claim::WrongType)
-    }
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Claim<T>, E> {
-        match u64::try_from(value) {
-            Ok(value) => self.visit_u64(value),
-            Err(_) => Ok(Claim::WrongType),
-        }
-    }
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Claim<T>, E> {
-        Self::checked(T::from_u64(value))
-    }
-    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<Claim<T>, E> {
-        Ok(Claim::WrongType)
-    }
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Claim<T>, E> {
-        Self::checked(T::from_string(Cow::Borrowed(value)))
-    }
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Claim<T>, E> {
-        Self::checked(T::from_string(Cow::Owned(value)))
-    }
-    fn visit_bytes<E: de::Error>(self, _value: &[u8]) -> Result<Claim<T>, E> {
-        Ok(Claim::WrongType)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Claim<T>, A::Error> {
-        Self::checked(T::from_seq(seq)?)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claim<T>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Claim::WrongType)
-    }
+/// An array of strings (`roles`, `permissions`); `None` for anything else.
+fn strings(value: Value) -> Option<Vec<String>> {
+    let Value::Array(items) = value else { return None };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The one mapping from jsonwebtoken's failures to [`AuthError`]. No arm copies text from
@@ -608,12 +444,15 @@ mod tests {
                 ..RawClaims::default()
             },
         );
-        // A repeated claim keeps its last value, as a JSON map would.
-        check(
-            r#"{"sub":1,"sub":"last","roles":["a"],"roles":[]}"#,
-            RawClaims { sub: Some("last".into()), roles: strings(&[]), ..RawClaims::default() },
-        );
-        check(r#"{"exp":"x","exp":5}"#, RawClaims { exp: Some(5), ..RawClaims::default() });
+    }
+
+    #[test]
+    fn repeated_claims_are_unreadable() {
+        for json in
+            [r#"{"sub":"a","sub":"b"}"#, r#"{"exp":"x","exp":5}"#, r#"{"roles":[],"roles":[]}"#]
+        {
+            assert!(serde_json::from_str::<Claims>(json).is_err(), "{json}");
+        }
     }
 
     #[test]
