@@ -31,6 +31,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long connection tasks get to end once they are told to stop at once.
 const FORCED_STOP_WAIT: Duration = Duration::from_secs(1);
+/// Longest time one connection may stay in the HTTP phase, in header-read timeouts (60 s by
+/// default): then it is told to close after the request in flight, and a header-read
+/// timeout later it is dropped. hyper bounds only the reading of a request head, so without
+/// this a client that sends requests and never reads the answers (hyper's writes then stall)
+/// would hold its slot for ever.
+const HTTP_PHASE_LIFETIME_FACTOR: u32 = 6;
 
 /// The HTTP-level limits (see their `TransportConfig` fields).
 #[derive(Debug, Clone, Copy)]
@@ -95,9 +101,14 @@ pub(crate) async fn serve(
                 let (stop, forced) = (stop.clone(), connections.forced.clone());
                 // Served until it ends or is upgraded (the socket then belongs to the
                 // WebSocket task); the slot is held until then.
+                let header_read_timeout = limits.header_read_timeout;
                 let connection = async move {
                     let mut connection = Box::pin(connection);
                     let mut stopping = false;
+                    let lifetime = header_read_timeout.saturating_mul(HTTP_PHASE_LIFETIME_FACTOR);
+                    let expiry = tokio::time::sleep(lifetime);
+                    tokio::pin!(expiry);
+                    let mut expired = false;
                     let result = loop {
                         tokio::select! {
                             result = connection.as_mut() => break result,
@@ -105,6 +116,21 @@ pub(crate) async fn serve(
                                 // Closes it if idle, else after the response in flight.
                                 connection.as_mut().graceful_shutdown();
                                 stopping = true;
+                            }
+                            () = &mut expiry => {
+                                if expired {
+                                    count_error("http_phase_expired");
+                                    debug!("connection held in the HTTP phase too long; dropped");
+                                    return;
+                                }
+                                expired = true;
+                                if !stopping {
+                                    connection.as_mut().graceful_shutdown();
+                                    stopping = true;
+                                }
+                                // A header-read timeout more to finish, then it is dropped.
+                                let last = tokio::time::Instant::now() + header_read_timeout;
+                                expiry.as_mut().reset(last);
                             }
                             () = forced.cancelled() => return,
                         }

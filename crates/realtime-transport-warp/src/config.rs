@@ -231,6 +231,10 @@ pub enum ConfigError {
         /// The configured value, as text.
         got: String,
     },
+    /// `metadata_query_params` names the `token` parameter: the bearer token would be
+    /// copied into every connection's metadata.
+    #[error("metadata_query_params must not contain \"token\": it carries the credential")]
+    TokenInMetadata,
 }
 
 impl ConfigError {
@@ -240,6 +244,7 @@ impl ConfigError {
         match self {
             ConfigError::ReadBuffer { .. } => "read_buffer_bytes",
             ConfigError::Zero(setting) | ConfigError::OutOfRange { setting, .. } => setting,
+            ConfigError::TokenInMetadata => "metadata_query_params",
         }
     }
 }
@@ -279,6 +284,9 @@ impl TransportConfig {
     /// # Errors
     /// [`ConfigError`] names the first setting that cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.metadata_query_params.iter().any(|name| name == "token") {
+            return Err(ConfigError::TokenInMetadata);
+        }
         if self.read_buffer_bytes == 0 || self.read_buffer_bytes > MAX_READ_BUFFER_BYTES {
             return Err(ConfigError::ReadBuffer {
                 got: self.read_buffer_bytes,
@@ -542,6 +550,16 @@ impl fmt::Debug for Deps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_parameter_is_never_copied_into_metadata() {
+        let config = TransportConfig {
+            metadata_query_params: vec!["job_id".to_owned(), "token".to_owned()],
+            ..TransportConfig::default()
+        };
+        assert_eq!(config.validate(), Err(ConfigError::TokenInMetadata));
+        assert_eq!(ConfigError::TokenInMetadata.setting(), "metadata_query_params");
+    }
 
     #[test]
     fn api_key_compares_and_never_shows() {

@@ -64,6 +64,9 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// Most bytes read and thrown away while waiting for a closing client to go.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
+/// Longest wait for the upgraded socket once the connection is registered.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most client messages read ahead while the inbound handler is busy.
 pub(crate) const INBOUND_BACKLOG: usize = 8;
 
@@ -314,10 +317,17 @@ impl Session {
     }
 
     async fn drive(self, upgrade: OnUpgrade) {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
+        // The connection is registered already: a client that never lets the 101 out (it
+        // does not read, so hyper cannot write) must not hold its registration.
+        let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(error)) => {
                 debug!(%error, "upgrade failed");
+                self.sink.end(SessionEnd::TransportError);
+                return;
+            }
+            Err(_) => {
+                debug!("upgrade not completed in time");
                 self.sink.end(SessionEnd::TransportError);
                 return;
             }
@@ -332,6 +342,7 @@ impl Session {
         let (writer, reader) = socket.split();
         let Session { api, inbound, connection, expires_at, sink, settings, shutdown, hello } =
             self;
+        let settings_close_timeout = settings.close_timeout;
         let writing = write_half(writer, &sink, hello, settings.close_timeout);
         let context = Inbound {
             sink: &sink,
@@ -345,7 +356,10 @@ impl Session {
         // When the stream cannot be read frame by frame any more (an oversize frame or a
         // protocol violation), stop writing and read what the client still sends until it
         // goes, so that the close frame is not lost to a reset.
-        if let (Some(deadline), Ok(mut socket)) = (drain_deadline, reader.reunite(writer)) {
+        // The writer may have spent its close timeout on the close frame: the linger gets a
+        // close timeout of its own from now on.
+        if let (Some(_), Ok(mut socket)) = (drain_deadline, reader.reunite(writer)) {
+            let deadline = Instant::now() + settings_close_timeout;
             let _ = tokio::time::timeout_at(deadline, linger(socket.get_mut())).await;
         }
     }
@@ -361,6 +375,20 @@ fn text_message(frame: Frame) -> Message {
         OpCode::Data(Data::Text),
         true,
     ))
+}
+
+/// Counts, in `realtime_frames_dropped_total{reason="close_timeout"}`, the frames accepted
+/// for a closing connection that may not have reached it: the batch being written when the
+/// close timeout passed (`in_flight`, some of which may have gone out) and what was still
+/// queued behind it.
+fn count_unwritten(sink: &WsSink, in_flight: usize) {
+    let mut rest = VecDeque::new();
+    sink.take_queued(&mut rest);
+    let lost = in_flight + rest.iter().filter(|item| matches!(item, Outbound::Frame(_))).count();
+    if lost > 0 {
+        metrics::counter!("realtime_frames_dropped_total", "reason" => "close_timeout")
+            .increment(lost as u64);
+    }
 }
 
 /// Completes once an end is recorded.
@@ -412,15 +440,18 @@ async fn write_half(
             if batch.is_empty() {
                 break;
             }
+            let in_flight = batch.len();
             match tokio::time::timeout_at(deadline, write_batch(&mut socket, &mut batch)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     debug!(%error, "write failed while closing");
+                    count_unwritten(sink, in_flight);
                     healthy = false;
                     break;
                 }
                 Err(_) => {
                     debug!("queued frames not written within the close timeout");
+                    count_unwritten(sink, in_flight);
                     break;
                 }
             }
@@ -649,6 +680,11 @@ async fn read_half<'a>(
                 match liveness.handle_timeout(Instant::now().into_std()) {
                     Some(LivenessAction::SendPing) => {
                         let _ = sink.enqueue(Outbound::Ping);
+                    }
+                    // While the socket is not read (the handler's backlog is full), the
+                    // client's pong may be waiting unread: not its fault, so no 4004 then.
+                    Some(LivenessAction::Close) if !reading => {
+                        liveness.handle_activity(Instant::now().into_std());
                     }
                     Some(LivenessAction::Close) => {
                         sink.end(SessionEnd::HeartbeatTimeout);

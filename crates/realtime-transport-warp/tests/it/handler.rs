@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{self, WAIT, next_json, send_text, test_config};
 
+/// The most client messages the session reads ahead of a busy handler (`session.rs`).
+const INBOUND_BACKLOG: usize = 8;
+
 /// A configuration where a hanging handler hangs longer than any test waits.
 fn patient() -> TransportConfig {
     TransportConfig { inbound_timeout: Duration::from_secs(60), ..test_config() }
@@ -110,5 +113,37 @@ async fn a_reply_of_a_reserved_type_is_refused_with_internal_error() {
     assert_eq!(error["payload"]["code"], "internal_error", "{error}");
     send_text(&mut ws, r#"{"type":"ping"}"#).await;
     assert_eq!(next_json(&mut ws).await["type"], "pong");
+    server.stop().await;
+}
+
+/// While the handler's backlog is full the server does not read the socket, so the client's
+/// pongs wait unread: that must not close a client that is answering (4004).
+#[tokio::test]
+async fn a_full_handler_backlog_does_not_count_as_a_missed_pong() {
+    let config = TransportConfig {
+        liveness: LivenessConfig {
+            ping_interval: Duration::from_millis(100),
+            pong_timeout: Duration::from_millis(200),
+        },
+        inbound_timeout: Duration::from_millis(1500),
+        ..test_config()
+    };
+    let server = support::start(config).await;
+    let (mut ws, _) = support::connect(server.addr, "good.alice").await;
+    send_text(&mut ws, r#"{"type":"hang"}"#).await;
+    server.inbound.hanging(1).await;
+    // More than the backlog holds: the socket is not read until the hang times out.
+    for _ in 0..INBOUND_BACKLOG + 2 {
+        send_text(&mut ws, r#"{"type":"other"}"#).await;
+    }
+    // The client keeps reading (so it answers pings); the next frames are the timeout's
+    // `internal_error` and the answers to the others, not a heartbeat close.
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["payload"]["code"], "internal_error", "{first}");
+    for _ in 0..INBOUND_BACKLOG + 2 {
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["payload"]["code"], "unsupported_type", "{reply}");
+    }
+    drop(ws);
     server.stop().await;
 }

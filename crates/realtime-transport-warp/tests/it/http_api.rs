@@ -191,6 +191,29 @@ async fn the_metrics_server_serves_metrics_alone_without_a_key() {
 }
 
 #[tokio::test]
+async fn a_half_sent_scrape_does_not_hold_the_metrics_server_open() {
+    let metrics: realtime_transport_warp::MetricsRenderer = Arc::new(String::new);
+    let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), metrics)
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = server.local_addr();
+    let shutdown = ShutdownHandle::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /met")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Served: the stalled request does not stop another scrape.
+    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 200);
+    shutdown.shutdown();
+    tokio::time::timeout(support::WAIT, task)
+        .await
+        .unwrap_or_else(|_| panic!("a half-sent request kept the metrics server from stopping"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(half);
+}
+
+#[tokio::test]
 async fn without_a_renderer_or_page_those_routes_are_404() {
     let server = support::start(test_config()).await;
     for path in ["/metrics", "/"] {

@@ -83,6 +83,37 @@ async fn a_connection_waits_for_a_slot_when_max_http_connections_are_open() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_its_slot() {
+    let config = TransportConfig {
+        max_http_connections: 1,
+        header_read_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let server = support::start(config).await;
+    // The only slot: a client that pipelines requests and never reads the answers, so the
+    // server's writes stall (no head is being read, so the header timeout does not apply).
+    let mut stalled = raw(server.addr, b"").await;
+    let writer = tokio::spawn(async move {
+        let requests = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+        for _ in 0..1000 {
+            if stalled.write_all(&requests).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    // Served once the stalled client has been dropped (six header timeouts, plus one).
+    let response = http(server.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(response.status, 200);
+    let dropped = tokio::time::timeout(WAIT, writer).await;
+    assert!(
+        dropped.unwrap_or_else(|_| panic!("writer still blocked")).unwrap_or(false),
+        "the stalled client's connection was closed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_upgraded_websocket_frees_its_http_slot() {
     let config = TransportConfig { max_http_connections: 1, ..test_config() };
     let server = support::start(config).await;
