@@ -165,16 +165,23 @@ async fn health_metrics_demo_and_unknown_routes() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_metrics_server_serves_metrics_alone_without_a_key() {
-    let metrics: realtime_transport_warp::MetricsRenderer =
-        Arc::new(|| "realtime_connections_active 0\n".to_owned());
-    let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), metrics)
+/// A `MetricsServer` on 127.0.0.1:0 with `renderer`, running until its handle shuts down.
+async fn metrics_server(
+    renderer: realtime_transport_warp::MetricsRenderer,
+) -> (SocketAddr, ShutdownHandle, tokio::task::JoinHandle<()>) {
+    let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), renderer)
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
     let addr = server.local_addr();
     let shutdown = ShutdownHandle::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
+    (addr, shutdown, task)
+}
+
+#[tokio::test]
+async fn the_metrics_server_serves_metrics_alone_without_a_key() {
+    let (addr, shutdown, task) =
+        metrics_server(Arc::new(|| "realtime_connections_active 0\n".to_owned())).await;
     let response = http(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "realtime_connections_active 0\n");
@@ -192,13 +199,7 @@ async fn the_metrics_server_serves_metrics_alone_without_a_key() {
 
 #[tokio::test]
 async fn a_half_sent_scrape_does_not_hold_the_metrics_server_open() {
-    let metrics: realtime_transport_warp::MetricsRenderer = Arc::new(String::new);
-    let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), metrics)
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = server.local_addr();
-    let shutdown = ShutdownHandle::new();
-    let task = tokio::spawn(server.run(shutdown.clone()));
+    let (addr, shutdown, task) = metrics_server(Arc::new(String::new)).await;
     let mut half = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
     tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /met")
         .await
