@@ -96,12 +96,12 @@ pub fn healthz(deps: &Deps, shutdown: &ShutdownHandle) -> BoxedFilter<(Response,
 /// `None` serves anyone (for a listener only the scraper reaches, as
 /// [`MetricsServer`](crate::MetricsServer) does).
 pub fn metrics(renderer: MetricsRenderer, api_key: Option<ApiKey>) -> BoxedFilter<(Response,)> {
-    http_api::metrics(Some(renderer), api_key).boxed()
+    http_api::metrics(renderer, api_key).boxed()
 }
 
 /// `GET /`: the demo page `page`.
 pub fn demo(page: &'static str) -> BoxedFilter<(Response,)> {
-    http_api::demo(Some(page)).boxed()
+    http_api::demo(page).boxed()
 }
 
 /// The transport's answer to a rejection: JSON `{"error": ..}` with 404, 405, 413, 415 or

@@ -166,41 +166,36 @@ pub(crate) fn healthz(
     })
 }
 
-/// `GET /metrics`: the Prometheus text exposition, or 404 when no renderer is wired. With
+/// `GET /metrics`: the Prometheus text exposition (only mounted when a renderer is wired). With
 /// `api_key`, only to `Authorization: Bearer <key>` (401 otherwise, as on the publish API);
 /// `None` serves anyone, for a listener of its own that only the scraper reaches.
 pub(crate) fn metrics(
-    renderer: Option<MetricsRenderer>,
+    renderer: MetricsRenderer,
     api_key: Option<ApiKey>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("metrics")
         .and(warp::get())
         .and(warp::header::optional::<String>(AUTHORIZATION.as_str()))
-        .map(move |authorization: Option<String>| match &renderer {
-            None => wire::error_response(StatusCode::NOT_FOUND, "not found"),
-            Some(_)
-                if api_key
-                    .as_ref()
-                    .is_some_and(|key| !bearer_key_matches(authorization.as_deref(), key)) =>
-            {
-                wire::unauthorized()
+        .map(move |authorization: Option<String>| {
+            let refused = api_key
+                .as_ref()
+                .is_some_and(|key| !bearer_key_matches(authorization.as_deref(), key));
+            if refused {
+                return wire::unauthorized();
             }
-            Some(render) => wire::text_response(
+            wire::text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                render(),
-            ),
+                renderer(),
+            )
         })
 }
 
-/// `GET /`: the demo page, or 404 when none is configured.
+/// `GET /`: the demo page.
 pub(crate) fn demo(
-    page: Option<&'static str>,
+    page: &'static str,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path::end().and(warp::get()).map(move || match page {
-        Some(page) => {
-            wire::text_response(StatusCode::OK, "text/html; charset=utf-8", page.to_owned())
-        }
-        None => wire::error_response(StatusCode::NOT_FOUND, "not found"),
+    warp::path::end().and(warp::get()).map(move || {
+        wire::text_response(StatusCode::OK, "text/html; charset=utf-8", page.to_owned())
     })
 }

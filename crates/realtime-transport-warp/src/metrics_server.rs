@@ -45,7 +45,7 @@ impl MetricsServer {
     pub async fn bind(addr: SocketAddr, renderer: MetricsRenderer) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let filter = http_api::metrics(Some(renderer), None)
+        let filter = http_api::metrics(renderer, None)
             .recover(|rejection: warp::Rejection| async move {
                 Ok::<_, Infallible>(wire::rejection_response(&rejection))
             })
