@@ -18,10 +18,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
+
+use crate::shutdown::Tracked;
 
 /// The minimum of hyper's `max_buf_size`.
 const MIN_BUF_BYTES: usize = 8 * 1024;
@@ -29,8 +30,6 @@ const MIN_BUF_BYTES: usize = 8 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest pause after repeated accept errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// How long connection tasks get to end once they are told to stop at once.
-const FORCED_STOP_WAIT: Duration = Duration::from_secs(1);
 /// Longest time one connection may stay in the HTTP phase, in header-read timeouts (60 s by
 /// default): then it is told to close after the request in flight, and a header-read
 /// timeout later it is dropped. hyper bounds only the reading of a request head, so without
@@ -46,28 +45,9 @@ pub(crate) struct HttpLimits {
     pub(crate) max_http_connections: usize,
 }
 
-/// The HTTP connections being served: waited for, or dropped, when the server stops.
-#[derive(Debug, Default)]
-pub(crate) struct HttpConnections {
-    tracker: TaskTracker,
-    /// Cancelled when the grace period is over: connections drop their sockets at once.
-    forced: CancellationToken,
-}
-
-impl HttpConnections {
-    /// Waits up to `grace` for every HTTP connection to end (they were told to finish their
-    /// request in flight and close), then drops the rest. Returns how many were dropped.
-    pub(crate) async fn close(&self, grace: Duration) -> usize {
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
-            return 0;
-        }
-        let dropped = self.tracker.len();
-        self.forced.cancel();
-        let _ = tokio::time::timeout(FORCED_STOP_WAIT, self.tracker.wait()).await;
-        dropped
-    }
-}
+/// The HTTP connections being served: waited for, or dropped, when the server stops
+/// ([`Tracked::close`]).
+pub(crate) type HttpConnections = Tracked;
 
 /// Accepts connections on `listener` and serves `filter` on each until `stop` is cancelled;
 /// then drops the listener (no more connections are accepted), tells every connection to
@@ -98,7 +78,7 @@ pub(crate) async fn serve(
                 }
                 let connection =
                     builder.serve_connection(TokioIo::new(stream), service.clone()).with_upgrades();
-                let (stop, forced) = (stop.clone(), connections.forced.clone());
+                let (stop, forced) = (stop.clone(), connections.forced().clone());
                 // Served until it ends or is upgraded (the socket then belongs to the
                 // WebSocket task); the slot is held until then.
                 let header_read_timeout = limits.header_read_timeout;
@@ -142,7 +122,7 @@ pub(crate) async fn serve(
                         report(&error);
                     }
                 };
-                drop(connections.tracker.spawn(connection));
+                connections.spawn(connection);
             }
             Err(error) if is_connection_error(&error) => {
                 // The peer gave up between its SYN and our accept: its fault, not ours.

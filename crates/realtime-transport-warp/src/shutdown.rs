@@ -26,10 +26,8 @@ struct Inner {
     admission: RwLock<()>,
     /// Cancelled when a graceful shutdown starts: connections close with 1012.
     graceful: CancellationToken,
-    /// Cancelled when the grace period is over: connections drop their sockets at once.
-    forced: CancellationToken,
     /// Every connection task.
-    tracker: TaskTracker,
+    connections: Tracked,
 }
 
 /// How a drain ended.
@@ -77,7 +75,7 @@ impl ShutdownHandle {
 
     /// How many WebSocket connections are live (upgraded or upgrading).
     pub fn live_connections(&self) -> usize {
-        self.inner.tracker.len()
+        self.inner.connections.tracker.len()
     }
 
     /// Starts a graceful shutdown if none is running, waits up to `grace` for every
@@ -85,15 +83,10 @@ impl ShutdownHandle {
     /// unregistered too) and returns.
     pub async fn drain(&self, grace: Duration) -> DrainOutcome {
         self.shutdown();
-        self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_ok() {
-            return DrainOutcome::Clean;
+        match self.inner.connections.close(grace).await {
+            0 => DrainOutcome::Clean,
+            dropped => DrainOutcome::Forced { dropped },
         }
-        let dropped = self.inner.tracker.len();
-        self.inner.forced.cancel();
-        // Each task ends as soon as it is polled after the forced stop.
-        let _ = tokio::time::timeout(FORCED_STOP_WAIT, self.inner.tracker.wait()).await;
-        DrainOutcome::Forced { dropped }
     }
 
     pub(crate) fn graceful_token(&self) -> &CancellationToken {
@@ -101,7 +94,7 @@ impl ShutdownHandle {
     }
 
     pub(crate) fn forced_token(&self) -> &CancellationToken {
-        &self.inner.forced
+        self.inner.connections.forced()
     }
 
     /// Runs a connection task, tracked for the drain.
@@ -109,6 +102,44 @@ impl ShutdownHandle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        drop(self.inner.tracker.spawn(task));
+        self.inner.connections.spawn(task);
+    }
+}
+
+/// Tasks that a stopping server waits for, then stops: the WebSocket connections of a
+/// [`ShutdownHandle`], the HTTP connections of the accept loop.
+#[derive(Debug, Default)]
+pub(crate) struct Tracked {
+    tracker: TaskTracker,
+    /// Cancelled when the grace period is over: the tasks drop their sockets at once.
+    forced: CancellationToken,
+}
+
+impl Tracked {
+    /// Runs `task`, tracked.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.tracker.spawn(task));
+    }
+
+    /// Cancelled when the tasks must stop at once; each task selects on it.
+    pub(crate) fn forced(&self) -> &CancellationToken {
+        &self.forced
+    }
+
+    /// Waits up to `grace` for every task to end (they were told to finish by other means),
+    /// then stops the rest and waits briefly for them. Returns how many were stopped.
+    pub(crate) async fn close(&self, grace: Duration) -> usize {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+            return 0;
+        }
+        let dropped = self.tracker.len();
+        self.forced.cancel();
+        // Each task ends as soon as it is polled after the forced stop.
+        let _ = tokio::time::timeout(FORCED_STOP_WAIT, self.tracker.wait()).await;
+        dropped
     }
 }
