@@ -40,12 +40,24 @@ fn unsigned(claims: &Claims) -> String {
 /// Asserts that `token` is refused with 401 in the query and as a subprotocol, and that the
 /// body is the one every authentication failure gets.
 async fn assert_refused(addr: std::net::SocketAddr, what: &str, token: &str) {
-    assert_eq!(support::try_connect(addr, Some(token), None).await.err(), Some(401), "{what}");
+    assert_refused_with(addr, what, token, 401, "unauthorized").await;
+}
+
+/// Asserts that `token` is refused with `status` and `{"error": error}`, in the query and
+/// (when it can travel there) as a subprotocol.
+async fn assert_refused_with(
+    addr: std::net::SocketAddr,
+    what: &str,
+    token: &str,
+    status: u16,
+    error: &str,
+) {
+    assert_eq!(support::try_connect(addr, Some(token), None).await.err(), Some(status), "{what}");
     let protocols = format!("realtime.v1, bearer.{token}");
     if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
         assert_eq!(
             support::try_connect(addr, None, Some(&protocols)).await.err(),
-            Some(401),
+            Some(status),
             "{what} (subprotocol)"
         );
     }
@@ -54,8 +66,8 @@ async fn assert_refused(addr: std::net::SocketAddr, what: &str, token: &str) {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     let response = support::raw_http(addr, request.as_bytes()).await;
-    assert_eq!(response.status, 401, "{what}");
-    assert_eq!(response.json(), json!({"error": "unauthorized"}), "{what}");
+    assert_eq!(response.status, status, "{what}");
+    assert_eq!(response.json(), json!({ "error": error }), "{what}");
 }
 
 #[tokio::test]
@@ -161,20 +173,7 @@ async fn a_token_without_a_required_permission_gets_403_and_one_with_it_connects
         ("other permissions", with(&["chat:write", "admin"]).mint(SECRET)),
     ];
     for (what, token) in &lacking {
-        assert_eq!(support::try_connect(addr, Some(token), None).await.err(), Some(403), "{what}");
-        let protocols = format!("realtime.v1, bearer.{token}");
-        assert_eq!(
-            support::try_connect(addr, None, Some(&protocols)).await.err(),
-            Some(403),
-            "{what} (subprotocol)"
-        );
-        let request = format!(
-            "GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        );
-        let response = support::raw_http(addr, request.as_bytes()).await;
-        assert_eq!(response.status, 403, "{what}");
-        assert_eq!(response.json(), json!({"error": "forbidden"}), "{what}");
+        assert_refused_with(addr, what, token, 403, "forbidden").await;
     }
     // A bad token is still 401, not 403: the permission check comes after verification.
     let forged =
