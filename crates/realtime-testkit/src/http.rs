@@ -82,9 +82,12 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> HttpResponse {
     tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("HTTP request timed out"))
 }
 
-/// Reads one response: the head up to the blank line, then `Content-Length` bytes of body,
-/// or everything up to the end of the stream when there is no such header.
-async fn read_response(stream: &mut TcpStream) -> HttpResponse {
+/// Reads up to the blank line that ends a response head; returns the head (without the
+/// blank line) and the bytes read after it.
+///
+/// # Panics
+/// When the connection fails or closes before the head is complete.
+pub(crate) async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
     let head_end = loop {
@@ -96,6 +99,14 @@ async fn read_response(stream: &mut TcpStream) -> HttpResponse {
         data.extend_from_slice(&buffer[..read]);
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    (head, data[head_end + 4..].to_vec())
+}
+
+/// Reads one response: the head up to the blank line, then `Content-Length` bytes of body,
+/// or everything up to the end of the stream when there is no such header.
+async fn read_response(stream: &mut TcpStream) -> HttpResponse {
+    let mut buffer = [0u8; 4096];
+    let (head, mut body) = read_head(stream).await;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let status: u16 = status_line
@@ -107,7 +118,6 @@ async fn read_response(stream: &mut TcpStream) -> HttpResponse {
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let mut body = data[head_end + 4..].to_vec();
     let length = headers
         .iter()
         .find(|(n, _)| n == "content-length")

@@ -112,19 +112,9 @@ impl RawWs {
         let exchange = async {
             let mut stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
             stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-            let mut data = Vec::new();
-            let mut chunk = [0u8; 1024];
-            let head_end = loop {
-                if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break pos;
-                }
-                let read = stream.read(&mut chunk).await.unwrap_or_else(|e| panic!("{e}"));
-                assert!(read > 0, "connection closed before the response head");
-                data.extend_from_slice(&chunk[..read]);
-            };
-            let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+            let (head, buffer) = crate::http::read_head(&mut stream).await;
             assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
-            RawWs { stream, buffer: data[head_end + 4..].to_vec() }
+            RawWs { stream, buffer }
         };
         tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("upgrade timed out"))
     }
