@@ -157,8 +157,8 @@ impl Hub {
                         send(&id, e);
                     }
                 }
-                // Baseline connections have no roles.
-                Target::Role(_) => {}
+                // Baseline connections have no roles and no topics.
+                Target::Role(_) | Target::Topic(_) => {}
             }
         }
         for id in slow {

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConnectionId, InvalidMessageType, MessageType, Role, UserId};
+use crate::ids::{ConnectionId, InvalidMessageType, MessageType, Role, TopicName, UserId};
+use crate::stream::StreamName;
 
 /// A message payload: always a JSON object.
 pub type Payload = serde_json::Map<String, serde_json::Value>;
@@ -53,7 +54,7 @@ impl Envelope {
 /// Who a published message is for.
 ///
 /// JSON form (used by the HTTP API): `"broadcast"`, `{"user": "..."}`, `{"role": "..."}`,
-/// `{"connection": "<uuid>"}`.
+/// `{"topic": "..."}`, `{"connection": "<uuid>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
@@ -63,7 +64,9 @@ pub enum Target {
     User(UserId),
     /// Every connection whose token grants the role.
     Role(Role),
-    /// One connection.
+    /// Every connection subscribed to a topic.
+    Topic(TopicName),
+    /// One connection (not a stream: no history).
     Connection(ConnectionId),
 }
 
@@ -74,7 +77,19 @@ impl Target {
             Target::Broadcast => "broadcast",
             Target::User(_) => "user",
             Target::Role(_) => "role",
+            Target::Topic(_) => "topic",
             Target::Connection(_) => "connection",
+        }
+    }
+
+    /// The stream this target publishes to; `None` for one connection, which is no stream.
+    pub fn stream(&self) -> Option<StreamName> {
+        match self {
+            Target::Broadcast => Some(StreamName::Broadcast),
+            Target::User(user) => Some(StreamName::User(user.clone())),
+            Target::Role(role) => Some(StreamName::Role(role.clone())),
+            Target::Topic(topic) => Some(StreamName::Topic(topic.clone())),
+            Target::Connection(_) => None,
         }
     }
 }
@@ -98,17 +113,27 @@ mod tests {
                 json!({"role": "admin"}),
                 Target::Role(Role::new("admin").unwrap_or_else(|e| panic!("{e}"))),
             ),
+            (
+                json!({"topic": "chat:room-7"}),
+                Target::Topic(TopicName::new("chat:room-7").unwrap_or_else(|e| panic!("{e}"))),
+            ),
             (json!({"connection": id.to_string()}), Target::Connection(id)),
         ];
         for (json, target) in cases {
             assert_eq!(serde_json::from_value::<Target>(json.clone()).ok(), Some(target.clone()));
             assert_eq!(serde_json::to_value(&target).ok(), Some(json));
+            match (&target, target.stream()) {
+                (Target::Connection(_), stream) => assert_eq!(stream, None),
+                (_, Some(stream)) => assert_eq!(stream.kind(), target.kind()),
+                (_, None) => panic!("{target:?} has no stream"),
+            }
         }
         for bad in [
             json!("everyone"),
             json!({"user": ""}),
             json!({"role": "a b"}),
             json!({"connection": "x"}),
+            json!({"topic": "a b"}),
             json!(5),
         ] {
             assert!(serde_json::from_value::<Target>(bad.clone()).is_err(), "{bad} accepted");

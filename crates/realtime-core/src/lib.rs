@@ -37,11 +37,14 @@ pub use ids::{
 };
 pub use liveness::{Liveness, LivenessAction, LivenessConfig, LivenessConfigError};
 pub use rate::{REFUSALS_BEFORE_CLOSE, RateLimitConfig, RateLimiter, RateVerdict};
-pub use request::{KickTarget, PublishRequest, RequestError};
+pub use request::{
+    ConnectionsOf, IdempotencyKey, InvalidIdempotencyKey, KickTarget, PublishRequest, RequestError,
+    RevokeRequest, TopicRequest,
+};
 pub use routing::route;
 pub use stream::{
-    BROADCAST, Epoch, HistoryLimits, InvalidEpoch, InvalidStreamName, Position, Publication,
-    Recovery, StreamHistory, StreamName, TopicPattern, topic_allowed,
+    BROADCAST, Epoch, HistoryLimits, HistoryPolicy, InvalidEpoch, InvalidStreamName, Position,
+    Publication, Recovery, StreamHistory, StreamName, TopicPattern, topic_allowed,
 };
 pub use time::UnixMillis;
 pub use token::{

@@ -1,16 +1,19 @@
 //! Backend requests of the HTTP API, parsed from JSON bodies into typed values: a publish
-//! (`{"target": .., "message": {"type": .., "payload": {..}}}`) and a kick
-//! (`{"target": {"user": ..} | {"connection": ..}}`). Each failure is a typed error whose text
+//! (`{"target": .., "message": {"type": .., "payload": {..}}, "idempotency_key": ..}`), a kick
+//! (`{"target": {"user": ..} | {"connection": ..}}`), a server-side subscribe or unsubscribe
+//! (`{"target": {"user": ..} | {"connection": ..}, "topic": ..}`) and a revocation
+//! (`{"user": .., "issued_before": <unix seconds>}`). Each failure is a typed error whose text
 //! names the field that is wrong.
 
 use serde_json::{Map, Value};
 
 use crate::envelope::{Envelope, Payload, Target};
 use crate::ids::{
-    ConnectionId, InvalidConnectionId, InvalidMessageType, InvalidRole, InvalidUserId, MessageType,
-    Role, UserId,
+    ConnectionId, InvalidConnectionId, InvalidMessageType, InvalidRole, InvalidTopicName,
+    InvalidUserId, MessageType, Role, TopicName, UserId,
 };
 use crate::protocol;
+use crate::time::UnixMillis;
 
 /// A parsed `POST /api/publish` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +22,67 @@ pub struct PublishRequest {
     pub target: Target,
     /// The message.
     pub message: Envelope,
+    /// Makes a retried publish return the first result instead of delivering again.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// A publisher's key for one publication: a retry with the same key (to the same stream,
+/// within the broker's retention, 300 s by default) returns the first result and delivers
+/// nothing again. 1 to 128 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+/// Why a string is not an [`IdempotencyKey`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an idempotency key is 1 to 128 bytes without control characters")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    /// Longest accepted key, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates `raw`.
+    ///
+    /// # Errors
+    /// [`InvalidIdempotencyKey`] when it is empty, too long or holds a control character.
+    pub fn new(raw: impl Into<String>) -> Result<IdempotencyKey, InvalidIdempotencyKey> {
+        let raw = raw.into();
+        let valid =
+            !raw.is_empty() && raw.len() <= Self::MAX_LEN && !raw.chars().any(char::is_control);
+        if valid { Ok(IdempotencyKey(raw)) } else { Err(InvalidIdempotencyKey) }
+    }
+
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whose connections a server-side subscribe, unsubscribe or kick addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionsOf {
+    /// Every connection of one user.
+    User(UserId),
+    /// One connection.
+    Connection(ConnectionId),
+}
+
+/// A parsed `POST /api/subscribe` or `POST /api/unsubscribe` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRequest {
+    /// Whose connections.
+    pub target: ConnectionsOf,
+    /// Which topic.
+    pub topic: TopicName,
+}
+
+/// A parsed `POST /api/revoke` body: the user's tokens issued before a moment are revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeRequest {
+    /// Whose tokens.
+    pub user: UserId,
+    /// Tokens with an `iat` before this are revoked (and tokens without an `iat`).
+    pub issued_before: UnixMillis,
 }
 
 /// Who a kick (`POST /api/disconnect`) removes.
@@ -59,6 +123,21 @@ pub enum RequestError {
     /// `target.connection` is not a connection id.
     #[error("invalid \"target.connection\": {0}")]
     Connection(InvalidConnectionId),
+    /// `target.topic` (or `topic`) is not a valid topic name.
+    #[error("invalid topic: {0}")]
+    Topic(InvalidTopicName),
+    /// `topic` is not a string.
+    #[error("\"topic\" must be a string")]
+    TopicNotString,
+    /// `idempotency_key` is not a valid key.
+    #[error("invalid \"idempotency_key\": {0}")]
+    IdempotencyKey(InvalidIdempotencyKey),
+    /// `user` (of a revocation) is not a string.
+    #[error("\"user\" must be a string")]
+    UserNotString,
+    /// `issued_before` is not a non-negative integer number of seconds.
+    #[error("\"issued_before\" must be a non-negative integer (unix seconds)")]
+    IssuedBefore,
     /// `message` is not an object.
     #[error("\"message\" must be a JSON object")]
     MessageNotObject,
@@ -81,8 +160,8 @@ pub enum RequestError {
 
 /// The forms of a publish target, for error messages.
 const PUBLISH_TARGETS: &str =
-    "\"broadcast\" or an object with one of \"user\", \"role\" or \"connection\"";
-/// The forms of a kick target, for error messages.
+    "\"broadcast\" or an object with one of \"user\", \"role\", \"topic\" or \"connection\"";
+/// The forms of a kick (and server-side subscribe) target, for error messages.
 const KICK_TARGETS: &str = "an object with one of \"user\" or \"connection\"";
 
 impl PublishRequest {
@@ -98,7 +177,14 @@ impl PublishRequest {
             Some(Value::Object(message)) => parse_message(message)?,
             Some(_) => return Err(RequestError::MessageNotObject),
         };
-        Ok(PublishRequest { target, message })
+        let idempotency_key = match request.remove("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => {
+                Some(IdempotencyKey::new(key).map_err(RequestError::IdempotencyKey)?)
+            }
+            Some(_) => return Err(RequestError::IdempotencyKey(InvalidIdempotencyKey)),
+        };
+        Ok(PublishRequest { target, message, idempotency_key })
     }
 }
 
@@ -109,12 +195,59 @@ impl KickTarget {
     /// [`RequestError`] names the first field that is wrong.
     pub fn parse(body: &[u8]) -> Result<KickTarget, RequestError> {
         let mut request = object(body)?;
-        match parse_target(request.remove("target")) {
-            Ok(Target::User(user)) => Ok(KickTarget::User(user)),
-            Ok(Target::Connection(id)) => Ok(KickTarget::Connection(id)),
-            Ok(_) | Err(RequestError::TargetForm(_)) => Err(RequestError::TargetForm(KICK_TARGETS)),
-            Err(error) => Err(error),
+        match connections_of(request.remove("target"))? {
+            ConnectionsOf::User(user) => Ok(KickTarget::User(user)),
+            ConnectionsOf::Connection(id) => Ok(KickTarget::Connection(id)),
         }
+    }
+}
+
+impl TopicRequest {
+    /// Parses `{"target": {"user": ..} | {"connection": ..}, "topic": ".."}`.
+    ///
+    /// # Errors
+    /// [`RequestError`] names the first field that is wrong.
+    pub fn parse(body: &[u8]) -> Result<TopicRequest, RequestError> {
+        let mut request = object(body)?;
+        let target = connections_of(request.remove("target"))?;
+        let topic = match request.remove("topic") {
+            None => return Err(RequestError::Missing("topic")),
+            Some(Value::String(raw)) => TopicName::new(raw).map_err(RequestError::Topic)?,
+            Some(_) => return Err(RequestError::TopicNotString),
+        };
+        Ok(TopicRequest { target, topic })
+    }
+}
+
+impl RevokeRequest {
+    /// Parses `{"user": "..", "issued_before": <unix seconds>}`.
+    ///
+    /// # Errors
+    /// [`RequestError`] names the first field that is wrong.
+    pub fn parse(body: &[u8]) -> Result<RevokeRequest, RequestError> {
+        let mut request = object(body)?;
+        let user = match request.remove("user") {
+            None => return Err(RequestError::Missing("user")),
+            Some(Value::String(raw)) => UserId::new(raw).map_err(RequestError::User)?,
+            Some(_) => return Err(RequestError::UserNotString),
+        };
+        let issued_before = match request.remove("issued_before") {
+            None => return Err(RequestError::Missing("issued_before")),
+            Some(Value::Number(n)) => n.as_u64().ok_or(RequestError::IssuedBefore)?,
+            Some(_) => return Err(RequestError::IssuedBefore),
+        };
+        let issued_before = UnixMillis(issued_before.saturating_mul(1000));
+        Ok(RevokeRequest { user, issued_before })
+    }
+}
+
+/// A `{"user": ..}` or `{"connection": ..}` target.
+fn connections_of(value: Option<Value>) -> Result<ConnectionsOf, RequestError> {
+    match parse_target(value) {
+        Ok(Target::User(user)) => Ok(ConnectionsOf::User(user)),
+        Ok(Target::Connection(id)) => Ok(ConnectionsOf::Connection(id)),
+        Ok(_) | Err(RequestError::TargetForm(_)) => Err(RequestError::TargetForm(KICK_TARGETS)),
+        Err(error) => Err(error),
     }
 }
 
@@ -139,6 +272,7 @@ fn parse_target(value: Option<Value>) -> Result<Target, RequestError> {
     let kind: &'static str = match kind.as_str() {
         "user" => "user",
         "role" => "role",
+        "topic" => "topic",
         "connection" => "connection",
         _ => return Err(form),
     };
@@ -148,6 +282,7 @@ fn parse_target(value: Option<Value>) -> Result<Target, RequestError> {
     match kind {
         "user" => UserId::new(&raw).map(Target::User).map_err(RequestError::User),
         "role" => Role::new(&raw).map(Target::Role).map_err(RequestError::Role),
+        "topic" => TopicName::new(raw).map(Target::Topic).map_err(RequestError::Topic),
         _ => ConnectionId::parse(&raw).map(Target::Connection).map_err(RequestError::Connection),
     }
 }
@@ -230,7 +365,8 @@ mod tests {
             parsed,
             Ok(PublishRequest {
                 target: Target::Broadcast,
-                message: Envelope::new(kind, Payload::new())
+                message: Envelope::new(kind, Payload::new()),
+                idempotency_key: None,
             })
         );
         let error = |body: &str| PublishRequest::parse(body.as_bytes()).err();
@@ -290,5 +426,79 @@ mod tests {
         assert!(
             RequestError::TargetForm(KICK_TARGETS).to_string().starts_with("\"target\" must be")
         );
+    }
+
+    #[test]
+    fn topic_targets_and_idempotency_keys() {
+        let parsed = PublishRequest::parse(
+            br#"{"target":{"topic":"orders"},"message":{"type":"n"},"idempotency_key":"k-1"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let topic = TopicName::new("orders").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.target, Target::Topic(topic));
+        assert_eq!(parsed.idempotency_key.as_ref().map(IdempotencyKey::as_str), Some("k-1"));
+        let error = |body: &str| PublishRequest::parse(body.as_bytes()).err();
+        assert!(matches!(
+            error(r#"{"target":{"topic":"a b"},"message":{"type":"n"}}"#),
+            Some(RequestError::Topic(_))
+        ));
+        for key in [r#""""#, "7", "{}", &format!("\"{}\"", "k".repeat(129)), r#""a\nb""#] {
+            assert_eq!(
+                error(&format!(
+                    r#"{{"target":"broadcast","message":{{"type":"n"}},"idempotency_key":{key}}}"#
+                )),
+                Some(RequestError::IdempotencyKey(InvalidIdempotencyKey)),
+                "{key}"
+            );
+        }
+        assert!(IdempotencyKey::new("k".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn topic_requests() {
+        let topic = TopicName::new("orders").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            TopicRequest::parse(br#"{"target":{"user":"u1"},"topic":"orders"}"#),
+            Ok(TopicRequest { target: ConnectionsOf::User(user("u1")), topic: topic.clone() })
+        );
+        assert_eq!(
+            TopicRequest::parse(
+                format!(r#"{{"target":{{"connection":"{ID}"}},"topic":"orders"}}"#).as_bytes()
+            ),
+            Ok(TopicRequest { target: ConnectionsOf::Connection(id()), topic })
+        );
+        let error = |body: &str| TopicRequest::parse(body.as_bytes()).err();
+        assert_eq!(error(r#"{"target":{"user":"u1"}}"#), Some(RequestError::Missing("topic")));
+        assert_eq!(
+            error(r#"{"target":{"user":"u1"},"topic":3}"#),
+            Some(RequestError::TopicNotString)
+        );
+        assert!(matches!(
+            error(r#"{"target":{"user":"u1"},"topic":"a*b"}"#),
+            Some(RequestError::Topic(_))
+        ));
+        assert_eq!(
+            error(r#"{"target":"broadcast","topic":"orders"}"#),
+            Some(RequestError::TargetForm(KICK_TARGETS))
+        );
+    }
+
+    #[test]
+    fn revoke_requests() {
+        assert_eq!(
+            RevokeRequest::parse(br#"{"user":"u1","issued_before":1767225600}"#),
+            Ok(RevokeRequest { user: user("u1"), issued_before: UnixMillis(1_767_225_600_000) })
+        );
+        let error = |body: &str| RevokeRequest::parse(body.as_bytes()).err();
+        assert_eq!(error(r#"{"issued_before":1}"#), Some(RequestError::Missing("user")));
+        assert_eq!(error(r#"{"user":1,"issued_before":1}"#), Some(RequestError::UserNotString));
+        assert_eq!(error(r#"{"user":"u1"}"#), Some(RequestError::Missing("issued_before")));
+        for bad in ["-1", "1.5", r#""1""#, "null"] {
+            assert_eq!(
+                error(&format!(r#"{{"user":"u1","issued_before":{bad}}}"#)),
+                Some(RequestError::IssuedBefore),
+                "{bad}"
+            );
+        }
     }
 }

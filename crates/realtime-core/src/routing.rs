@@ -18,6 +18,8 @@ pub fn route<'a>(
             Target::User(user) => &c.user_id == user,
             Target::Role(role) => c.has_role(role),
             Target::Connection(id) => &c.id == id,
+            // A topic's members are its subscribers, which a `Connection` does not hold.
+            Target::Topic(_) => false,
         })
         .map(|c| c.id)
         .collect()

@@ -149,6 +149,49 @@ impl Default for HistoryLimits {
     }
 }
 
+/// Which streams keep history, and how much: per stream kind, and per topic prefix (the
+/// longest matching prefix wins over the topic default). `None` turns history off: the stream
+/// then has no offsets, its messages carry no position, and it cannot be recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// The `broadcast` stream.
+    pub broadcast: Option<HistoryLimits>,
+    /// Every `user:<id>` stream.
+    pub user: Option<HistoryLimits>,
+    /// Every `role:<name>` stream.
+    pub role: Option<HistoryLimits>,
+    /// Every `topic:<name>` stream without a matching prefix below.
+    pub topic: Option<HistoryLimits>,
+    /// Topic prefixes with their own setting (`("chat:", None)` turns history off for every
+    /// `chat:` topic).
+    pub topic_prefixes: Vec<(String, Option<HistoryLimits>)>,
+}
+
+impl Default for HistoryPolicy {
+    /// History on for every stream, with [`HistoryLimits::default`].
+    fn default() -> Self {
+        let on = Some(HistoryLimits::default());
+        HistoryPolicy { broadcast: on, user: on, role: on, topic: on, topic_prefixes: Vec::new() }
+    }
+}
+
+impl HistoryPolicy {
+    /// The history `stream` keeps; `None` when it keeps none.
+    pub fn limits(&self, stream: &StreamName) -> Option<HistoryLimits> {
+        match stream {
+            StreamName::Broadcast => self.broadcast,
+            StreamName::User(_) => self.user,
+            StreamName::Role(_) => self.role,
+            StreamName::Topic(topic) => self
+                .topic_prefixes
+                .iter()
+                .filter(|(prefix, _)| topic.as_str().starts_with(prefix.as_str()))
+                .max_by_key(|(prefix, _)| prefix.len())
+                .map_or(self.topic, |(_, limits)| *limits),
+        }
+    }
+}
+
 /// One kept publication: its offset, when it was published, and its wire frame (which
 /// already carries the stream, offset and epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,5 +475,24 @@ mod tests {
         history.handle_timeout(UnixMillis(2_000));
         assert_eq!(history.poll_timeout(), None);
         assert_eq!(history.position(), at("e1", 2), "offsets survive an empty history");
+    }
+
+    #[test]
+    fn history_policy_by_kind_and_longest_topic_prefix() {
+        let short = HistoryLimits { max_len: 5, max_age_millis: 1_000 };
+        let policy = HistoryPolicy {
+            role: None,
+            topic_prefixes: vec![("chat:".to_owned(), None), ("chat:vip:".to_owned(), Some(short))],
+            ..HistoryPolicy::default()
+        };
+        let limits = |raw: &str| {
+            policy.limits(&StreamName::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}")))
+        };
+        assert_eq!(limits("broadcast"), Some(HistoryLimits::default()));
+        assert_eq!(limits("user:alice"), Some(HistoryLimits::default()));
+        assert_eq!(limits("role:admin"), None);
+        assert_eq!(limits("topic:orders"), Some(HistoryLimits::default()));
+        assert_eq!(limits("topic:chat:room-1"), None);
+        assert_eq!(limits("topic:chat:vip:room-1"), Some(short));
     }
 }

@@ -272,6 +272,8 @@ impl RealtimeApi for RealtimeService {
             Target::Role(role) => self.registry.find_by_role(role),
             Target::Connection(id) => self.registry.get(*id).into_iter().collect(),
             Target::Broadcast => self.registry.all(),
+            // Topic subscriptions arrive with the stream routing.
+            Target::Topic(_) => Vec::new(),
         };
         Ok(self.fan_out(target.kind(), &recipients, &frame, message))
     }

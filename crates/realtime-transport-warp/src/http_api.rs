@@ -31,7 +31,7 @@ pub(crate) fn publish(
     endpoint: Arc<PublishEndpoint>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     backend_route("publish", endpoint, |endpoint, body| async move {
-        let PublishRequest { target, message } =
+        let PublishRequest { target, message, .. } =
             PublishRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
         let delivered =
             endpoint.api.publish(&target, &message).await.map_err(PublishRefusal::Service)?;

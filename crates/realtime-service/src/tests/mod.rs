@@ -391,6 +391,7 @@ fn registry_for(target: &Target, recipients: Vec<Registered>) -> MockConnectionR
         Target::Broadcast => {
             registry.expect_all().times(1).return_once(|| recipients);
         }
+        Target::Topic(_) => panic!("no topic cases here"),
     }
     registry
 }
@@ -409,6 +410,7 @@ async fn send(
             Target::Role(r) => service.send_to_role(r, message).await,
             Target::Connection(id) => service.send_to_connection(*id, message).await,
             Target::Broadcast => service.broadcast(message).await,
+            Target::Topic(_) => panic!("no topic cases here"),
         }
     };
     result.unwrap_or_else(|e| panic!("{target:?}: {e}"))
