@@ -258,6 +258,16 @@ impl StreamHistory {
         }
     }
 
+    /// How many publications are kept.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether no publication is kept (the stream may still have a position).
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
     /// When the oldest kept publication ages out; `None` when nothing is kept.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         let oldest = self.kept.front()?;

@@ -1,12 +1,16 @@
 //! [`RealtimeApi`]: what the service offers to transports and to the application.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use realtime_core::{
-    Connection, ConnectionId, Envelope, Identity, MessageType, Payload, Role, Target, UserId,
+    Connection, ConnectionId, ConnectionsOf, Envelope, IdempotencyKey, Identity, MessageType,
+    Payload, Position, RequestId, Role, StreamName, StreamState, Target, TopicName, TopicPattern,
+    UnixMillis, UserId,
 };
 
+use crate::presence::{PresenceError, TopicMember, UserPresence};
 use crate::sink::ConnectionSink;
 
 /// Everything needed to admit a verified connection.
@@ -43,6 +47,138 @@ pub enum ConnectError {
     /// the registry refused it); the client may retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The token was revoked (`POST /api/revoke`): it was issued before the user's latest
+    /// revocation.
+    #[error("the token was revoked")]
+    Revoked,
+}
+
+/// How a publish is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// A retried publish with the same key (to the same stream, within 300 s) returns the
+    /// first receipt and delivers nothing again.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// How many connections accepted the message (on this node).
+    pub delivered: usize,
+    /// The stream it went to; `None` for one connection.
+    pub stream: Option<StreamName>,
+    /// Its place in the stream; `None` when the stream keeps no history.
+    pub position: Option<Position>,
+    /// A publish with the same idempotency key came first: this is its receipt.
+    pub duplicate: bool,
+}
+
+/// Who asks for a subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeOrigin {
+    /// The client, holding a token with these `topics` patterns (checked first; then the
+    /// application's `SubscribeAuthorizer`).
+    Client {
+        /// The `topics` claim of the connection's current token.
+        topics: Vec<TopicPattern>,
+    },
+    /// The backend (`POST /api/subscribe`, Rust): not checked.
+    Server,
+}
+
+/// A subscribe of one connection to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    /// Which connection.
+    pub connection: ConnectionId,
+    /// Which topic.
+    pub topic: TopicName,
+    /// Where the client left off, to recover what it missed.
+    pub since: Option<Position>,
+    /// The client frame's `id`, echoed in the `subscribed` reply.
+    pub reply_id: Option<RequestId>,
+    /// Who asks.
+    pub origin: SubscribeOrigin,
+}
+
+/// The outcome of a subscribe: the connection has been sent `subscribed` with this, then the
+/// recovered publications (when `recovered`), then live ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The topic's position (`None` when it keeps no history).
+    pub position: Option<Position>,
+    /// Whether every publication after `since` was replayed.
+    pub recovered: bool,
+}
+
+/// Why a subscribe was refused; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The connection is not (or no longer) registered.
+    #[error("not connected")]
+    NotConnected,
+    /// Neither the token's `topics` claim nor the application allows it.
+    #[error("not allowed to subscribe to this topic")]
+    Forbidden,
+    /// The connection holds its maximum number of subscriptions.
+    #[error("at most {max} subscriptions per connection")]
+    TooManyTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// The topic's history could not be read; nothing changed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why an unsubscribe did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsubscribeError {
+    /// The connection is not (or no longer) registered.
+    #[error("not connected")]
+    NotConnected,
+    /// The connection is not subscribed to the topic.
+    #[error("not subscribed to this topic")]
+    NotSubscribed,
+}
+
+/// Why a connection's streams could not be opened (the transport then refuses it, 503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection is not (or no longer) registered.
+    #[error("not connected")]
+    NotConnected,
+    /// The broker could not read a stream's position.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why an in-band token refresh was refused; the connection keeps its old token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The connection is not (or no longer) registered.
+    #[error("not connected")]
+    NotConnected,
+    /// The new token is for another user (`sub`).
+    #[error("the token is for another user")]
+    DifferentUser,
+    /// The new token was revoked.
+    #[error("the token was revoked")]
+    Revoked,
+}
+
+/// Why a revocation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevokeError {
+    /// The revocation could not be recorded; nothing was closed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a connection left; a metrics label and a log field.
@@ -67,6 +203,10 @@ pub enum DisconnectReason {
     Shutdown,
     /// The application removed it ([`RealtimeApi::kick`]).
     Kicked,
+    /// Its token was revoked ([`RealtimeApi::revoke`]).
+    Revoked,
+    /// Its streams fell behind while recovering ([`CloseReason::StreamLagged`](crate::CloseReason::StreamLagged)).
+    StreamLagged,
 }
 
 impl DisconnectReason {
@@ -82,6 +222,8 @@ impl DisconnectReason {
             DisconnectReason::RateLimited => "rate_limited",
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::Kicked => "kicked",
+            DisconnectReason::Revoked => "revoked",
+            DisconnectReason::StreamLagged => "stream_lagged",
         }
     }
 }
@@ -151,15 +293,108 @@ pub trait RealtimeApi: Send + Sync + 'static {
     fn connection_count(&self) -> usize;
 
     /// Sends `message` to `target`: serialises it once and hands the same frame to every
-    /// recipient. Returns how many connections accepted it.
+    /// recipient through the broker, which gives it its stream position (when the stream
+    /// keeps history). Returns the receipt.
     ///
     /// # Errors
     /// - [`PublishError::ReservedType`] for a type the protocol reserves;
     /// - [`PublishError::TooLarge`] when the encoded message exceeds the service's limit;
-    /// - [`PublishError::Unavailable`] when the message could not be handed on at all.
+    /// - [`PublishError::Unavailable`] when the message could not be handed on at all (the
+    ///   broker failed): a retry with the same idempotency key delivers at most once.
     ///
     /// In every error case no recipient received the message.
-    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError>;
+    async fn publish_with(
+        &self,
+        target: &Target,
+        message: &Envelope,
+        options: &PublishOptions,
+    ) -> Result<PublishReceipt, PublishError>;
+
+    /// [`publish_with`](RealtimeApi::publish_with) without options; returns how many
+    /// connections accepted the message.
+    ///
+    /// # Errors
+    /// As [`publish_with`](RealtimeApi::publish_with).
+    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
+        let receipt = self.publish_with(target, message, &PublishOptions::default()).await?;
+        Ok(receipt.delivered)
+    }
+
+    /// Opens a newly connected connection's implicit streams (its user, its roles,
+    /// `broadcast`), recovering from `since` where the client gives a position: the
+    /// recovered publications are queued on its sink, before any live one. Returns every
+    /// implicit stream's position (with history) for the `connected` frame, which the
+    /// transport writes first.
+    ///
+    /// # Errors
+    /// [`StreamError`]; the transport then ends the connection.
+    async fn open_streams(
+        &self,
+        id: ConnectionId,
+        since: &BTreeMap<StreamName, Position>,
+    ) -> Result<Vec<StreamState>, StreamError>;
+
+    /// Subscribes a connection to a topic: checks who asks, registers the subscription,
+    /// and queues `subscribed`, the recovered publications and then live ones on its sink.
+    /// Subscribing again to a topic it is in answers `subscribed` again (with recovery).
+    ///
+    /// # Errors
+    /// [`SubscribeError`]; the connection stays open and nothing changed.
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscribed, SubscribeError>;
+
+    /// Unsubscribes a connection from a topic and queues `unsubscribed` (with `reply_id`);
+    /// nothing of the topic is delivered to it after that frame.
+    ///
+    /// # Errors
+    /// [`UnsubscribeError`] when it was not subscribed.
+    async fn unsubscribe(
+        &self,
+        id: ConnectionId,
+        topic: &TopicName,
+        reply_id: Option<RequestId>,
+    ) -> Result<(), UnsubscribeError>;
+
+    /// Subscribes every connection of `target` to `topic` on the backend's behalf (each gets
+    /// `subscribed` without an id); returns how many were subscribed.
+    ///
+    /// # Errors
+    /// [`SubscribeError::Unavailable`]; [`SubscribeError::TooManyTopics`] for a single
+    /// connection at its limit (a user's connections at their limit are skipped).
+    async fn subscribe_connections(
+        &self,
+        target: &ConnectionsOf,
+        topic: &TopicName,
+    ) -> Result<usize, SubscribeError>;
+
+    /// Unsubscribes every connection of `target` from `topic`; returns how many were in it.
+    async fn unsubscribe_connections(&self, target: &ConnectionsOf, topic: &TopicName) -> usize;
+
+    /// Accepts a refreshed identity for a connection: the same user, not revoked. The
+    /// transport verified the token and moves the connection's expiry itself.
+    ///
+    /// # Errors
+    /// [`RefreshError`]; the connection keeps its old token.
+    fn refresh(&self, id: ConnectionId, identity: &Identity) -> Result<(), RefreshError>;
+
+    /// Revokes `user`'s tokens issued before `issued_before`: closes their connections
+    /// ([`CloseReason::Revoked`](crate::CloseReason::Revoked)) and refuses such tokens at
+    /// connect and refresh from now on. Returns how many connections were closed.
+    ///
+    /// # Errors
+    /// [`RevokeError`] when the revocation could not be recorded.
+    async fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> Result<usize, RevokeError>;
+
+    /// Whether `user` is online, and with how many connections.
+    ///
+    /// # Errors
+    /// [`PresenceError`] when presence cannot be read.
+    async fn user_presence(&self, user: &UserId) -> Result<UserPresence, PresenceError>;
+
+    /// Who is subscribed to `topic`.
+    ///
+    /// # Errors
+    /// [`PresenceError`] when presence cannot be read.
+    async fn topic_presence(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError>;
 
     /// Sends to every connection of `user` ([`publish`](RealtimeApi::publish) to
     /// [`Target::User`]).
@@ -176,6 +411,18 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// As [`publish`](RealtimeApi::publish).
     async fn send_to_role(&self, role: &Role, message: &Envelope) -> Result<usize, PublishError> {
         self.publish(&Target::Role(role.clone()), message).await
+    }
+
+    /// Sends to every connection subscribed to `topic` ([`Target::Topic`]).
+    ///
+    /// # Errors
+    /// As [`publish`](RealtimeApi::publish).
+    async fn send_to_topic(
+        &self,
+        topic: &TopicName,
+        message: &Envelope,
+    ) -> Result<usize, PublishError> {
+        self.publish(&Target::Topic(topic.clone()), message).await
     }
 
     /// Sends to one connection ([`Target::Connection`]); `Ok(0)` when it is not connected.

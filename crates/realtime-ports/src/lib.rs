@@ -1,7 +1,7 @@
 //! The ports of realtime: the traits that adapters implement and the service is wired through.
 //!
 //! Who depends on this crate: every adapter (`realtime-registry-*`, `realtime-transport-*`,
-//! `realtime-auth-*`, later `realtime-bus-*`), the service, and applications that plug in
+//! `realtime-auth-*`, `realtime-broker-*`), the service, and applications that plug in
 //! their own token verification or inbound message handling. It depends only on
 //! `realtime-core` and `async-trait`, and changes rarely: a change here is a change for every
 //! adapter.
@@ -19,12 +19,22 @@
 
 mod api;
 mod auth;
+mod authorize;
+mod broker;
 mod inbound;
+mod presence;
 mod registry;
 mod sink;
 
-pub use api::{ConnectError, ConnectRequest, DisconnectReason, PublishError, RealtimeApi};
+pub use api::{
+    ConnectError, ConnectRequest, DisconnectReason, PublishError, PublishOptions, PublishReceipt,
+    RealtimeApi, RefreshError, RevokeError, StreamError, SubscribeError, SubscribeOrigin,
+    SubscribeRequest, Subscribed, UnsubscribeError,
+};
 pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
+pub use authorize::SubscribeAuthorizer;
+pub use broker::{Broker, BrokerError, LocalDelivery, Published, Recovered};
+pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use registry::{ConnectionRegistry, RegisterError, Registered};
 pub use sink::{CloseReason, ConnectionSink, SendError};
@@ -34,6 +44,7 @@ pub use sink::{CloseReason, ConnectionSink, SendError};
 pub mod mocks {
     pub use crate::api::MockRealtimeApi;
     pub use crate::auth::MockTokenVerifier;
+    pub use crate::authorize::MockSubscribeAuthorizer;
     pub use crate::inbound::MockInboundHandler;
     pub use crate::registry::MockConnectionRegistry;
     pub use crate::sink::MockConnectionSink;

@@ -9,6 +9,12 @@ use realtime_core::Frame;
 pub enum CloseReason {
     /// The application removed the connection (`RealtimeApi::kick`, `kick_user`).
     Kicked,
+    /// The backend revoked the connection's token (`RealtimeApi::revoke`).
+    Revoked,
+    /// The service could not keep the connection's streams consistent (for example, more
+    /// live publications arrived while its recovery ran than it may buffer): the client
+    /// reconnects and recovers.
+    StreamLagged,
 }
 
 impl CloseReason {
@@ -16,6 +22,8 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Kicked => "kicked",
+            CloseReason::Revoked => "revoked",
+            CloseReason::StreamLagged => "stream_lagged",
         }
     }
 }
@@ -51,6 +59,16 @@ pub trait ConnectionSink: Send + Sync + 'static {
     ///   a slow client never holds back the others and nothing is buffered without bound.
     /// - MUST return [`SendError::Closed`] once the connection is closed or closing.
     fn send(&self, frame: Frame) -> Result<(), SendError>;
+
+    /// Enqueues `frames` as one contiguous run (no other frame lands between them), in
+    /// order: a reply followed by the publications a recovery replays. The batch is admitted
+    /// as a whole when the queue is not full, and may then take the queue beyond its bound by
+    /// its length (the service bounds a batch by its recovery limit); an empty batch is `Ok`.
+    ///
+    /// # Errors
+    /// As [`send`](ConnectionSink::send), for the batch as a whole: on an error no frame of it
+    /// was enqueued.
+    fn send_batch(&self, frames: Vec<Frame>) -> Result<(), SendError>;
 
     /// Asks the connection to close for `reason`. Frames already accepted by
     /// [`send`](ConnectionSink::send) are still written first (bounded by the transport's

@@ -42,10 +42,11 @@
 mod config;
 pub mod metrics;
 mod service;
+mod streams;
 
 pub use config::{ServiceConfig, ServiceConfigError};
 pub use metrics::describe_metrics;
-pub use service::RealtimeService;
+pub use service::{Adapters, RealtimeService};
 
 #[cfg(test)]
 mod tests;

@@ -26,16 +26,38 @@ pub const FRAMES_DROPPED_TOTAL: &str = "realtime_frames_dropped_total";
 /// Counter: publishes refused before any recipient, by [`LABEL_REASON`]:
 /// [`REASON_RESERVED_TYPE`] or [`REASON_TOO_LARGE`].
 pub const PUBLISH_REFUSED_TOTAL: &str = "realtime_publish_refused_total";
+/// Counter: recoveries asked for (a `since` on connect or subscribe), by [`LABEL_OUTCOME`]:
+/// [`OUTCOME_RECOVERED`] or [`OUTCOME_NOT_RECOVERED`].
+pub const RECOVERIES_TOTAL: &str = "realtime_recoveries_total";
+/// Counter: connections closed because more live publications arrived during their
+/// recovery than the buffer holds, or a held publication did not continue the stream.
+pub const STREAM_LAGGED_TOTAL: &str = "realtime_stream_lagged_total";
+/// Counter: subscribes refused, by [`LABEL_REASON`]: [`REASON_FORBIDDEN`] or
+/// [`REASON_TOO_MANY_TOPICS`].
+pub const SUBSCRIBES_REFUSED_TOTAL: &str = "realtime_subscribes_refused_total";
 
 /// Label key: why (a connection closed or was rejected, a frame was dropped).
 pub const LABEL_REASON: &str = "reason";
 /// Label key: the kind of target of a send (`user`, `role`, `connection`, `broadcast`).
 pub const LABEL_TARGET: &str = "target";
 
+/// Label key: how a recovery ended.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// Recovery outcome: every missed publication was replayed.
+pub const OUTCOME_RECOVERED: &str = "recovered";
+/// Recovery outcome: history no longer covered the gap (or the epoch changed).
+pub const OUTCOME_NOT_RECOVERED: &str = "not_recovered";
+
 /// Rejection reason: the connection cap was reached.
 pub const REASON_AT_CAPACITY: &str = "at_capacity";
 /// Rejection reason: a required permission was missing.
 pub const REASON_FORBIDDEN: &str = "forbidden";
+/// Rejection reason: the token was revoked.
+pub const REASON_REVOKED: &str = "revoked";
+/// Subscribe refusal: the connection holds its maximum number of topics.
+pub const REASON_TOO_MANY_TOPICS: &str = "too_many_topics";
+/// Publish refusal: the broker could not take the message.
+pub const REASON_UNAVAILABLE: &str = "unavailable";
 /// Rejection reason: the registry refused the connection (repeated duplicate ids).
 pub const REASON_REGISTRY_ERROR: &str = "registry_error";
 /// Drop reason: the recipient's outbound queue was full.
@@ -75,6 +97,21 @@ pub fn describe_metrics() {
     describe_counter!(
         PUBLISH_REFUSED_TOTAL,
         Unit::Count,
-        "Publishes refused before any recipient (reserved_type, too_large)."
+        "Publishes refused before any recipient (reserved_type, too_large, unavailable)."
+    );
+    describe_counter!(
+        RECOVERIES_TOTAL,
+        Unit::Count,
+        "Recoveries asked for, by outcome (recovered, not_recovered)."
+    );
+    describe_counter!(
+        STREAM_LAGGED_TOTAL,
+        Unit::Count,
+        "Connections closed to recover again: their recovery buffer overflowed."
+    );
+    describe_counter!(
+        SUBSCRIBES_REFUSED_TOTAL,
+        Unit::Count,
+        "Subscribes refused (forbidden, too_many_topics)."
     );
 }

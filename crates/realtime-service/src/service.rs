@@ -1,39 +1,74 @@
-//! [`RealtimeService`]: admission (cap, permissions, ids) and fan-out over the registry port.
+//! [`RealtimeService`]: admission (cap, permissions, revocations, ids), publishing through
+//! the broker, local delivery over the registry, topics, recovery and presence.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use realtime_core::protocol;
 use realtime_core::{
-    Connection, ConnectionId, Envelope, Frame, Target, UnixMillis, UserId, connection_authorized,
+    Connection, ConnectionId, ConnectionsOf, Envelope, Frame, Identity, Position, RequestId,
+    StreamName, StreamState as StreamPosition, Target, TopicName, UnixMillis, UserId,
+    connection_authorized, presence_frame, subscribed_frame, topic_allowed, unsubscribed_frame,
 };
 use realtime_ports::{
-    CloseReason, ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason, PublishError,
-    RealtimeApi, RegisterError, Registered, SendError,
+    Broker, CloseReason, ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason,
+    LocalDelivery, Presence, PresenceError, PresenceScope, PublishError, PublishOptions,
+    PublishReceipt, RealtimeApi, RefreshError, RegisterError, Registered, RevokeError,
+    StreamError, SubscribeAuthorizer, SubscribeError, SubscribeOrigin, SubscribeRequest,
+    Subscribed, TopicError, TopicMember, UnsubscribeError, UserPresence,
 };
 use tracing::{debug, error, info, warn};
 
 use crate::config::ServiceConfig;
 use crate::metrics as m;
+use crate::streams::{Replay, StreamState, implicit_streams, members};
 
 /// How many fresh ids `connect` tries before giving up on a registry that keeps answering
 /// [`RegisterError::Duplicate`] (with random v4 ids, a second attempt never happens in practice).
 const MAX_REGISTER_ATTEMPTS: usize = 8;
 
-/// The realtime service of one node: admits connections into a [`ConnectionRegistry`] and
-/// sends messages to them.
+/// The adapters a [`RealtimeService`] runs on.
+#[derive(Clone)]
+pub struct Adapters {
+    /// This node's connections.
+    pub registry: Arc<dyn ConnectionRegistry>,
+    /// Stream positions, history and fan-out across nodes.
+    pub broker: Arc<dyn Broker>,
+    /// Who is online and in which topic.
+    pub presence: Arc<dyn Presence>,
+    /// The application's say on subscribes the token's claim does not allow; `None` refuses
+    /// them all.
+    pub authorizer: Option<Arc<dyn SubscribeAuthorizer>>,
+}
+
+impl fmt::Debug for Adapters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adapters")
+            .field("authorizer", &self.authorizer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The realtime service of one node: admits connections into a [`ConnectionRegistry`],
+/// publishes through a [`Broker`] and delivers what the broker hands back to this node's
+/// connections ([`LocalDelivery`]).
 ///
 /// The connection cap is enforced without races: `connect` reserves a slot in an atomic
 /// counter before registering and releases it when registration fails or the connection is
 /// disconnected.
 pub struct RealtimeService {
     registry: Arc<dyn ConnectionRegistry>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
+    authorizer: Option<Arc<dyn SubscribeAuthorizer>>,
     config: ServiceConfig,
     /// Connections registered through this service plus connects in flight.
     slots: AtomicUsize,
+    streams: StreamState,
 }
 
 impl fmt::Debug for RealtimeService {
@@ -46,9 +81,22 @@ impl fmt::Debug for RealtimeService {
 }
 
 impl RealtimeService {
-    /// A service over `registry` with `config`.
-    pub fn new(registry: Arc<dyn ConnectionRegistry>, config: ServiceConfig) -> Self {
-        RealtimeService { registry, config, slots: AtomicUsize::new(0) }
+    /// A service over `adapters` with `config`, attached to its broker (which delivers
+    /// through it from now on).
+    pub fn new(adapters: Adapters, config: ServiceConfig) -> Arc<Self> {
+        let Adapters { registry, broker, presence, authorizer } = adapters;
+        let service = Arc::new(RealtimeService {
+            registry,
+            broker,
+            presence,
+            authorizer,
+            config,
+            slots: AtomicUsize::new(0),
+            streams: StreamState::default(),
+        });
+        let delivery: Weak<dyn LocalDelivery> = Arc::downgrade(&service) as Weak<dyn LocalDelivery>;
+        service.broker.attach(delivery);
+        service
     }
 
     /// The configuration the service was built with.
@@ -66,58 +114,64 @@ impl RealtimeService {
             .map(|_| SlotGuard { slots: &self.slots, kept: false })
     }
 
-    /// Hands `frame` to `recipients` (one frame clone per recipient) and records the
-    /// outcome. Returns how many sinks accepted the frame.
+    /// Hands `frame` to `recipients` (one frame clone per recipient, or into their hold
+    /// while they recover `stream`) and records the outcome. Returns how many accepted it.
     fn fan_out(
         &self,
-        target: &'static str,
-        recipients: &[Registered],
+        kind: &'static str,
+        stream: Option<&StreamName>,
+        position: Option<&Position>,
         frame: &Frame,
-        message: &Envelope,
+        recipients: impl FnOnce() -> Vec<Registered>,
     ) -> usize {
-        ::metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET => target).increment(1);
+        let holds = self.streams.for_delivery();
+        let recipients = recipients();
         if recipients.is_empty() {
-            debug!(target_kind = target, message_type = %message.kind, delivered = 0, "no recipients");
+            debug!(stream_kind = kind, delivered = 0, "no recipients");
             return 0;
         }
-        let (mut delivered, mut slow, mut closed) = (0usize, 0u64, 0u64);
-        for recipient in recipients {
-            match recipient.sink.send(frame.clone()) {
-                Ok(()) => delivered += 1,
-                // The sink closes itself as a slow consumer (ConnectionSink contract).
-                Err(SendError::QueueFull) => slow += 1,
-                // `Closed`, and any later variant: the frame did not reach the connection.
-                Err(_) => closed += 1,
-            }
-        }
-        ::metrics::counter!(m::MESSAGES_DELIVERED_TOTAL, m::LABEL_TARGET => target)
-            .increment(delivered as u64);
-        if slow > 0 {
+        let offset = position.map(|p| p.offset);
+        let max_held = self.config.max_recovery_buffer;
+        let outcome = holds.hand_out(stream, offset, frame, &recipients, max_held);
+        drop(holds);
+        ::metrics::counter!(m::MESSAGES_DELIVERED_TOTAL, m::LABEL_TARGET => kind)
+            .increment(outcome.delivered as u64);
+        if outcome.slow > 0 {
             ::metrics::counter!(m::FRAMES_DROPPED_TOTAL, m::LABEL_REASON => m::REASON_SLOW_CONSUMER)
-                .increment(slow);
+                .increment(outcome.slow);
         }
-        if closed > 0 {
+        if outcome.closed > 0 {
             ::metrics::counter!(m::FRAMES_DROPPED_TOTAL, m::LABEL_REASON => m::REASON_CLOSED)
-                .increment(closed);
+                .increment(outcome.closed);
         }
         debug!(
-            target_kind = target,
-            message_type = %message.kind,
+            stream_kind = kind,
             recipients = recipients.len(),
-            delivered,
-            dropped_slow_consumer = slow,
-            dropped_closed = closed,
-            "message sent"
+            delivered = outcome.delivered,
+            dropped_slow_consumer = outcome.slow,
+            dropped_closed = outcome.closed,
+            "message delivered"
         );
-        delivered
+        outcome.delivered
     }
 
-    /// Removes `id` from the registry and releases its slot; `None` if it was not there.
+    /// Removes `id` from the registry, its streams, its holds and presence, and releases its
+    /// slot; `None` if it was not there.
     fn remove(&self, id: ConnectionId, reason: DisconnectReason) -> Option<Registered> {
+        let topics = self.registry.topics_of(id);
         let Some(registered) = self.registry.unregister(id) else {
             debug!(connection_id = %id, reason = reason.as_str(), "not registered");
             return None;
         };
+        let connection = &registered.connection;
+        let mut streams = implicit_streams(connection);
+        streams.extend(topics.iter().cloned().map(StreamName::Topic));
+        self.streams.unhold(id, &streams);
+        self.streams.leave(&*self.broker, &streams);
+        self.presence.leave(PresenceScope::Online, &connection.user_id, id);
+        for topic in &topics {
+            self.left_topic(topic, &connection.user_id, id);
+        }
         release(&self.slots);
         ::metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
         ::metrics::counter!(m::CONNECTIONS_CLOSED_TOTAL, m::LABEL_REASON => reason.as_str())
@@ -138,6 +192,89 @@ impl RealtimeService {
 
     fn reject(&self, reason: &'static str) {
         ::metrics::counter!(m::CONNECTIONS_REJECTED_TOTAL, m::LABEL_REASON => reason).increment(1);
+    }
+
+    /// Whether `topic`'s subscribers get presence events.
+    fn presence_events(&self, topic: &TopicName) -> bool {
+        self.config.presence_event_prefixes.iter().any(|prefix| topic.as_str().starts_with(prefix))
+    }
+
+    /// `id` of `user` left `topic`: presence, and the leave event after the user's last.
+    fn left_topic(&self, topic: &TopicName, user: &UserId, id: ConnectionId) {
+        if self.presence.leave(PresenceScope::Topic(topic), user, id) && self.presence_events(topic) {
+            let stream = StreamName::Topic(topic.clone());
+            self.broker.publish_ephemeral(&stream, presence_frame(false, topic, user));
+        }
+    }
+
+    /// `id` of `user` joined `topic`: presence, and the join event for the user's first.
+    fn joined_topic(&self, topic: &TopicName, user: &UserId, id: ConnectionId) {
+        if self.presence.join(PresenceScope::Topic(topic), user, id) && self.presence_events(topic) {
+            let stream = StreamName::Topic(topic.clone());
+            self.broker.publish_ephemeral(&stream, presence_frame(true, topic, user));
+        }
+    }
+
+    /// Whether `identity`'s token was revoked (issued before the user's latest revocation,
+    /// or without an `iat` while a revocation stands).
+    fn is_revoked(&self, identity: &Identity) -> bool {
+        self.broker
+            .revoked_before(&identity.user_id)
+            .is_some_and(|before| identity.issued_at.is_none_or(|issued| issued < before))
+    }
+
+    /// Closes this node's connections of `user` with a token issued before `issued_before`.
+    fn revoke_local(&self, user: &UserId, issued_before: UnixMillis) -> usize {
+        self.registry
+            .find_by_user(user)
+            .into_iter()
+            .filter(|r| r.connection.issued_at.is_none_or(|issued| issued < issued_before))
+            .filter(|r| {
+                let Some(registered) = self.remove(r.connection.id, DisconnectReason::Revoked)
+                else {
+                    return false;
+                };
+                registered.sink.close(CloseReason::Revoked);
+                true
+            })
+            .count()
+    }
+
+    /// The implicit streams' part of `open_streams`, for one stream.
+    async fn open_stream(
+        &self,
+        stream: &StreamName,
+        since: Option<&Position>,
+    ) -> Result<(Replay, Option<StreamPosition>), StreamError> {
+        let read = self
+            .broker
+            .recover(stream, since, self.config.max_recovery)
+            .await
+            .map_err(|e| StreamError::Unavailable(e.to_string()))?;
+        let recovered = since.is_some() && read.publications.is_some();
+        if since.is_some() {
+            let outcome = if recovered { m::OUTCOME_RECOVERED } else { m::OUTCOME_NOT_RECOVERED };
+            ::metrics::counter!(m::RECOVERIES_TOTAL, m::LABEL_OUTCOME => outcome).increment(1);
+        }
+        let state = read.position.clone().map(|position| StreamPosition {
+            stream: stream.clone(),
+            position,
+            recovered,
+        });
+        let replay = Replay {
+            stream: stream.clone(),
+            top: read.position,
+            frames: read.publications.unwrap_or_default(),
+        };
+        Ok((replay, state))
+    }
+
+    /// Undoes a subscribe that failed after the registry took it.
+    fn undo_subscribe(&self, id: ConnectionId, topic: &TopicName, user: &UserId) {
+        if self.registry.unsubscribe(id, topic) {
+            self.streams.leave(&*self.broker, &[StreamName::Topic(topic.clone())]);
+            self.left_topic(topic, user, id);
+        }
     }
 }
 
@@ -192,6 +329,11 @@ impl RealtimeApi for RealtimeService {
             info!(user_id = %identity.user_id, "connection rejected: missing a required permission");
             return Err(ConnectError::Forbidden);
         }
+        if self.is_revoked(&identity) {
+            self.reject(m::REASON_REVOKED);
+            info!(user_id = %identity.user_id, "connection rejected: token revoked");
+            return Err(ConnectError::Revoked);
+        }
         let max = self.config.max_connections;
         let Some(slot) = self.reserve_slot() else {
             self.reject(m::REASON_AT_CAPACITY);
@@ -200,17 +342,23 @@ impl RealtimeApi for RealtimeService {
         };
 
         let mut connection = Connection::new(new_id(), &identity, metadata, now());
+        let streams = implicit_streams(&connection);
         let mut attempt = 1;
         loop {
+            // Held from before the registration: nothing live reaches the connection before
+            // `open_streams` has queued what it recovers.
+            self.streams.hold(connection.id, &streams);
             match self.registry.register(connection.clone(), Arc::clone(&sink)) {
                 Ok(()) => break,
                 Err(RegisterError::Duplicate(id)) if attempt < MAX_REGISTER_ATTEMPTS => {
                     warn!(connection_id = %id, attempt, "generated connection id already registered; retrying");
+                    self.streams.unhold(id, &streams);
                     connection.id = new_id();
                     attempt += 1;
                 }
                 Err(e) => {
                     // `slot` drops here and releases the reservation.
+                    self.streams.unhold(connection.id, &streams);
                     self.reject(m::REASON_REGISTRY_ERROR);
                     error!(user_id = %identity.user_id, error = %e, attempt, "connection rejected: registry refused it");
                     return Err(ConnectError::Unavailable(e.to_string()));
@@ -218,6 +366,8 @@ impl RealtimeApi for RealtimeService {
             }
         }
         slot.keep();
+        self.streams.enter(&*self.broker, &streams);
+        self.presence.join(PresenceScope::Online, &connection.user_id, connection.id);
 
         ::metrics::gauge!(m::CONNECTIONS_ACTIVE).increment(1.0);
         ::metrics::counter!(m::CONNECTIONS_OPENED_TOTAL).increment(1);
@@ -254,7 +404,12 @@ impl RealtimeApi for RealtimeService {
         self.registry.count()
     }
 
-    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
+    async fn publish_with(
+        &self,
+        target: &Target,
+        message: &Envelope,
+        options: &PublishOptions,
+    ) -> Result<PublishReceipt, PublishError> {
         if protocol::is_reserved_server_type(message.kind.as_str()) {
             self.refuse_publish(target, m::REASON_RESERVED_TYPE);
             return Err(PublishError::ReservedType(message.kind.clone()));
@@ -262,19 +417,258 @@ impl RealtimeApi for RealtimeService {
         // Encoded once per publish, also with no recipient, so the size check does not
         // depend on who happens to be connected.
         let frame = Frame::encode(message);
+        let stream = target.stream();
+        let len = frame.len() + stream.as_ref().map_or(0, position_overhead);
         let max = self.config.max_message_bytes;
-        if frame.len() > max {
+        if len > max {
             self.refuse_publish(target, m::REASON_TOO_LARGE);
-            return Err(PublishError::TooLarge { len: frame.len(), max });
+            return Err(PublishError::TooLarge { len, max });
         }
-        let recipients = match target {
-            Target::User(user) => self.registry.find_by_user(user),
-            Target::Role(role) => self.registry.find_by_role(role),
-            Target::Connection(id) => self.registry.get(*id).into_iter().collect(),
-            Target::Broadcast => self.registry.all(),
-            // Topic subscriptions arrive with the stream routing.
-            Target::Topic(_) => Vec::new(),
+        ::metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET => target.kind())
+            .increment(1);
+        let Some(stream) = stream else {
+            let Target::Connection(id) = target else {
+                return Err(PublishError::Unavailable("a target without a stream".to_owned()));
+            };
+            let delivered = if self.registry.get(*id).is_some() {
+                usize::from(self.deliver_to_connection(*id, &frame))
+            } else {
+                self.broker.send_to_connection(*id, frame).await.map_err(|e| {
+                    self.refuse_publish(target, m::REASON_UNAVAILABLE);
+                    PublishError::Unavailable(e.to_string())
+                })?
+            };
+            return Ok(PublishReceipt { delivered, stream: None, position: None, duplicate: false });
         };
-        Ok(self.fan_out(target.kind(), &recipients, &frame, message))
+        let published = self
+            .broker
+            .publish(&stream, frame, options.idempotency_key.as_ref())
+            .await
+            .map_err(|e| {
+                self.refuse_publish(target, m::REASON_UNAVAILABLE);
+                PublishError::Unavailable(e.to_string())
+            })?;
+        Ok(PublishReceipt {
+            delivered: published.delivered,
+            stream: Some(stream),
+            position: published.position,
+            duplicate: published.duplicate,
+        })
     }
+
+    async fn open_streams(
+        &self,
+        id: ConnectionId,
+        since: &BTreeMap<StreamName, Position>,
+    ) -> Result<Vec<StreamPosition>, StreamError> {
+        let Some(registered) = self.registry.get(id) else {
+            return Err(StreamError::NotConnected);
+        };
+        let streams = implicit_streams(&registered.connection);
+        let mut replays = Vec::with_capacity(streams.len());
+        let mut positions = Vec::with_capacity(streams.len());
+        for stream in &streams {
+            let (replay, position) = self.open_stream(stream, since.get(stream)).await?;
+            replays.push(replay);
+            positions.extend(position);
+        }
+        self.streams.release(id, &*registered.sink, None, replays);
+        Ok(positions)
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscribed, SubscribeError> {
+        let SubscribeRequest { connection: id, topic, since, reply_id, origin } = request;
+        let Some(registered) = self.registry.get(id) else {
+            return Err(SubscribeError::NotConnected);
+        };
+        let user = registered.connection.user_id.clone();
+        if let SubscribeOrigin::Client { topics } = &origin {
+            let allowed = topic_allowed(topics, &topic)
+                || match &self.authorizer {
+                    Some(authorizer) => authorizer.authorize(&registered.connection, &topic).await,
+                    None => false,
+                };
+            if !allowed {
+                ::metrics::counter!(m::SUBSCRIBES_REFUSED_TOTAL, m::LABEL_REASON => m::REASON_FORBIDDEN)
+                    .increment(1);
+                debug!(connection_id = %id, topic = topic.as_str(), "subscribe refused: forbidden");
+                return Err(SubscribeError::Forbidden);
+            }
+        }
+        let stream = StreamName::Topic(topic.clone());
+        let streams = std::slice::from_ref(&stream);
+        self.streams.hold(id, streams);
+        let max_topics = self.config.max_topics_per_connection;
+        let newly = match self.registry.subscribe(id, &topic, max_topics) {
+            Ok(newly) => newly,
+            Err(error) => {
+                self.streams.unhold(id, streams);
+                return Err(match error {
+                    TopicError::TooManyTopics { max } => {
+                        ::metrics::counter!(m::SUBSCRIBES_REFUSED_TOTAL, m::LABEL_REASON => m::REASON_TOO_MANY_TOPICS)
+                            .increment(1);
+                        SubscribeError::TooManyTopics { max }
+                    }
+                    _ => SubscribeError::NotConnected,
+                });
+            }
+        };
+        if newly {
+            self.streams.enter(&*self.broker, streams);
+            self.joined_topic(&topic, &user, id);
+        }
+        let read = match self.broker.recover(&stream, since.as_ref(), self.config.max_recovery).await {
+            Ok(read) => read,
+            Err(error) => {
+                self.streams.unhold(id, streams);
+                if newly {
+                    self.undo_subscribe(id, &topic, &user);
+                }
+                warn!(connection_id = %id, topic = topic.as_str(), %error, "subscribe failed: history unavailable");
+                return Err(SubscribeError::Unavailable(error.to_string()));
+            }
+        };
+        let recovered = since.is_some() && read.publications.is_some();
+        if since.is_some() {
+            let outcome = if recovered { m::OUTCOME_RECOVERED } else { m::OUTCOME_NOT_RECOVERED };
+            ::metrics::counter!(m::RECOVERIES_TOTAL, m::LABEL_OUTCOME => outcome).increment(1);
+        }
+        let reply = subscribed_frame(reply_id.as_ref(), &topic, read.position.as_ref(), recovered);
+        let replay = Replay {
+            stream: stream.clone(),
+            top: read.position.clone(),
+            frames: read.publications.unwrap_or_default(),
+        };
+        self.streams.release(id, &*registered.sink, Some(reply), vec![replay]);
+        debug!(connection_id = %id, topic = topic.as_str(), recovered, "subscribed");
+        Ok(Subscribed { position: read.position, recovered })
+    }
+
+    async fn unsubscribe(
+        &self,
+        id: ConnectionId,
+        topic: &TopicName,
+        reply_id: Option<RequestId>,
+    ) -> Result<(), UnsubscribeError> {
+        let Some(registered) = self.registry.get(id) else {
+            return Err(UnsubscribeError::NotConnected);
+        };
+        if !self.registry.unsubscribe(id, topic) {
+            return Err(UnsubscribeError::NotSubscribed);
+        }
+        // Deliveries that saw the subscription finish first, so `unsubscribed` is the last
+        // frame of the topic this connection gets.
+        self.streams.fence();
+        self.streams.leave(&*self.broker, &[StreamName::Topic(topic.clone())]);
+        self.left_topic(topic, &registered.connection.user_id, id);
+        let _ = registered.sink.send(unsubscribed_frame(reply_id.as_ref(), topic));
+        debug!(connection_id = %id, topic = topic.as_str(), "unsubscribed");
+        Ok(())
+    }
+
+    async fn subscribe_connections(
+        &self,
+        target: &ConnectionsOf,
+        topic: &TopicName,
+    ) -> Result<usize, SubscribeError> {
+        let ids: Vec<ConnectionId> = match target {
+            ConnectionsOf::User(user) => {
+                self.registry.find_by_user(user).iter().map(|r| r.connection.id).collect()
+            }
+            ConnectionsOf::Connection(id) => vec![*id],
+        };
+        let single = matches!(target, ConnectionsOf::Connection(_));
+        let mut subscribed = 0;
+        for id in ids {
+            let request = SubscribeRequest {
+                connection: id,
+                topic: topic.clone(),
+                since: None,
+                reply_id: None,
+                origin: SubscribeOrigin::Server,
+            };
+            match self.subscribe(request).await {
+                Ok(_) => subscribed += 1,
+                // Gone meanwhile: not counted.
+                Err(SubscribeError::NotConnected) => {}
+                Err(error @ SubscribeError::TooManyTopics { .. }) if single => return Err(error),
+                Err(SubscribeError::TooManyTopics { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(subscribed)
+    }
+
+    async fn unsubscribe_connections(&self, target: &ConnectionsOf, topic: &TopicName) -> usize {
+        let ids: Vec<ConnectionId> = match target {
+            ConnectionsOf::User(user) => {
+                self.registry.find_by_user(user).iter().map(|r| r.connection.id).collect()
+            }
+            ConnectionsOf::Connection(id) => vec![*id],
+        };
+        let mut count = 0;
+        for id in ids {
+            if self.unsubscribe(id, topic, None).await.is_ok() {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn refresh(&self, id: ConnectionId, identity: &Identity) -> Result<(), RefreshError> {
+        let Some(registered) = self.registry.get(id) else {
+            return Err(RefreshError::NotConnected);
+        };
+        if registered.connection.user_id != identity.user_id {
+            return Err(RefreshError::DifferentUser);
+        }
+        if self.is_revoked(identity) {
+            return Err(RefreshError::Revoked);
+        }
+        Ok(())
+    }
+
+    async fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> Result<usize, RevokeError> {
+        let ttl = u64::try_from(self.config.revocation_ttl.as_millis()).unwrap_or(u64::MAX);
+        let keep_until = UnixMillis(now().0.saturating_add(ttl));
+        self.broker
+            .revoke(user, issued_before, keep_until)
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))?;
+        let closed = self.revoke_local(user, issued_before);
+        info!(user_id = %user, closed, "tokens revoked");
+        Ok(closed)
+    }
+
+    async fn user_presence(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
+        self.presence.user(user).await
+    }
+
+    async fn topic_presence(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
+        self.presence.topic(topic).await
+    }
+}
+
+impl LocalDelivery for RealtimeService {
+    fn deliver(&self, stream: &StreamName, position: Option<&Position>, frame: &Frame) -> usize {
+        let registry = &*self.registry;
+        self.fan_out(stream.kind(), Some(stream), position, frame, || members(registry, stream))
+    }
+
+    fn deliver_to_connection(&self, id: ConnectionId, frame: &Frame) -> bool {
+        let registry = &*self.registry;
+        self.fan_out("connection", None, None, frame, || registry.get(id).into_iter().collect())
+            > 0
+    }
+
+    fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> usize {
+        self.revoke_local(user, issued_before)
+    }
+}
+
+/// The most bytes [`Frame::with_position`] adds for `stream`: the field names and
+/// punctuation, the name, a 20-digit offset and a longest epoch.
+fn position_overhead(stream: &StreamName) -> usize {
+    const FIXED: usize = r#","stream":"","offset":,"epoch":"""#.len() + 20 + realtime_core::Epoch::MAX_LEN;
+    FIXED + stream.to_string().len()
 }
