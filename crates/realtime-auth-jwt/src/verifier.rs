@@ -244,14 +244,16 @@ fn check_header_algorithm(raw: &str, expected: &str) -> Result<(), AuthError> {
 struct Claims {
     sub: Option<Value>,
     exp: Option<Value>,
+    iat: Option<Value>,
     roles: Option<Value>,
     permissions: Option<Value>,
+    topics: Option<Value>,
 }
 
 impl Claims {
     /// The claims as [`RawClaims`]; a claim of the wrong type is named in
-    /// [`AuthError::InvalidClaim`] (checked in the order `sub`, `exp`, `roles`,
-    /// `permissions`). `null` counts as absent.
+    /// [`AuthError::InvalidClaim`] (checked in the order `sub`, `exp`, `iat`, `roles`,
+    /// `permissions`, `topics`). `null` counts as absent.
     fn into_raw(self) -> Result<RawClaims, AuthError> {
         let string = |value| match value {
             Value::String(s) => Some(s),
@@ -260,10 +262,23 @@ impl Claims {
         Ok(RawClaims {
             sub: claim(self.sub, "sub", string)?,
             exp: claim(self.exp, "exp", |value| value.as_u64())?,
+            iat: claim(self.iat, "iat", issued_at)?,
             roles: claim(self.roles, "roles", strings)?,
             permissions: claim(self.permissions, "permissions", strings)?,
+            topics: claim(self.topics, "topics", strings)?,
         })
     }
+}
+
+/// `iat` in whole seconds: a non-negative integer, or a non-negative number with a
+/// fraction (RFC 7519 allows one; it is cut to the second). `iat` is informative, so it is
+/// read leniently where `exp`, which decides, must be an integer.
+fn issued_at(value: Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let secs = value.as_f64()?;
+        // `u64::MAX as f64` rounds up to 2^64, so `<` keeps the cast in range.
+        (secs.is_finite() && secs >= 0.0 && secs < u64::MAX as f64).then_some(secs as u64)
+    })
 }
 
 /// Reads a claim with `read`, which says `None` for a value of the wrong type.
@@ -275,7 +290,7 @@ fn claim<T>(
     value.map(|v| read(v).ok_or_else(|| AuthError::InvalidClaim(name.to_owned()))).transpose()
 }
 
-/// An array of strings (`roles`, `permissions`); `None` for anything else.
+/// An array of strings (`roles`, `permissions`, `topics`); `None` for anything else.
 fn strings(value: Value) -> Option<Vec<String>> {
     let Value::Array(items) = value else { return None };
     items
@@ -412,6 +427,13 @@ mod tests {
         check(r#"{"sub":"u","roles":[{"a":1},"b"]}"#, claim("roles"));
         check(r#"{"sub":"u","permissions":{}}"#, claim("permissions"));
         check(r#"{"sub":"u","permissions":{"a":[1,{"b":null}]}}"#, claim("permissions"));
+        check(r#"{"sub":"u","iat":"1"}"#, claim("iat"));
+        check(r#"{"sub":"u","iat":-1}"#, claim("iat"));
+        check(r#"{"sub":"u","iat":-0.5}"#, claim("iat"));
+        check(r#"{"sub":"u","iat":1e300}"#, claim("iat"));
+        check(r#"{"sub":"u","iat":true}"#, claim("iat"));
+        check(r#"{"sub":"u","topics":"orders"}"#, claim("topics"));
+        check(r#"{"sub":"u","topics":["a",1]}"#, claim("topics"));
         // The first wrong claim in the order sub, exp, roles, permissions is named.
         check(r#"{"permissions":1,"roles":1,"exp":"x","sub":1}"#, claim("sub"));
         check(r#"{"permissions":1,"roles":1,"exp":"x","sub":"u"}"#, claim("exp"));
@@ -432,15 +454,31 @@ mod tests {
                 exp: Some(7),
                 roles: strings(&["b", "a"]),
                 permissions: strings(&["x:read"]),
+                ..RawClaims::default()
             },
         );
-        check(r#"{"sub":null,"exp":null,"roles":null,"permissions":null}"#, RawClaims::default());
+        check(
+            r#"{"sub":"u","iat":5,"topics":["orders","chat:*"]}"#,
+            RawClaims {
+                sub: Some("u".into()),
+                iat: Some(5),
+                topics: strings(&["orders", "chat:*"]),
+                ..RawClaims::default()
+            },
+        );
+        check(r#"{"iat":0}"#, RawClaims { iat: Some(0), ..RawClaims::default() });
+        check(
+            r#"{"sub":null,"exp":null,"iat":null,"roles":null,"permissions":null,"topics":null}"#,
+            RawClaims::default(),
+        );
         // Escapes are decoded; other claims of any type are skipped.
         check(
             r#"{"iat":1.5,"x":{"sub":1},"y":[[],{}],"z":null,"sub":"\u00e9\n","roles":["\"a\""]}"#,
             RawClaims {
                 sub: Some("é\n".into()),
                 roles: strings(&["\"a\""]),
+                // A fractional `iat` is cut to the second.
+                iat: Some(1),
                 ..RawClaims::default()
             },
         );

@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use crate::ids::{InvalidPermission, InvalidRole, InvalidUserId, Permission, Role, UserId};
+use crate::ids::{
+    InvalidPermission, InvalidRole, InvalidTopicName, InvalidUserId, Permission, Role, UserId,
+};
+use crate::stream::TopicPattern;
 use crate::time::UnixMillis;
 
 /// The claims realtime reads from a verified token, before validation.
@@ -25,6 +28,13 @@ pub struct RawClaims {
     /// Expiry, in seconds since the Unix epoch (RFC 7519 `NumericDate`).
     #[serde(default)]
     pub exp: Option<u64>,
+    /// Topics the token may subscribe to, an array of [`TopicPattern`]s (`orders`,
+    /// `chat:*`). Optional; absent means none.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// When the token was issued, in seconds since the Unix epoch. Optional.
+    #[serde(default)]
+    pub iat: Option<u64>,
 }
 
 /// Why verified claims do not make an [`Identity`].
@@ -53,8 +63,16 @@ pub enum ClaimsError {
         /// What is wrong with it.
         error: InvalidPermission,
     },
-    /// More roles or permissions than [`Identity::MAX_GRANTS`].
-    #[error("too many roles or permissions: {count}, at most {max}")]
+    /// An entry of `topics` is not a valid topic pattern.
+    #[error("invalid topic at index {index}: {error}")]
+    InvalidTopic {
+        /// Position in the `topics` array.
+        index: usize,
+        /// What is wrong with it.
+        error: InvalidTopicName,
+    },
+    /// More roles, permissions or topics than [`Identity::MAX_GRANTS`].
+    #[error("too many roles, permissions or topics: {count}, at most {max}")]
     TooManyGrants {
         /// How many were given.
         count: usize,
@@ -78,20 +96,37 @@ pub struct Identity {
     /// closes the connection then (4001). [`Identity::from_claims`] sets it to `exp` itself;
     /// a verifier with a leeway adds it.
     pub expires_at: Option<UnixMillis>,
+    /// Topics the token may subscribe to (the `topics` claim, in its order).
+    pub topics: Vec<TopicPattern>,
+    /// When the token was issued (`iat`), if it says.
+    pub issued_at: Option<UnixMillis>,
 }
 
 impl Identity {
-    /// Most roles, and most permissions, one identity may carry.
+    /// Most roles, most permissions, and most topic patterns one identity may carry.
     pub const MAX_GRANTS: usize = 256;
 
     /// An identity with a user id and nothing else.
     pub fn new(user_id: UserId) -> Self {
-        Identity { user_id, roles: BTreeSet::new(), permissions: BTreeSet::new(), expires_at: None }
+        Identity {
+            user_id,
+            roles: BTreeSet::new(),
+            permissions: BTreeSet::new(),
+            expires_at: None,
+            topics: Vec::new(),
+            issued_at: None,
+        }
     }
 
     /// Adds roles (builder style).
     pub fn with_roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
         self.roles.extend(roles);
+        self
+    }
+
+    /// Adds topic patterns (builder style).
+    pub fn with_topics(mut self, topics: impl IntoIterator<Item = TopicPattern>) -> Self {
+        self.topics.extend(topics);
         self
     }
 
@@ -109,20 +144,28 @@ impl Identity {
         let permissions = collect(claims.permissions, Permission::new, |index, error| {
             ClaimsError::InvalidPermission { index, error }
         })?;
+        let topics = collect(
+            claims.topics,
+            |raw| TopicPattern::parse(&raw),
+            |index, error| ClaimsError::InvalidTopic { index, error },
+        )?;
         Ok(Identity {
             user_id,
             roles,
             permissions,
             expires_at: claims.exp.map(UnixMillis::from_secs),
+            topics,
+            issued_at: claims.iat.map(UnixMillis::from_secs),
         })
     }
 }
 
-fn collect<T: Ord, E>(
+/// Parses every entry of a claim array, naming the first bad one by its index.
+fn collect<T, E, C: FromIterator<T>>(
     raw: Option<Vec<String>>,
     parse: impl Fn(String) -> Result<T, E>,
     wrap: impl Fn(usize, E) -> ClaimsError,
-) -> Result<BTreeSet<T>, ClaimsError> {
+) -> Result<C, ClaimsError> {
     let raw = raw.unwrap_or_default();
     if raw.len() > Identity::MAX_GRANTS {
         return Err(ClaimsError::TooManyGrants { count: raw.len(), max: Identity::MAX_GRANTS });
@@ -194,6 +237,46 @@ mod tests {
             &format!(r#"{{"sub":"u","roles":[{}]}}"#, many.join(",")),
             Err(ClaimsError::TooManyGrants { count: 257, max: 256 }),
         );
+    }
+
+    #[test]
+    fn topics_and_issued_at() {
+        let identity = Identity::from_claims(claims(
+            r#"{"sub":"u","topics":["orders","chat:*","*","orders"],"iat":1767225600}"#,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pattern = |raw: &str| TopicPattern::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            identity.topics,
+            vec![pattern("orders"), pattern("chat:*"), pattern("*"), pattern("orders")]
+        );
+        assert_eq!(identity.issued_at, Some(UnixMillis(1_767_225_600_000)));
+        let bare =
+            Identity::from_claims(claims(r#"{"sub":"u"}"#)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((bare.topics, bare.issued_at), (Vec::new(), None));
+        assert_eq!(
+            Identity::from_claims(claims(r#"{"sub":"u","topics":["ok","a*b"]}"#)),
+            Err(ClaimsError::InvalidTopic {
+                index: 1,
+                error: InvalidTopicName::InvalidCharacter('*')
+            })
+        );
+        assert_eq!(
+            Identity::from_claims(claims(r#"{"sub":"u","topics":[""]}"#)),
+            Err(ClaimsError::InvalidTopic { index: 0, error: InvalidTopicName::Empty })
+        );
+        let many: Vec<String> = (0..257).map(|i| format!("\"t{i}\"")).collect();
+        assert_eq!(
+            Identity::from_claims(claims(&format!(
+                r#"{{"sub":"u","topics":[{}]}}"#,
+                many.join(",")
+            ))),
+            Err(ClaimsError::TooManyGrants { count: 257, max: 256 })
+        );
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Identity::new(alice).with_topics([pattern("x")]).topics, vec![pattern("x")]);
+        assert!(serde_json::from_str::<RawClaims>(r#"{"sub":"u","topics":"orders"}"#).is_err());
+        assert!(serde_json::from_str::<RawClaims>(r#"{"sub":"u","iat":"1"}"#).is_err());
     }
 
     #[test]

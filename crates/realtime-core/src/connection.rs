@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::auth::Identity;
 use crate::ids::{ConnectionId, Role, UserId};
+use crate::stream::TopicPattern;
 use crate::time::UnixMillis;
 
 /// An authenticated connection: who it belongs to, what it may receive, when it began.
@@ -21,6 +22,12 @@ pub struct Connection {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// When the connection was accepted.
     pub connected_at: UnixMillis,
+    /// Topics the token allows this connection to subscribe to (not serialised).
+    #[serde(skip)]
+    pub topics: Vec<TopicPattern>,
+    /// When the connection's token was issued, if it says (not serialised).
+    #[serde(skip)]
+    pub issued_at: Option<UnixMillis>,
 }
 
 impl Connection {
@@ -37,11 +44,42 @@ impl Connection {
             roles: identity.roles.clone(),
             metadata,
             connected_at: now,
+            topics: identity.topics.clone(),
+            issued_at: identity.issued_at,
         }
     }
 
     /// Whether this connection holds `role`.
     pub fn has_role(&self, role: &Role) -> bool {
         self.roles.contains(role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_topics_and_issue_time_but_does_not_serialise_them() {
+        let user = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let pattern = TopicPattern::parse("chat:*").unwrap_or_else(|e| panic!("{e}"));
+        let mut identity = Identity::new(user).with_topics([pattern.clone()]);
+        identity.issued_at = Some(UnixMillis(5_000));
+        let id = ConnectionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let connection = Connection::new(id, &identity, serde_json::Map::new(), UnixMillis(7));
+        assert_eq!(connection.topics, vec![pattern]);
+        assert_eq!(connection.issued_at, Some(UnixMillis(5_000)));
+        let json = serde_json::to_value(&connection).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+                "user_id": "alice",
+                "roles": [],
+                "metadata": {},
+                "connected_at": 7,
+            })
+        );
     }
 }

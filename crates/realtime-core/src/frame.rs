@@ -1,10 +1,13 @@
 //! [`Frame`]: an envelope serialised once to wire bytes, shared by every recipient.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use bytes::Bytes;
 
 use crate::envelope::Envelope;
+use crate::protocol;
+use crate::stream::{Position, StreamName};
+use crate::wire::{RequestId, server_frame};
 
 /// One outbound text message, serialised once and shared by every recipient.
 ///
@@ -30,6 +33,42 @@ impl Frame {
     /// A frame from text the caller already holds.
     pub fn from_text(text: String) -> Frame {
         Frame(Bytes::from(text))
+    }
+
+    /// `{"type":"pong","id":..,"payload":{}}`: the answer to a `ping` (`id` only when the
+    /// ping had one).
+    pub fn pong(id: Option<&RequestId>) -> Frame {
+        server_frame(protocol::PONG, id, &serde_json::Map::new())
+    }
+
+    /// This frame (a JSON object) with `"stream":..,"offset":..,"epoch":..` added at its end:
+    /// a publication as it goes out in `stream` at `position`. A splice into one new
+    /// buffer, not a re-serialisation. A frame that is not a JSON object (never, for an
+    /// encoded envelope) is returned unchanged.
+    pub fn with_position(&self, stream: &StreamName, position: &Position) -> Frame {
+        let text = self.as_str().trim_end();
+        let Some(body) = text.strip_suffix('}') else {
+            return self.clone();
+        };
+        let empty = body.trim_end().ends_with('{');
+        let stream_len = match stream {
+            StreamName::Broadcast => 9,
+            StreamName::User(user) => 5 + user.as_str().len(),
+            StreamName::Role(role) => 5 + role.as_str().len(),
+            StreamName::Topic(topic) => 6 + topic.as_str().len(),
+        };
+        // `,"stream":"","offset":<at most 20 digits>,"epoch":""}` is at most 54 bytes.
+        let capacity = body.len() + 54 + stream_len + position.epoch.as_str().len();
+        let mut out = String::with_capacity(capacity);
+        out.push_str(body);
+        out.push_str(if empty { "\"stream\":\"" } else { ",\"stream\":\"" });
+        // Writing to a `String` cannot fail.
+        let _ = write!(JsonEscaped(&mut out), "{stream}");
+        let _ = write!(out, "\",\"offset\":{},\"epoch\":\"", position.offset);
+        // An epoch is ASCII letters and digits: nothing to escape.
+        out.push_str(position.epoch.as_str());
+        out.push_str("\"}");
+        Frame::from_text(out)
     }
 
     /// The frame as text.
@@ -65,9 +104,27 @@ impl fmt::Debug for Frame {
     }
 }
 
+/// Writes into a `String` as the inside of a JSON string literal.
+struct JsonEscaped<'a>(&'a mut String);
+
+impl fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => write!(self.0, "\\u{:04x}", u32::from(c))?,
+                c => self.0.push(c),
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::Epoch;
     use serde_json::json;
 
     #[test]
@@ -79,5 +136,50 @@ mod tests {
         let copy = frame.clone();
         // Same allocation: a clone shares the bytes.
         assert_eq!(copy.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn with_position_appends_stream_offset_and_epoch() {
+        let env =
+            Envelope::from_parts("chat", json!({"text": "}\"{"})).unwrap_or_else(|e| panic!("{e}"));
+        let stream = StreamName::parse("user:alice").unwrap_or_else(|e| panic!("{e}"));
+        let position = Position {
+            epoch: Epoch::new("hD3kQz9a").unwrap_or_else(|e| panic!("{e}")),
+            offset: 18,
+        };
+        let framed = Frame::encode(&env).with_position(&stream, &position);
+        assert_eq!(
+            framed.as_str(),
+            r#"{"type":"chat","payload":{"text":"}\"{"},"stream":"user:alice","offset":18,"epoch":"hD3kQz9a"}"#
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(framed.as_str()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            value,
+            json!({"type":"chat","payload":{"text":"}\"{"},"stream":"user:alice","offset":18,"epoch":"hD3kQz9a"})
+        );
+        let max = Position { offset: u64::MAX, ..position.clone() };
+        let broadcast = Frame::encode(&env).with_position(&StreamName::Broadcast, &max);
+        let value: serde_json::Value =
+            serde_json::from_str(broadcast.as_str()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (value["stream"].as_str(), value["offset"].as_u64()),
+            (Some("broadcast"), Some(u64::MAX))
+        );
+        // An empty object gets no leading comma; a non-object is left alone.
+        let empty = Frame::from_text("{}".into()).with_position(&stream, &position);
+        assert_eq!(empty.as_str(), r#"{"stream":"user:alice","offset":18,"epoch":"hD3kQz9a"}"#);
+        let odd = Frame::from_text("[1]".into());
+        assert_eq!(odd.with_position(&stream, &position), odd);
+    }
+
+    #[test]
+    fn json_escaping() {
+        let mut out = String::new();
+        let _ = write!(JsonEscaped(&mut out), "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#"a\"b\\c\u000ad\u0001é"#);
+        let parsed: String =
+            serde_json::from_str(&format!("\"{out}\"")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
     }
 }

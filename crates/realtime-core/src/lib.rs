@@ -25,10 +25,11 @@ mod routing;
 mod stream;
 mod time;
 mod token;
+mod wire;
 
 pub use auth::{ClaimsError, Identity, RawClaims, connection_authorized};
 pub use connection::Connection;
-pub use decode::{ClientMessage, DecodeError, DecodeLimits, decode_client_text};
+pub use decode::{ClientMessage, DecodeError, DecodeFailure, DecodeLimits, decode_client_text};
 pub use envelope::{Envelope, EnvelopeError, Payload, Target};
 pub use frame::Frame;
 pub use ids::{
@@ -50,4 +51,9 @@ pub use time::UnixMillis;
 pub use token::{
     BearerToken, QueryParamError, SubprotocolError, TokenQueryError, query_param, token_from_query,
     token_from_subprotocols,
+};
+pub use wire::{
+    InvalidRequestId, RequestId, SINCE_MAX_BYTES, SINCE_MAX_STREAMS, SinceError, StreamState,
+    connected_frame, error_frame, parse_since, presence_frame, refreshed_frame, subscribed_frame,
+    unsubscribed_frame,
 };

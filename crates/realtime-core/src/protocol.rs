@@ -9,10 +9,38 @@ pub const PONG: &str = "pong";
 pub const CONNECTED: &str = "connected";
 /// Server to client: something the client sent was refused; the connection stays open.
 pub const ERROR: &str = "error";
+/// Client to server: join a topic, optionally recovering what was missed since a position.
+pub const SUBSCRIBE: &str = "subscribe";
+/// Client to server: leave a topic.
+pub const UNSUBSCRIBE: &str = "unsubscribe";
+/// Client to server: a new token for this connection, before the current one expires.
+pub const REFRESH: &str = "refresh";
+/// Server to client: answer to [`SUBSCRIBE`], with the topic's position and whether what
+/// was missed was replayed.
+pub const SUBSCRIBED: &str = "subscribed";
+/// Server to client: answer to [`UNSUBSCRIBE`].
+pub const UNSUBSCRIBED: &str = "unsubscribed";
+/// Server to client: answer to [`REFRESH`], with the new expiry.
+pub const REFRESHED: &str = "refreshed";
+/// Server to client: a user joined a topic the connection is subscribed to.
+pub const PRESENCE_JOIN: &str = "presence.join";
+/// Server to client: a user left a topic the connection is subscribed to.
+pub const PRESENCE_LEAVE: &str = "presence.leave";
 
-/// Message types only the server's protocol layer sends. Applications may not publish them,
-/// so a client can trust that a `connected`, `pong` or `error` frame comes from the protocol.
-pub const RESERVED_SERVER_TYPES: [&str; 3] = [CONNECTED, PONG, ERROR];
+/// Message types only the server's protocol layer sends. Applications may not publish them
+/// and clients may not send them, so a client can trust that a `connected`, `pong`, `error`,
+/// `subscribed`, `unsubscribed`, `refreshed` or presence frame comes from the protocol.
+pub const RESERVED_SERVER_TYPES: [&str; 8] =
+    [CONNECTED, PONG, ERROR, SUBSCRIBED, UNSUBSCRIBED, REFRESHED, PRESENCE_JOIN, PRESENCE_LEAVE];
+
+/// Message types a client sends to the protocol itself: they are decoded by the core and
+/// answered by the server, never handed to the application's inbound handler.
+pub const CLIENT_PROTOCOL_TYPES: [&str; 4] = [PING, SUBSCRIBE, UNSUBSCRIBE, REFRESH];
+
+/// Whether `kind` is one of [`CLIENT_PROTOCOL_TYPES`].
+pub fn is_client_protocol_type(kind: &str) -> bool {
+    CLIENT_PROTOCOL_TYPES.contains(&kind)
+}
 
 /// Whether `kind` is one of [`RESERVED_SERVER_TYPES`].
 pub fn is_reserved_server_type(kind: &str) -> bool {
@@ -33,6 +61,22 @@ pub const ERROR_INTERNAL: &str = "internal_error";
 /// Error code in an `error` frame: the client sent faster than its inbound rate limit; the
 /// message was dropped. Going on closes the connection with [`close::RATE_LIMITED`].
 pub const ERROR_RATE_LIMITED: &str = "rate_limited";
+/// Error code in an `error` frame: the token does not allow this (a `subscribe` to a topic
+/// its `topics` claim does not cover).
+pub const ERROR_FORBIDDEN: &str = "forbidden";
+/// Error code in an `error` frame: the connection already holds as many topic
+/// subscriptions as allowed.
+pub const ERROR_TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+/// Error code in an `error` frame: an `unsubscribe` from a topic the connection is not
+/// subscribed to.
+pub const ERROR_NOT_SUBSCRIBED: &str = "not_subscribed";
+/// Error code in an `error` frame: a `refresh` was refused because its token does not
+/// verify or belongs to another user; the connection keeps its current token (and still
+/// closes with [`close::TOKEN_EXPIRED`] when that one expires).
+pub const ERROR_INVALID_TOKEN: &str = "invalid_token";
+/// Error code in an `error` frame: the server cannot do this right now (for example, the
+/// broker or the token verifier is down); retrying later may succeed.
+pub const ERROR_UNAVAILABLE: &str = "unavailable";
 
 /// WebSocket close codes used by realtime (RFC 6455 section 7.4 and the 4000-4999 private range).
 pub mod close {
@@ -58,6 +102,9 @@ pub mod close {
     pub const DISCONNECTED: u16 = 4003;
     /// The client did not answer pings in time.
     pub const HEARTBEAT_TIMEOUT: u16 = 4004;
+    /// The backend revoked the connection's token (or its user); reconnecting with the
+    /// same token will be refused.
+    pub const REVOKED: u16 = 4005;
     /// The client read too slowly: its outbound queue filled up.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The client kept sending faster than its inbound rate limit after `rate_limited`
@@ -71,11 +118,26 @@ mod tests {
 
     #[test]
     fn reserved_types() {
-        for kind in ["connected", "pong", "error"] {
+        for kind in [
+            "connected",
+            "pong",
+            "error",
+            "subscribed",
+            "unsubscribed",
+            "refreshed",
+            "presence.join",
+            "presence.leave",
+        ] {
             assert!(is_reserved_server_type(kind), "{kind}");
+            assert!(!is_client_protocol_type(kind), "{kind}");
         }
-        for kind in ["ping", "notification", "Error", "errors"] {
+        for kind in ["ping", "subscribe", "unsubscribe", "refresh"] {
+            assert!(is_client_protocol_type(kind), "{kind}");
             assert!(!is_reserved_server_type(kind), "{kind}");
+        }
+        for kind in ["notification", "Error", "errors", "presence", "presence.joined"] {
+            assert!(!is_reserved_server_type(kind), "{kind}");
+            assert!(!is_client_protocol_type(kind), "{kind}");
         }
     }
 }

@@ -81,6 +81,16 @@ impl Claims {
         self.set("permissions", Value::from(permissions.to_vec()))
     }
 
+    /// Sets `topics` to an array of topic patterns (`orders`, `chat:*`).
+    pub fn topics(self, topics: &[&str]) -> Self {
+        self.set("topics", Value::from(topics.to_vec()))
+    }
+
+    /// Sets `iat` (seconds since the Unix epoch).
+    pub fn iat(self, iat_unix_secs: u64) -> Self {
+        self.set("iat", Value::from(iat_unix_secs))
+    }
+
     /// Sets `exp` (seconds since the Unix epoch).
     pub fn exp(self, exp_unix_secs: u64) -> Self {
         self.set("exp", Value::from(exp_unix_secs))
@@ -161,6 +171,19 @@ mod tests {
         let token = token_for(SECRET, "alice", &[], 1_000);
         let err = verify(&token, SECRET).err().map(|e| e.into_kind());
         assert_eq!(err, Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature));
+    }
+
+    #[test]
+    fn claims_builder_sets_topics_and_iat() {
+        let exp = now_unix_secs() + 3600;
+        let token =
+            Claims::new("erin").topics(&["orders", "chat:*"]).iat(exp - 60).exp(exp).mint(SECRET);
+        assert_eq!(
+            verify(&token, SECRET).ok(),
+            Some(
+                json!({"sub": "erin", "topics": ["orders", "chat:*"], "iat": exp - 60, "exp": exp})
+            )
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use realtime_core::protocol;
 use realtime_core::{
     ClientMessage, Connection, DecodeLimits, Envelope, Frame, Liveness, LivenessAction,
     LivenessConfig, RateLimitConfig, RateLimiter, RateVerdict, UnixMillis, decode_client_text,
@@ -565,8 +566,19 @@ impl<'a> Inbound<'a> {
     fn dispatch(&self, message: Message) -> Option<HandlerCall<'a>> {
         let reply = match message {
             Message::Text(text) => match decode_client_text(text.as_str(), &self.settings.decode) {
-                Ok(ClientMessage::Ping) => self.settings.pong.clone(),
-                Ok(ClientMessage::Message(envelope)) => return Some(self.call(envelope)),
+                Ok(ClientMessage::Ping { id: None }) => self.settings.pong.clone(),
+                Ok(ClientMessage::Ping { id: Some(id) }) => Frame::pong(Some(&id)),
+                Ok(ClientMessage::Message { envelope, .. }) => return Some(self.call(envelope)),
+                // Topics and in-band refresh are not served here yet.
+                Ok(ClientMessage::Subscribe { id, .. }) => {
+                    ClientFault::UnsupportedProtocol(protocol::SUBSCRIBE, id.as_ref()).frame()
+                }
+                Ok(ClientMessage::Unsubscribe { id, .. }) => {
+                    ClientFault::UnsupportedProtocol(protocol::UNSUBSCRIBE, id.as_ref()).frame()
+                }
+                Ok(ClientMessage::Refresh { id, .. }) => {
+                    ClientFault::UnsupportedProtocol(protocol::REFRESH, id.as_ref()).frame()
+                }
                 Ok(_) => return None,
                 Err(error) => {
                     debug!(%error, "undecodable client message");

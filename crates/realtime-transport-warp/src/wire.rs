@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use realtime_core::protocol::{self, close};
-use realtime_core::{DecodeError, Frame, MessageType, RequestError};
+use realtime_core::{DecodeFailure, Frame, MessageType, RequestError, RequestId, error_frame};
 use realtime_ports::{
     AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PublishError,
 };
@@ -300,8 +300,11 @@ impl SessionEnd {
 /// Something a client sent that gets an `error` frame (the connection stays open).
 #[derive(Debug)]
 pub(crate) enum ClientFault<'a> {
-    /// A text frame that does not decode.
-    Decode(&'a DecodeError),
+    /// A text frame that does not decode (the reply echoes its id, if it had a valid one).
+    Decode(&'a DecodeFailure),
+    /// A protocol request (`subscribe`, `unsubscribe`, `refresh`) this transport does not
+    /// serve yet, with its type and id.
+    UnsupportedProtocol(&'static str, Option<&'a RequestId>),
     /// A binary frame.
     Binary,
     /// The application's inbound handler refused or failed the message.
@@ -314,12 +317,17 @@ pub(crate) enum ClientFault<'a> {
 }
 
 impl ClientFault<'_> {
-    /// The `error` frame `{"type":"error","payload":{"code":..,"message":..}}`.
+    /// The `error` frame `{"type":"error","id":..,"payload":{"code":..,"message":..}}`
+    /// (`id` only when the refused frame had one).
     pub(crate) fn frame(&self) -> Frame {
         let (code, message): (&str, Cow<'_, str>) = match self {
-            ClientFault::Decode(error) => {
-                (protocol::ERROR_INVALID_MESSAGE, error.to_string().into())
+            ClientFault::Decode(failure) => {
+                (protocol::ERROR_INVALID_MESSAGE, failure.error.to_string().into())
             }
+            ClientFault::UnsupportedProtocol(kind, _) => (
+                protocol::ERROR_UNSUPPORTED_TYPE,
+                format!("unsupported message type {kind:?}").into(),
+            ),
             ClientFault::Binary => (
                 protocol::ERROR_BINARY_UNSUPPORTED,
                 "binary messages are not supported; send JSON text".into(),
@@ -340,18 +348,18 @@ impl ClientFault<'_> {
                 "too many messages; slow down or the connection is closed".into(),
             ),
         };
-        #[derive(Serialize)]
-        struct ErrorPayload<'a> {
-            code: &'a str,
-            message: &'a str,
-        }
-        envelope_frame(protocol::ERROR, &ErrorPayload { code, message: &message })
+        let id = match self {
+            ClientFault::Decode(failure) => failure.id.as_ref(),
+            ClientFault::UnsupportedProtocol(_, id) => *id,
+            _ => None,
+        };
+        error_frame(id, code, &message)
     }
 }
 
 /// `{"type":"pong","payload":{}}`.
 pub(crate) fn pong_frame() -> Frame {
-    envelope_frame(protocol::PONG, &serde_json::Map::new())
+    Frame::pong(None)
 }
 
 /// `{"type": kind, "payload": payload}` as a frame, `type` first as in every frame.
@@ -480,6 +488,21 @@ mod tests {
             assert_eq!(value["payload"]["code"], code);
             assert!(!fault.frame().as_str().contains("db down"), "internal detail leaked");
         }
+        let failure = realtime_core::decode_client_text(
+            r#"{"type":"x","id":7,"payload":1}"#,
+            &realtime_core::DecodeLimits::default(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("decoded"));
+        assert_eq!(
+            ClientFault::Decode(&failure).frame().as_str(),
+            r#"{"type":"error","id":7,"payload":{"code":"invalid_message","message":"\"payload\" must be a JSON object"}}"#
+        );
+        let id = RequestId::from_json(&json!("s1")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ClientFault::UnsupportedProtocol(protocol::SUBSCRIBE, Some(&id)).frame().as_str(),
+            r#"{"type":"error","id":"s1","payload":{"code":"unsupported_type","message":"unsupported message type \"subscribe\""}}"#
+        );
         let rejected = ClientFault::Inbound(&InboundError::Rejected("not now".into()), &kind);
         assert_eq!(
             rejected.frame().as_str(),

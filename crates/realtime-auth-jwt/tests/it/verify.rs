@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_auth_jwt::JwtConfig;
-use realtime_core::{BearerToken, Identity, Permission, Role, UnixMillis, UserId};
+use realtime_core::{BearerToken, Identity, Permission, Role, TopicPattern, UnixMillis, UserId};
 use realtime_ports::TokenVerifier;
 use serde_json::{Value, json};
 
@@ -21,18 +21,32 @@ fn expected(user: &str, roles: &[&str], permissions: &[&str], exp: u64) -> Ident
             .collect::<BTreeSet<_>>(),
         // `exp` plus the default leeway: when the verifier starts refusing the token.
         expires_at: Some(UnixMillis::from_secs(exp + JwtConfig::DEFAULT_LEEWAY.as_secs())),
+        topics: Vec::new(),
+        issued_at: None,
     }
 }
 
+/// Claims with every grant, issued an hour before `exp`.
 fn full_claims(exp: u64) -> Value {
     json!({
         "sub": "user-42",
         "roles": ["staff", "admin", "staff"],
         "permissions": ["chat:read", "chat:write"],
+        "topics": ["orders", "chat:*"],
         "exp": exp,
-        "iat": now(),
+        "iat": exp - 3600,
         "jti": "abc",
     })
+}
+
+/// The identity [`full_claims`] proves.
+fn full_expected(exp: u64) -> Identity {
+    let pattern = |raw: &str| TopicPattern::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+    Identity {
+        topics: vec![pattern("orders"), pattern("chat:*")],
+        issued_at: Some(UnixMillis::from_secs(exp - 3600)),
+        ..expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
+    }
 }
 
 async fn verify(v: Arc<dyn TokenVerifier>, token: &str) -> Identity {
@@ -43,29 +57,44 @@ async fn verify(v: Arc<dyn TokenVerifier>, token: &str) -> Identity {
 async fn hs256_token_gives_identity() {
     let exp = now() + 3600;
     let identity = verify(Arc::new(hs256()), &mint_hs256(&full_claims(exp))).await;
-    assert_eq!(
-        identity,
-        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
-    );
+    assert_eq!(identity, full_expected(exp));
 }
 
 #[tokio::test]
 async fn rs256_token_gives_identity() {
     let exp = now() + 3600;
     let identity = verify(Arc::new(rs256()), &mint_rs256(&full_claims(exp))).await;
-    assert_eq!(
-        identity,
-        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
-    );
+    assert_eq!(identity, full_expected(exp));
 }
 
 #[tokio::test]
 async fn es256_token_gives_identity() {
     let exp = now() + 3600;
     let identity = verify(Arc::new(es256()), &mint_es256(&full_claims(exp))).await;
-    assert_eq!(
-        identity,
-        expected("user-42", &["admin", "staff"], &["chat:read", "chat:write"], exp)
+    assert_eq!(identity, full_expected(exp));
+}
+
+#[tokio::test]
+async fn topics_and_iat_reach_the_identity() {
+    let exp = now() + 3600;
+    let iat = now() - 10;
+    let token = mint_hs256(&json!({"sub": "u", "exp": exp, "iat": iat, "topics": ["*"]}));
+    let identity = verify(Arc::new(hs256()), &token).await;
+    let all = TopicPattern::parse("*").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(identity.topics, vec![all]);
+    assert_eq!(identity.issued_at, Some(UnixMillis::from_secs(iat)));
+    let refused = hs256().verify_now(&BearerToken::new(mint_hs256(
+        &json!({"sub": "u", "exp": exp, "topics": ["chat:*", "a b"]}),
+    )));
+    assert!(
+        matches!(
+            refused,
+            Err(realtime_ports::AuthError::Identity(realtime_core::ClaimsError::InvalidTopic {
+                index: 1,
+                ..
+            }))
+        ),
+        "{refused:?}"
     );
 }
 
