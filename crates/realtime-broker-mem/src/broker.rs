@@ -132,7 +132,8 @@ impl InMemoryBroker {
         if let Some(stream) = streams.get(name) {
             return Arc::clone(stream);
         }
-        let history = self.config.history.limits(name).map(|limits| StreamHistory::new(new_epoch(), limits));
+        let history =
+            self.config.history.limits(name).map(|limits| StreamHistory::new(new_epoch(), limits));
         let stream = Arc::new(Mutex::new(Stream {
             history,
             keys: HashMap::new(),
@@ -150,7 +151,12 @@ impl InMemoryBroker {
         let last = self.last_sweep.load(Ordering::Relaxed);
         let due = ops % SWEEP_EVERY_OPS == SWEEP_EVERY_OPS - 1
             || now.0.saturating_sub(last) >= SWEEP_EVERY_MILLIS;
-        if !due || self.last_sweep.compare_exchange(last, now.0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if !due
+            || self
+                .last_sweep
+                .compare_exchange(last, now.0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
         self.sweep(now);
@@ -242,8 +248,7 @@ impl Broker for InMemoryBroker {
                     with
                 });
                 let frame = positioned.unwrap_or(frame);
-                let delivered =
-                    delivery.map_or(0, |d| d.deliver(stream, Some(&position), &frame));
+                let delivered = delivery.map_or(0, |d| d.deliver(stream, Some(&position), &frame));
                 (Some(position), delivered)
             }
             None => (None, delivery.map_or(0, |d| d.deliver(stream, None, &frame))),
@@ -305,9 +310,8 @@ impl Broker for InMemoryBroker {
     ) -> Result<(), BrokerError> {
         {
             let mut revocations = self.revocations.write();
-            let entry = revocations
-                .entry(user.clone())
-                .or_insert(Revocation { issued_before, keep_until });
+            let entry =
+                revocations.entry(user.clone()).or_insert(Revocation { issued_before, keep_until });
             entry.issued_before = entry.issued_before.max(issued_before);
             entry.keep_until = entry.keep_until.max(keep_until);
         }

@@ -14,3 +14,21 @@ mod presence;
 
 pub use broker::{InMemoryBroker, InMemoryBrokerConfig};
 pub use presence::InMemoryPresence;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use realtime_ports::{Broker, Presence};
+
+    use super::*;
+
+    realtime_testkit::broker_contract_tests!(|history| {
+        let config = InMemoryBrokerConfig { history, ..InMemoryBrokerConfig::default() };
+        Arc::new(InMemoryBroker::new(config)) as Arc<dyn Broker>
+    });
+
+    realtime_testkit::presence_contract_tests!(
+        || Arc::new(InMemoryPresence::new()) as Arc<dyn Presence>
+    );
+}

@@ -5,7 +5,9 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use realtime_core::{ConnectionId, Frame, IdempotencyKey, Position, StreamName, UnixMillis, UserId};
+use realtime_core::{
+    ConnectionId, Frame, IdempotencyKey, Position, StreamName, UnixMillis, UserId,
+};
 
 /// What a [`Broker::publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +113,11 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`BrokerError::Unavailable`] when the connection's node could not be reached.
-    async fn send_to_connection(&self, id: ConnectionId, frame: Frame)
-    -> Result<usize, BrokerError>;
+    async fn send_to_connection(
+        &self,
+        id: ConnectionId,
+        frame: Frame,
+    ) -> Result<usize, BrokerError>;
 
     /// Reads `stream`'s position and, with `since`, the publications after it (at most `max`;
     /// all or nothing). Creates the stream (and its epoch) if it does not exist yet.

@@ -34,8 +34,8 @@ pub use api::{
 pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
 pub use authorize::SubscribeAuthorizer;
 pub use broker::{Broker, BrokerError, LocalDelivery, Published, Recovered};
-pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
+pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
 pub use registry::{ConnectionRegistry, RegisterError, Registered};
 pub use sink::{CloseReason, ConnectionSink, SendError};
 

@@ -17,9 +17,9 @@ use realtime_core::{
 use realtime_ports::{
     Broker, CloseReason, ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason,
     LocalDelivery, Presence, PresenceError, PresenceScope, PublishError, PublishOptions,
-    PublishReceipt, RealtimeApi, RefreshError, RegisterError, Registered, RevokeError,
-    StreamError, SubscribeAuthorizer, SubscribeError, SubscribeOrigin, SubscribeRequest,
-    Subscribed, TopicError, TopicMember, UnsubscribeError, UserPresence,
+    PublishReceipt, RealtimeApi, RefreshError, RegisterError, Registered, RevokeError, StreamError,
+    SubscribeAuthorizer, SubscribeError, SubscribeOrigin, SubscribeRequest, Subscribed, TopicError,
+    TopicMember, UnsubscribeError, UserPresence,
 };
 use tracing::{debug, error, info, warn};
 
@@ -201,7 +201,8 @@ impl RealtimeService {
 
     /// `id` of `user` left `topic`: presence, and the leave event after the user's last.
     fn left_topic(&self, topic: &TopicName, user: &UserId, id: ConnectionId) {
-        if self.presence.leave(PresenceScope::Topic(topic), user, id) && self.presence_events(topic) {
+        if self.presence.leave(PresenceScope::Topic(topic), user, id) && self.presence_events(topic)
+        {
             let stream = StreamName::Topic(topic.clone());
             self.broker.publish_ephemeral(&stream, presence_frame(false, topic, user));
         }
@@ -209,7 +210,8 @@ impl RealtimeService {
 
     /// `id` of `user` joined `topic`: presence, and the join event for the user's first.
     fn joined_topic(&self, topic: &TopicName, user: &UserId, id: ConnectionId) {
-        if self.presence.join(PresenceScope::Topic(topic), user, id) && self.presence_events(topic) {
+        if self.presence.join(PresenceScope::Topic(topic), user, id) && self.presence_events(topic)
+        {
             let stream = StreamName::Topic(topic.clone());
             self.broker.publish_ephemeral(&stream, presence_frame(true, topic, user));
         }
@@ -438,16 +440,20 @@ impl RealtimeApi for RealtimeService {
                     PublishError::Unavailable(e.to_string())
                 })?
             };
-            return Ok(PublishReceipt { delivered, stream: None, position: None, duplicate: false });
+            return Ok(PublishReceipt {
+                delivered,
+                stream: None,
+                position: None,
+                duplicate: false,
+            });
         };
-        let published = self
-            .broker
-            .publish(&stream, frame, options.idempotency_key.as_ref())
-            .await
-            .map_err(|e| {
-                self.refuse_publish(target, m::REASON_UNAVAILABLE);
-                PublishError::Unavailable(e.to_string())
-            })?;
+        let published =
+            self.broker.publish(&stream, frame, options.idempotency_key.as_ref()).await.map_err(
+                |e| {
+                    self.refuse_publish(target, m::REASON_UNAVAILABLE);
+                    PublishError::Unavailable(e.to_string())
+                },
+            )?;
         Ok(PublishReceipt {
             delivered: published.delivered,
             stream: Some(stream),
@@ -517,7 +523,11 @@ impl RealtimeApi for RealtimeService {
             self.streams.enter(&*self.broker, streams);
             self.joined_topic(&topic, &user, id);
         }
-        let read = match self.broker.recover(&stream, since.as_ref(), self.config.max_recovery).await {
+        let read = match self
+            .broker
+            .recover(&stream, since.as_ref(), self.config.max_recovery)
+            .await
+        {
             Ok(read) => read,
             Err(error) => {
                 self.streams.unhold(id, streams);
@@ -657,8 +667,7 @@ impl LocalDelivery for RealtimeService {
 
     fn deliver_to_connection(&self, id: ConnectionId, frame: &Frame) -> bool {
         let registry = &*self.registry;
-        self.fan_out("connection", None, None, frame, || registry.get(id).into_iter().collect())
-            > 0
+        self.fan_out("connection", None, None, frame, || registry.get(id).into_iter().collect()) > 0
     }
 
     fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> usize {
@@ -669,6 +678,7 @@ impl LocalDelivery for RealtimeService {
 /// The most bytes [`Frame::with_position`] adds for `stream`: the field names and
 /// punctuation, the name, a 20-digit offset and a longest epoch.
 fn position_overhead(stream: &StreamName) -> usize {
-    const FIXED: usize = r#","stream":"","offset":,"epoch":"""#.len() + 20 + realtime_core::Epoch::MAX_LEN;
+    const FIXED: usize =
+        r#","stream":"","offset":,"epoch":"""#.len() + 20 + realtime_core::Epoch::MAX_LEN;
     FIXED + stream.to_string().len()
 }

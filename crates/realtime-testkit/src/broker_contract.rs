@@ -132,8 +132,8 @@ fn stream(raw: &str) -> StreamName {
 
 /// The encoded envelope `{"type":"n","payload":{"i":i}}`.
 fn message(i: u64) -> Frame {
-    let envelope = Envelope::from_parts("n", serde_json::json!({ "i": i }))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let envelope =
+        Envelope::from_parts("n", serde_json::json!({ "i": i })).unwrap_or_else(|e| panic!("{e}"));
     Frame::encode(&envelope)
 }
 
@@ -179,7 +179,8 @@ pub fn offsets_count_up_and_frames_carry_their_position(make: Make<'_>) {
         let to = stream("user:alice");
         let mut positions = Vec::new();
         for i in 1..=3 {
-            positions.push(publish(&*broker, &to, i).await.unwrap_or_else(|| panic!("no position")));
+            positions
+                .push(publish(&*broker, &to, i).await.unwrap_or_else(|| panic!("no position")));
         }
         assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(positions.windows(2).all(|w| w[0].epoch == w[1].epoch), "{positions:?}");

@@ -26,10 +26,12 @@
 //! **Architecture Invariant:** no production crate depends on this one; it is a
 //! dev-dependency only.
 
+pub mod broker_contract;
 pub mod fixtures;
 pub mod http;
 pub mod jwt;
 pub mod logs;
+pub mod presence_contract;
 pub mod raw_ws;
 pub mod registry_contract;
 pub mod registry_model;
@@ -100,6 +102,83 @@ macro_rules! registry_contract_tests {
     };
 }
 
+/// Expands to one `#[test]` per case of the [`Broker`](realtime_ports::Broker) contract suite
+/// ([`broker_contract`]), inside a module (`broker_contract` unless named). The argument is
+/// an expression evaluating to a closure that makes a fresh broker for a
+/// [`HistoryPolicy`](realtime_core::HistoryPolicy).
+///
+/// ```text
+/// realtime_testkit::broker_contract_tests!(|policy| Arc::new(MyBroker::new(policy)) as Arc<dyn Broker>);
+/// ```
+#[macro_export]
+macro_rules! broker_contract_tests {
+    ($module:ident, $make:expr $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::broker_contract_tests!(@cases $make;
+                offsets_count_up_and_frames_carry_their_position,
+                streams_are_independent,
+                recover_without_since_gives_the_top_only,
+                recover_replays_everything_after_since,
+                recovery_is_all_or_nothing,
+                aged_out_publications_are_not_recovered,
+                a_stream_without_history_has_no_position,
+                an_idempotency_key_publishes_once_per_stream,
+                ephemeral_frames_are_delivered_and_not_kept,
+                a_message_to_a_connection_is_delivered_to_it,
+                revocations_are_remembered_until_they_expire,
+                no_gap_between_a_read_and_live_delivery,
+                concurrent_publishers_get_distinct_offsets_delivered_in_order,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::broker_contract::$case(&$make);
+            }
+        )*
+    };
+    ($make:expr $(,)?) => {
+        $crate::broker_contract_tests!(broker_contract, $make);
+    };
+}
+
+/// Expands to one `#[test]` per case of the [`Presence`](realtime_ports::Presence) contract
+/// suite ([`presence_contract`]), inside a module (`presence_contract` unless named). The
+/// argument is an expression evaluating to a closure that makes a fresh, empty presence.
+#[macro_export]
+macro_rules! presence_contract_tests {
+    ($module:ident, $make:expr $(,)?) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::presence_contract_tests!(@cases $make;
+                a_users_first_connection_joins_and_its_last_leaves,
+                join_and_leave_are_idempotent_per_connection,
+                topic_members_are_sorted_with_their_counts,
+                scopes_are_independent,
+                concurrent_joins_and_leaves_end_consistent,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::presence_contract::$case(&$make);
+            }
+        )*
+    };
+    ($make:expr $(,)?) => {
+        $crate::presence_contract_tests!(presence_contract, $make);
+    };
+}
+
 /// Expands to one `#[test]` per case of the [`ConnectionSink`](realtime_ports::ConnectionSink)
 /// contract suite ([`sink_contract`]), inside a module (`sink_contract` unless named).
 ///
@@ -120,6 +199,7 @@ macro_rules! sink_contract_tests {
             $crate::sink_contract_tests!(@cases $make;
                 frames_are_written_in_order,
                 a_full_queue_is_a_slow_consumer,
+                a_batch_is_contiguous_and_admitted_whole,
                 send_after_close_is_closed,
                 close_is_idempotent_and_the_first_end_wins,
                 frames_accepted_before_close_are_still_written,

@@ -86,6 +86,22 @@ impl ConnectionSink for RecordingSink {
         Ok(())
     }
 
+    fn send_batch(&self, frames: Vec<Frame>) -> Result<(), SendError> {
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if self.capacity.is_some_and(|capacity| state.frames.len() >= capacity) {
+            state.closed = Some(SinkClosed::SlowConsumer);
+            return Err(SendError::QueueFull);
+        }
+        state.frames.extend(frames);
+        Ok(())
+    }
+
     fn close(&self, reason: CloseReason) {
         let mut state = self.state.lock();
         if state.closed.is_none() {

@@ -67,6 +67,27 @@ pub fn a_full_queue_is_a_slow_consumer<H: SinkHarness>(make: impl Fn(usize) -> H
     assert_eq!(sink.send(frame(4)), Err(SendError::Closed));
 }
 
+/// A batch lands as one contiguous run in order, may take the queue beyond its bound when it
+/// was not full, is refused whole when it is full (a slow consumer) or closed.
+pub fn a_batch_is_contiguous_and_admitted_whole<H: SinkHarness>(make: impl Fn(usize) -> H) {
+    let harness = make(4);
+    let sink = harness.sink();
+    assert_eq!(sink.send(frame(0)), Ok(()));
+    assert_eq!(sink.send_batch((1..7).map(frame).collect()), Ok(()), "room for one: admitted");
+    assert_eq!(sink.send_batch(Vec::new()), Ok(()), "an empty batch");
+    assert_eq!(texts(&harness.take_written()), expected(0..7));
+    for n in 0..4 {
+        assert_eq!(sink.send(frame(n)), Ok(()), "send {n}");
+    }
+    assert_eq!(sink.send_batch(vec![frame(9)]), Err(SendError::QueueFull));
+    assert_eq!(harness.closed(), Some(SinkClosed::SlowConsumer));
+    assert_eq!(texts(&harness.take_written()), expected(0..4), "nothing of the refused batch");
+    let closed = make(4);
+    closed.sink().close(CloseReason::Kicked);
+    assert_eq!(closed.sink().send_batch(vec![frame(0)]), Err(SendError::Closed));
+    assert!(closed.take_written().is_empty());
+}
+
 /// After `close`, every `send` answers `Closed` and the reason is recorded.
 pub fn send_after_close_is_closed<H: SinkHarness>(make: impl Fn(usize) -> H) {
     let harness = make(8);

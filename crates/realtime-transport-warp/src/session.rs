@@ -205,6 +205,27 @@ impl ConnectionSink for WsSink {
         self.enqueue(Outbound::Frame(frame))
     }
 
+    fn send_batch(&self, frames: Vec<Frame>) -> Result<(), SendError> {
+        let mut queue = self.queue.lock();
+        if self.closing.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.end(SessionEnd::SlowConsumer);
+            return Err(SendError::QueueFull);
+        }
+        queue.extend(frames.into_iter().map(Outbound::Frame));
+        drop(queue);
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.writer.wake();
+        }
+        Ok(())
+    }
+
     fn close(&self, reason: CloseReason) {
         self.end(SessionEnd::Closed(reason));
     }
