@@ -26,7 +26,7 @@ mod sink;
 pub use api::{ConnectError, ConnectRequest, DisconnectReason, PublishError, RealtimeApi};
 pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
-pub use registry::{ConnectionRegistry, RegisterError, Registered};
+pub use registry::{ConnectionRegistry, RegisterError, Registered, TopicError};
 pub use sink::{CloseReason, ConnectionSink, SendError};
 
 /// mockall mocks of every port, for unit tests of code that uses them.
