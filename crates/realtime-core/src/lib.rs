@@ -42,7 +42,7 @@ pub use request::{
     ConnectionsOf, IdempotencyKey, InvalidIdempotencyKey, KickTarget, PublishRequest, RequestError,
     RevokeRequest, TopicRequest,
 };
-pub use routing::route;
+pub use routing::{route, route_stream};
 pub use stream::{
     BROADCAST, Epoch, HistoryLimits, HistoryPolicy, InvalidEpoch, InvalidStreamName, Position,
     Publication, Recovery, StreamHistory, StreamName, TopicPattern, topic_allowed,

@@ -1,12 +1,16 @@
-//! The routing rule as a pure function: the reference model for every registry.
+//! The routing rules as pure functions: the reference model for every registry.
+
+use std::collections::BTreeSet;
 
 use crate::connection::Connection;
 use crate::envelope::Target;
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, TopicName};
+use crate::stream::StreamName;
 
 /// The ids of the connections among `connections` that a message for `target` reaches, in
 /// the order given. This is the record's `route-message`; registries index the same rule
-/// and are tested against this function.
+/// and are tested against this function. A [`Target::Topic`] selects nothing here, since a
+/// [`Connection`] does not hold its subscriptions: [`route_stream`] is the rule for topics.
 pub fn route<'a>(
     target: &Target,
     connections: impl IntoIterator<Item = &'a Connection>,
@@ -22,6 +26,26 @@ pub fn route<'a>(
             Target::Topic(_) => false,
         })
         .map(|c| c.id)
+        .collect()
+}
+
+/// The ids of the connections among `connections` that are in `stream`, in the order given.
+/// Each connection comes with the topics it is subscribed to: it is in its user's stream,
+/// in each of its roles' streams, in the broadcast stream, and in each of its topics'
+/// streams. Registries index the same rule and are tested against this function.
+pub fn route_stream<'a>(
+    stream: &StreamName,
+    connections: impl IntoIterator<Item = (&'a Connection, &'a BTreeSet<TopicName>)>,
+) -> Vec<ConnectionId> {
+    connections
+        .into_iter()
+        .filter(|(c, topics)| match stream {
+            StreamName::Broadcast => true,
+            StreamName::User(user) => &c.user_id == user,
+            StreamName::Role(role) => c.has_role(role),
+            StreamName::Topic(topic) => topics.contains(topic),
+        })
+        .map(|(c, _)| c.id)
         .collect()
 }
 
@@ -67,5 +91,47 @@ mod tests {
             route(&Target::Connection(ConnectionId::from_uuid(Uuid::from_u128(9))), &conns),
             ids(&[])
         );
+    }
+
+    #[test]
+    fn routes_by_stream() {
+        let topics = |ts: &[&str]| -> BTreeSet<TopicName> {
+            ts.iter().map(|t| TopicName::new(*t).unwrap_or_else(|e| panic!("{e}"))).collect()
+        };
+        let conns = [
+            (conn(1, "alice", &["admin"]), topics(&["orders", "chat:room-7"])),
+            (conn(2, "alice", &[]), topics(&[])),
+            (conn(3, "bob", &["admin", "ops"]), topics(&["orders"])),
+        ];
+        let pairs = || conns.iter().map(|(c, t)| (c, t));
+        let ids = |ns: &[u128]| {
+            ns.iter().map(|n| ConnectionId::from_uuid(Uuid::from_u128(*n))).collect::<Vec<_>>()
+        };
+        let stream = |raw: &str| StreamName::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        #[rustfmt::skip]
+        let cases: &[(&str, &[u128])] = &[
+            ("broadcast", &[1, 2, 3]),
+            ("user:alice", &[1, 2]),
+            ("user:carol", &[]),
+            ("role:admin", &[1, 3]),
+            ("role:ops", &[3]),
+            ("topic:orders", &[1, 3]),
+            ("topic:chat:room-7", &[1]),
+            ("topic:chat", &[]),
+            // A role and a topic of the same name are different streams.
+            ("topic:admin", &[]),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(route_stream(&stream(raw), pairs()), ids(want), "{raw}");
+        }
+        // The same rule as `route` for the streams both know.
+        for (raw, target) in [
+            ("broadcast", Target::Broadcast),
+            ("user:alice", Target::User(UserId::new("alice").unwrap_or_else(|e| panic!("{e}")))),
+            ("role:ops", Target::Role(Role::new("ops").unwrap_or_else(|e| panic!("{e}")))),
+        ] {
+            let plain = conns.iter().map(|(c, _)| c);
+            assert_eq!(route_stream(&stream(raw), pairs()), route(&target, plain), "{raw}");
+        }
     }
 }

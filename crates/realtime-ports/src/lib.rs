@@ -36,7 +36,7 @@ pub use authorize::SubscribeAuthorizer;
 pub use broker::{Broker, BrokerError, LocalDelivery, Published, Recovered};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
-pub use registry::{ConnectionRegistry, RegisterError, Registered};
+pub use registry::{ConnectionRegistry, RegisterError, Registered, TopicError};
 pub use sink::{CloseReason, ConnectionSink, SendError};
 
 /// mockall mocks of every port, for unit tests of code that uses them.

@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of registry lookups at 100,000 registered connections: by id,
-//! by user (2 connections each), by a role held by 100 connections, the count, and a
-//! register/unregister pair. Lookups are indexed, so their cost should not depend on N.
+//! by user (2 connections each), by a role held by 100 connections, by a topic 100 of them
+//! subscribe to, the count, a register/unregister pair and a subscribe/unsubscribe pair.
+//! Lookups are indexed, so their cost should not depend on N.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use realtime_core::Frame;
 use realtime_ports::{CloseReason, ConnectionRegistry, ConnectionSink, SendError};
 use realtime_registry_mem::InMemoryRegistry;
-use realtime_testkit::fixtures::{connection, connection_id, role, user};
+use realtime_testkit::fixtures::{connection, connection_id, role, topic, user};
 
 /// Entries in the registry.
 const N: u128 = 100_000;
@@ -25,7 +26,11 @@ impl ConnectionSink for NullSink {
     fn close(&self, _reason: CloseReason) {}
 }
 
-/// 100,000 connections: user `u{i / 2}` (two tabs each); every 1,000th also has `admin`.
+/// Topics each connection may hold in the benchmark.
+const MAX_TOPICS: usize = 64;
+
+/// 100,000 connections: user `u{i / 2}` (two tabs each); every 1,000th also has `admin`;
+/// every connection is subscribed to `t{i % 10}`, and every 1,000th also to `hot`.
 fn filled() -> InMemoryRegistry {
     let registry = InMemoryRegistry::new();
     let sink: Arc<dyn ConnectionSink> = Arc::new(NullSink);
@@ -35,6 +40,12 @@ fn filled() -> InMemoryRegistry {
         registry
             .register(connection(i, &user_id, roles), sink.clone())
             .unwrap_or_else(|e| panic!("{e}"));
+        let id = connection_id(i);
+        let ten = topic(&format!("t{}", i % 10));
+        registry.subscribe(id, &ten, MAX_TOPICS).unwrap_or_else(|e| panic!("{e}"));
+        if i % 1000 == 0 {
+            registry.subscribe(id, &topic("hot"), MAX_TOPICS).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
     registry
 }
@@ -53,7 +64,20 @@ fn lookups(c: &mut Criterion) {
     group.bench_function("find_by_role_100_matches", |b| {
         b.iter(|| registry.find_by_role(black_box(&admin)))
     });
+    let hot = topic("hot");
+    assert_eq!(registry.topic_count(&hot), 100);
+    group.bench_function("find_by_topic_100_matches", |b| {
+        b.iter(|| registry.find_by_topic(black_box(&hot)))
+    });
+    group.bench_function("topic_count", |b| b.iter(|| registry.topic_count(black_box(&hot))));
     group.bench_function("count", |b| b.iter(|| registry.count()));
+    let fresh = topic("fresh");
+    group.bench_function("subscribe_then_unsubscribe", |b| {
+        b.iter(|| {
+            let subscribed = registry.subscribe(black_box(id), &fresh, MAX_TOPICS);
+            (subscribed, registry.unsubscribe(black_box(id), &fresh))
+        })
+    });
     let sink: Arc<dyn ConnectionSink> = Arc::new(NullSink);
     group.bench_function("register_then_unregister", |b| {
         b.iter_batched(

@@ -1,17 +1,21 @@
 //! An in-memory [`ConnectionRegistry`]: the live connections of one node, indexed by
-//! connection id, by user and by role.
+//! connection id, by user, by role and by topic.
 //!
-//! [`InMemoryRegistry`] keeps three maps behind one [`parking_lot::RwLock`]:
+//! [`InMemoryRegistry`] keeps five maps behind one [`parking_lot::RwLock`]:
 //!
 //! - `by_id`: connection id → [`Registered`] (the domain record and its sink),
 //! - `by_user`: user id → set of connection ids,
-//! - `by_role`: role → set of connection ids.
+//! - `by_role`: role → set of connection ids,
+//! - `by_topic`: topic → set of subscribed connection ids,
+//! - `topics`: connection id → its topics (for `topics_of`, the limit and `unregister`).
 //!
-//! `find_by_user` and `find_by_role` read one index entry and resolve its ids, so their cost
-//! grows with the number of matches, not with the number of registered connections. Every
-//! mutation updates all three maps under one write lock, so a reader never sees a
-//! connection in one index and not in another. Index entries whose set becomes empty are
-//! removed, so the maps never keep users or roles that have no connection.
+//! `find_by_user`, `find_by_role` and `find_by_topic` read one index entry and resolve its
+//! ids, so their cost grows with the number of matches, not with the number of registered
+//! connections; `topic_count` is the size of one entry. Every mutation updates the maps
+//! under one write lock, so a reader never sees a connection in one index and not in
+//! another, and a subscribe's limit check and insert are one step. Entries whose set becomes
+//! empty are removed, so the maps never keep users, roles or topics that have no
+//! connection, nor connections without topics in `topics`.
 //!
 //! Locks are held only for map operations and reference-count increments: records are built
 //! before the write lock is taken, and sinks handed back by [`ConnectionRegistry::unregister`]
@@ -24,16 +28,16 @@
 //! **Architecture Invariant:** this crate never does I/O and never awaits; it depends only on
 //! `realtime-core`, `realtime-ports` and `parking_lot`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
-use realtime_core::{Connection, ConnectionId, Role, UserId};
-use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered};
+use realtime_core::{Connection, ConnectionId, Role, TopicName, UserId};
+use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered, TopicError};
 
-/// The live connections of this node, in memory, indexed by id, user and role.
+/// The live connections of this node, in memory, indexed by id, user, role and topic.
 ///
 /// Safe to share between threads (`Arc<InMemoryRegistry>` or `Arc<dyn ConnectionRegistry>`);
 /// every method is synchronous, never awaits and never does I/O.
@@ -41,11 +45,17 @@ use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Register
 /// # Cost
 /// - [`get`](ConnectionRegistry::get), [`register`](ConnectionRegistry::register): one hash
 ///   lookup per index touched (id, user, and each role of the connection).
+/// - [`subscribe`](ConnectionRegistry::subscribe),
+///   [`unsubscribe`](ConnectionRegistry::unsubscribe): a few hash and tree lookups,
+///   independent of the number of subscribers; [`unregister`](ConnectionRegistry::unregister)
+///   adds one per topic the connection held.
 /// - [`find_by_user`](ConnectionRegistry::find_by_user),
-///   [`find_by_role`](ConnectionRegistry::find_by_role): proportional to the number of
+///   [`find_by_role`](ConnectionRegistry::find_by_role),
+///   [`find_by_topic`](ConnectionRegistry::find_by_topic): proportional to the number of
 ///   matches; the only allocation is the returned `Vec`, sized exactly.
 /// - [`all`](ConnectionRegistry::all): proportional to the number of connections.
-/// - [`count`](ConnectionRegistry::count): O(1), lock-free.
+/// - [`count`](ConnectionRegistry::count): O(1), lock-free;
+///   [`topic_count`](ConnectionRegistry::topic_count): O(1) under the read lock.
 pub struct InMemoryRegistry {
     /// The maps; every mutation updates all of them under one write lock.
     indexes: RwLock<Indexes>,
@@ -56,7 +66,7 @@ pub struct InMemoryRegistry {
     count: AtomicUsize,
 }
 
-/// The three maps, always updated together.
+/// The maps, always updated together.
 #[derive(Default)]
 struct Indexes {
     /// Every registered connection.
@@ -65,6 +75,11 @@ struct Indexes {
     by_user: HashMap<UserId, HashSet<ConnectionId>>,
     /// The ids of the connections holding each role; no entry has an empty set.
     by_role: HashMap<Role, HashSet<ConnectionId>>,
+    /// The ids of the connections subscribed to each topic; no entry has an empty set.
+    by_topic: HashMap<TopicName, HashSet<ConnectionId>>,
+    /// The topics of each registered connection that has any; no entry has an empty set,
+    /// and every key is in `by_id`.
+    topics: HashMap<ConnectionId, BTreeSet<TopicName>>,
 }
 
 impl Indexes {
@@ -145,8 +160,13 @@ impl ConnectionRegistry for InMemoryRegistry {
         for role in &conn.roles {
             Indexes::remove_from(&mut indexes.by_role, role, &id);
         }
+        let topics = indexes.topics.remove(&id).unwrap_or_default();
+        for topic in &topics {
+            Indexes::remove_from(&mut indexes.by_topic, topic, &id);
+        }
         self.count.store(indexes.by_id.len(), Ordering::Release);
         drop(indexes);
+        drop(topics);
         Some(removed)
     }
 
@@ -177,12 +197,70 @@ impl ConnectionRegistry for InMemoryRegistry {
     fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
+
+    fn subscribe(
+        &self,
+        id: ConnectionId,
+        topic: &TopicName,
+        max_topics: usize,
+    ) -> Result<bool, TopicError> {
+        // The two keys a new subscription needs, allocated before the lock is taken; unused
+        // ones are dropped after it is released (declared before the guard).
+        let (index_key, own_key) = (topic.clone(), topic.clone());
+        let mut indexes = self.indexes.write();
+        if !indexes.by_id.contains_key(&id) {
+            return Err(TopicError::NotRegistered(id));
+        }
+        let held = indexes.topics.get(&id);
+        if held.is_some_and(|topics| topics.contains(topic)) {
+            return Ok(false);
+        }
+        if held.map_or(0, BTreeSet::len) >= max_topics {
+            return Err(TopicError::TooManyTopics { max: max_topics });
+        }
+        indexes.topics.entry(id).or_default().insert(own_key);
+        indexes.by_topic.entry(index_key).or_default().insert(id);
+        Ok(true)
+    }
+
+    fn unsubscribe(&self, id: ConnectionId, topic: &TopicName) -> bool {
+        let mut indexes = self.indexes.write();
+        let Some(topics) = indexes.topics.get_mut(&id) else {
+            return false;
+        };
+        if !topics.remove(topic) {
+            return false;
+        }
+        if topics.is_empty() {
+            indexes.topics.remove(&id);
+        }
+        Indexes::remove_from(&mut indexes.by_topic, topic, &id);
+        true
+    }
+
+    fn find_by_topic(&self, topic: &TopicName) -> Vec<Registered> {
+        let indexes = self.indexes.read();
+        match indexes.by_topic.get(topic) {
+            Some(ids) => indexes.resolve(ids.iter()),
+            None => Vec::new(),
+        }
+    }
+
+    fn topics_of(&self, id: ConnectionId) -> Vec<TopicName> {
+        let indexes = self.indexes.read();
+        indexes.topics.get(&id).map_or_else(Vec::new, |topics| topics.iter().cloned().collect())
+    }
+
+    fn topic_count(&self, topic: &TopicName) -> usize {
+        self.indexes.read().by_topic.get(topic).map_or(0, HashSet::len)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use realtime_testkit::{RecordingSink, fixtures::connection};
+    use realtime_testkit::RecordingSink;
+    use realtime_testkit::fixtures::{connection, connection_id, topic};
 
     fn sink() -> Arc<dyn ConnectionSink> {
         Arc::new(RecordingSink::new())
@@ -192,6 +270,43 @@ mod tests {
     fn sizes(registry: &InMemoryRegistry) -> (usize, usize, usize) {
         let indexes = registry.indexes.read();
         (indexes.by_id.len(), indexes.by_user.len(), indexes.by_role.len())
+    }
+
+    /// Entry counts of the topic maps: (topics, connections with topics).
+    fn topic_sizes(registry: &InMemoryRegistry) -> (usize, usize) {
+        let indexes = registry.indexes.read();
+        (indexes.by_topic.len(), indexes.topics.len())
+    }
+
+    #[test]
+    fn topic_entries_are_removed_when_their_last_subscriber_goes() {
+        let registry = InMemoryRegistry::new();
+        for n in 1..=3 {
+            assert_eq!(registry.register(connection(n, "alice", &[]), sink()), Ok(()));
+        }
+        let id = connection_id;
+        let sub = |n, t| registry.subscribe(id(n), &topic(t), 8);
+        assert_eq!(sub(1, "a"), Ok(true));
+        assert_eq!(sub(1, "b"), Ok(true));
+        assert_eq!(sub(2, "a"), Ok(true));
+        assert_eq!(topic_sizes(&registry), (2, 2));
+        assert_eq!(sub(3, "c"), Ok(true));
+        assert_eq!(topic_sizes(&registry), (3, 3));
+        assert!(registry.unsubscribe(id(3), &topic("c")));
+        assert_eq!(topic_sizes(&registry), (2, 2), "c and connection 3's set are gone");
+        assert!(registry.unsubscribe(id(1), &topic("a")));
+        assert_eq!(topic_sizes(&registry), (2, 2), "a still has 2, 1 still has b");
+        assert!(registry.unregister(id(1)).is_some());
+        assert_eq!(topic_sizes(&registry), (1, 1), "b is gone with connection 1");
+        assert!(registry.unregister(id(2)).is_some());
+        assert_eq!(topic_sizes(&registry), (0, 0));
+        // Refused subscriptions leave nothing behind either.
+        assert_eq!(sub(2, "z"), Err(TopicError::NotRegistered(id(2))));
+        assert_eq!(
+            registry.subscribe(id(3), &topic("z"), 0),
+            Err(TopicError::TooManyTopics { max: 0 })
+        );
+        assert_eq!(topic_sizes(&registry), (0, 0));
     }
 
     /// (register?, connection number, user, roles, map sizes afterwards).

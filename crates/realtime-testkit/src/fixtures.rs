@@ -1,9 +1,9 @@
-//! One-line fixtures: identities, connections and connection ids for tests.
+//! One-line fixtures: identities, connections, connection ids and topics for tests.
 //!
 //! Every helper panics with the offending value when given something the domain rejects
 //! (an empty user id, a role with a space): fixtures are written by test authors, not peers.
 
-use realtime_core::{Connection, ConnectionId, Identity, Role, UnixMillis, UserId};
+use realtime_core::{Connection, ConnectionId, Identity, Role, TopicName, UnixMillis, UserId};
 use uuid::Uuid;
 
 /// A valid [`UserId`].
@@ -22,6 +22,15 @@ pub fn user(user: &str) -> UserId {
 #[track_caller]
 pub fn role(role: &str) -> Role {
     Role::new(role).unwrap_or_else(|e| panic!("fixture role {role:?}: {e}"))
+}
+
+/// A valid [`TopicName`].
+///
+/// # Panics
+/// If `topic` is not a valid topic name.
+#[track_caller]
+pub fn topic(topic: &str) -> TopicName {
+    TopicName::new(topic).unwrap_or_else(|e| panic!("fixture topic {topic:?}: {e}"))
 }
 
 /// The connection id whose UUID is the number `n` (stable, readable in failure output).
@@ -66,6 +75,7 @@ mod tests {
         assert_eq!(c.roles.iter().map(Role::as_str).collect::<Vec<_>>(), ["admin", "ops"]);
         assert!(c.metadata.is_empty());
         assert_eq!(identity("bob", &[]).roles.len(), 0);
+        assert_eq!(topic("chat:room-7").as_str(), "chat:room-7");
         assert_ne!(fresh_connection_id(), fresh_connection_id());
     }
 

@@ -86,6 +86,14 @@ macro_rules! registry_contract_tests {
                 unknown_user_and_role_give_empty,
                 concurrent_operations_end_consistent,
                 registered_sink_is_the_one_registered,
+                subscribe_is_idempotent,
+                subscribe_enforces_the_topic_limit,
+                subscribe_requires_a_registered_connection,
+                unsubscribe_removes_only_that_topic,
+                unregister_removes_from_every_topic,
+                no_empty_topic_entries,
+                find_stream_dispatches_by_kind,
+                concurrent_topic_operations_end_consistent,
             );
         }
     };

@@ -8,15 +8,17 @@
 //! The checks compare id lists sorted but not deduplicated, so a lookup that returns a
 //! connection twice fails as surely as one that misses it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use realtime_core::{Connection, ConnectionId, Frame, Target, UnixMillis, route};
-use realtime_ports::{ConnectionRegistry, RegisterError, Registered};
+use realtime_core::{
+    Connection, ConnectionId, Frame, StreamName, Target, TopicName, UnixMillis, route, route_stream,
+};
+use realtime_ports::{ConnectionRegistry, RegisterError, Registered, TopicError};
 
 use crate::RecordingSink;
-use crate::fixtures::{connection, connection_id, role, user};
+use crate::fixtures::{connection, connection_id, role, topic, user};
 
 /// The ids of `found`, sorted, duplicates kept.
 pub fn sorted_ids(found: &[Registered]) -> Vec<ConnectionId> {
@@ -421,6 +423,384 @@ pub fn registered_sink_is_the_one_registered(make: impl Fn() -> Arc<dyn Connecti
     assert!(same_sink(&bob, &bob_sink));
 }
 
+/// A generous topic limit, for checks that are not about the limit.
+const MANY: usize = 64;
+
+#[track_caller]
+fn subscribe(registry: &dyn ConnectionRegistry, n: u128, name: &str) -> bool {
+    registry
+        .subscribe(connection_id(n), &topic(name), MANY)
+        .unwrap_or_else(|e| panic!("subscribe({n}, {name:?}): {e}"))
+}
+
+/// `find_by_topic` and `topic_count` of `name` say exactly `expected`; every record returned
+/// lists the topic in `topics_of`.
+#[track_caller]
+fn check_topic(registry: &dyn ConnectionRegistry, name: &str, expected: &[u128]) {
+    let found = registry.find_by_topic(&topic(name));
+    assert_eq!(sorted_ids(&found), ids(expected), "find_by_topic({name:?})");
+    assert_eq!(registry.topic_count(&topic(name)), expected.len(), "topic_count({name:?})");
+    for r in &found {
+        let topics = registry.topics_of(r.connection.id);
+        assert!(topics.contains(&topic(name)), "topics_of({}) lacks {name:?}", r.connection.id);
+    }
+}
+
+/// `topics_of(n)` is exactly `expected`, sorted.
+#[track_caller]
+fn check_topics_of(registry: &dyn ConnectionRegistry, n: u128, expected: &[&str]) {
+    let mut want: Vec<TopicName> = expected.iter().map(|t| topic(t)).collect();
+    want.sort();
+    assert_eq!(registry.topics_of(connection_id(n)), want, "topics_of({n})");
+}
+
+/// `subscribe` answers `true` the first time and `false` after, without counting twice;
+/// the connection is then found by topic, and by its topics only.
+pub fn subscribe_is_idempotent(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &[]));
+    add(&*registry, connection(2, "bob", &[]));
+    check_topic(&*registry, "orders", &[]);
+    assert!(subscribe(&*registry, 1, "orders"), "first subscribe is new");
+    assert!(!subscribe(&*registry, 1, "orders"), "second subscribe is not new");
+    assert!(!subscribe(&*registry, 1, "orders"), "third subscribe is not new");
+    check_topic(&*registry, "orders", &[1]);
+    check_topics_of(&*registry, 1, &["orders"]);
+    check_topics_of(&*registry, 2, &[]);
+    // A held topic is accepted at the limit, and counts once: with limit 2 one more fits.
+    let again = registry.subscribe(connection_id(1), &topic("orders"), 1);
+    assert_eq!(again, Ok(false), "re-subscribing at the limit is not refused");
+    assert_eq!(registry.subscribe(connection_id(1), &topic("chat"), 2), Ok(true));
+    assert!(subscribe(&*registry, 2, "chat"));
+    check_topic(&*registry, "orders", &[1]);
+    check_topic(&*registry, "chat", &[1, 2]);
+    check_topic(&*registry, "Orders", &[]);
+    check_topics_of(&*registry, 1, &["orders", "chat"]);
+    check_topics_of(&*registry, 2, &["chat"]);
+    // Topic names are not user ids or roles.
+    check_user(&*registry, "orders", &[]);
+    check_role(&*registry, "chat", &[]);
+}
+
+/// A connection holding `max_topics` topics is refused a new one with `TooManyTopics`
+/// (nothing changes), while topics it already holds are still accepted; the limit is per
+/// connection and frees up on unsubscribe.
+pub fn subscribe_enforces_the_topic_limit(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &[]));
+    add(&*registry, connection(2, "alice", &[]));
+    let sub =
+        |n: u128, name: &str, max: usize| registry.subscribe(connection_id(n), &topic(name), max);
+    assert_eq!(sub(1, "a", 0), Err(TopicError::TooManyTopics { max: 0 }), "limit 0");
+    check_topic(&*registry, "a", &[]);
+    for name in ["a", "b", "c"] {
+        assert_eq!(sub(1, name, 3), Ok(true), "{name} within the limit");
+    }
+    assert_eq!(sub(1, "d", 3), Err(TopicError::TooManyTopics { max: 3 }));
+    check_topic(&*registry, "d", &[]);
+    check_topics_of(&*registry, 1, &["a", "b", "c"]);
+    assert_eq!(sub(1, "b", 3), Ok(false), "a held topic is accepted at the limit");
+    assert_eq!(sub(1, "d", 4), Ok(true), "the limit is the caller's");
+    assert_eq!(sub(1, "e", 4), Err(TopicError::TooManyTopics { max: 4 }));
+    assert_eq!(sub(2, "e", 1), Ok(true), "another connection has its own count");
+    assert!(registry.unsubscribe(connection_id(1), &topic("a")));
+    assert_eq!(sub(1, "e", 4), Ok(true), "unsubscribe makes room");
+    check_topics_of(&*registry, 1, &["b", "c", "d", "e"]);
+    check_topic(&*registry, "e", &[1, 2]);
+    check_topic(&*registry, "a", &[]);
+}
+
+/// Subscribing an id that is not registered (never, or no longer) fails with
+/// `NotRegistered` and leaves no trace; `unsubscribe` and `topics_of` of such an id answer
+/// `false` and empty.
+pub fn subscribe_requires_a_registered_connection(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    let refused = registry.subscribe(connection_id(9), &topic("orders"), MANY);
+    assert_eq!(refused, Err(TopicError::NotRegistered(connection_id(9))));
+    check_topic(&*registry, "orders", &[]);
+    check_topics_of(&*registry, 9, &[]);
+    assert!(!registry.unsubscribe(connection_id(9), &topic("orders")));
+    add(&*registry, connection(1, "alice", &[]));
+    assert!(subscribe(&*registry, 1, "orders"));
+    assert!(registry.unregister(connection_id(1)).is_some());
+    let refused = registry.subscribe(connection_id(1), &topic("orders"), MANY);
+    assert_eq!(refused, Err(TopicError::NotRegistered(connection_id(1))), "after unregister");
+    check_topic(&*registry, "orders", &[]);
+    // Registered again under the same id, it starts with no topics.
+    add(&*registry, connection(1, "alice", &[]));
+    check_topics_of(&*registry, 1, &[]);
+    check_topic(&*registry, "orders", &[]);
+    check_all(&*registry, &[1]);
+}
+
+/// `unsubscribe` removes the connection from that topic only, answers whether it was
+/// subscribed, and a second call is harmless.
+pub fn unsubscribe_removes_only_that_topic(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &["admin"]));
+    add(&*registry, connection(2, "bob", &[]));
+    for (n, name) in [(1, "a"), (1, "b"), (2, "a")] {
+        assert!(subscribe(&*registry, n, name));
+    }
+    assert!(!registry.unsubscribe(connection_id(2), &topic("b")), "2 never had b");
+    assert!(registry.unsubscribe(connection_id(1), &topic("a")), "1 had a");
+    assert!(!registry.unsubscribe(connection_id(1), &topic("a")), "second unsubscribe");
+    check_topic(&*registry, "a", &[2]);
+    check_topic(&*registry, "b", &[1]);
+    check_topics_of(&*registry, 1, &["b"]);
+    check_topics_of(&*registry, 2, &["a"]);
+    // Unsubscribing changes nothing else.
+    check_user(&*registry, "alice", &[1]);
+    check_role(&*registry, "admin", &[1]);
+    check_all(&*registry, &[1, 2]);
+    assert!(registry.unsubscribe(connection_id(1), &topic("b")));
+    check_topics_of(&*registry, 1, &[]);
+    assert!(subscribe(&*registry, 1, "a"), "subscribing again after unsubscribe is new");
+    check_topic(&*registry, "a", &[1, 2]);
+}
+
+/// `unregister` removes the connection from every topic it was in; other subscribers stay.
+pub fn unregister_removes_from_every_topic(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &[]));
+    add(&*registry, connection(2, "bob", &[]));
+    for (n, name) in [(1, "a"), (1, "b"), (1, "c"), (2, "b")] {
+        assert!(subscribe(&*registry, n, name));
+    }
+    assert!(registry.unregister(connection_id(1)).is_some());
+    check_topic(&*registry, "a", &[]);
+    check_topic(&*registry, "b", &[2]);
+    check_topic(&*registry, "c", &[]);
+    check_topics_of(&*registry, 1, &[]);
+    assert!(!registry.unsubscribe(connection_id(1), &topic("b")), "gone with unregister");
+    check_all(&*registry, &[2]);
+}
+
+/// Topics whose last subscriber left (by unsubscribe or unregister) look exactly like
+/// topics never used: count 0 and no connection, across many topics used once.
+pub fn no_empty_topic_entries(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &[]));
+    for k in 0..200 {
+        let name = format!("once-{k}");
+        assert!(subscribe(&*registry, 1, &name));
+        check_topic(&*registry, &name, &[1]);
+        assert!(registry.unsubscribe(connection_id(1), &topic(&name)));
+        check_topic(&*registry, &name, &[]);
+    }
+    for k in 0..MANY {
+        assert!(subscribe(&*registry, 1, &format!("held-{k}")));
+    }
+    assert_eq!(registry.topics_of(connection_id(1)).len(), MANY);
+    // Every earlier topic is free again: the limit counts only held topics.
+    let full = registry.subscribe(connection_id(1), &topic("one-more"), MANY);
+    assert_eq!(full, Err(TopicError::TooManyTopics { max: MANY }));
+    assert!(registry.unregister(connection_id(1)).is_some());
+    for k in 0..MANY {
+        check_topic(&*registry, &format!("held-{k}"), &[]);
+    }
+    check_topic(&*registry, "once-0", &[]);
+}
+
+/// `find_stream` is the lookup of the stream's kind, and agrees with `route_stream`.
+pub fn find_stream_dispatches_by_kind(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    add(&*registry, connection(1, "alice", &["admin"]));
+    add(&*registry, connection(2, "alice", &[]));
+    add(&*registry, connection(3, "bob", &["admin", "ops"]));
+    for (n, name) in [(1, "orders"), (3, "orders"), (2, "admin")] {
+        assert!(subscribe(&*registry, n, name));
+    }
+    let stream = |raw: &str| StreamName::parse(raw).unwrap_or_else(|e| panic!("{e}"));
+    let cases: &[(&str, &[u128])] = &[
+        ("broadcast", &[1, 2, 3]),
+        ("user:alice", &[1, 2]),
+        ("user:carol", &[]),
+        ("role:admin", &[1, 3]),
+        ("role:ops", &[3]),
+        ("topic:orders", &[1, 3]),
+        ("topic:admin", &[2]),
+        ("topic:ops", &[]),
+    ];
+    let all = registry.all();
+    let topics: Vec<BTreeSet<TopicName>> =
+        all.iter().map(|r| registry.topics_of(r.connection.id).into_iter().collect()).collect();
+    for (raw, want) in cases {
+        let found = registry.find_stream(&stream(raw));
+        assert_eq!(sorted_ids(&found), ids(want), "find_stream({raw})");
+        let mut rule = route_stream(&stream(raw), all.iter().map(|r| &*r.connection).zip(&topics));
+        rule.sort();
+        assert_eq!(rule, ids(want), "route_stream({raw})");
+    }
+}
+
+/// Connections of the concurrent topic check: `1..=SHARED_SUBSCRIBERS` are registered
+/// before the threads start; `LIMITED` is the one every thread fills up at once.
+const SHARED_SUBSCRIBERS: u128 = 16;
+const LIMITED: u128 = 500;
+const LIMIT: usize = 10;
+const TOPIC_POOL: [&str; 6] = ["t0", "t1", "t2", "t3", "t4", "t5"];
+const OWN_TOPIC_CONNS: u128 = 30;
+
+/// The topics thread `t`'s own connection `i` ends with, or `None` when it unregistered it:
+/// it subscribes to `t{(i+t)%6}` and `t{(i+t+1)%6}`, drops the first again when `i` is even,
+/// and unregisters the connection when `i % 5 == 4`.
+fn own_topics(t: usize, i: u128) -> Option<Vec<&'static str>> {
+    if i % 5 == 4 {
+        return None;
+    }
+    let k = (i as usize + t) % TOPIC_POOL.len();
+    let second = TOPIC_POOL[(k + 1) % TOPIC_POOL.len()];
+    Some(if i.is_multiple_of(2) { vec![second] } else { vec![TOPIC_POOL[k], second] })
+}
+
+/// Eight threads subscribe, unsubscribe, unregister and look topics up at once: their own
+/// connections, a race to fill one connection's topic limit, and races to subscribe,
+/// unsubscribe and unregister shared connections. Each race has exactly one winner per
+/// change, the limit is never passed, and at the end every topic's lookup and count agree
+/// with `topics_of` of every connection and with what the threads did.
+pub fn concurrent_topic_operations_end_consistent(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
+    let registry = make();
+    for n in 1..=SHARED_SUBSCRIBERS {
+        add(&*registry, connection(n, USERS[(n % 5) as usize], &[]));
+    }
+    add(&*registry, connection(LIMITED, "limited", &[]));
+    let (new_shared, limited_ok, unsubscribed, unregistered) =
+        (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let registry = &*registry;
+            let (new_shared, limited_ok) = (&new_shared, &limited_ok);
+            scope.spawn(move || {
+                let base = (t as u128 + 1) * 10_000;
+                for i in 0..OWN_TOPIC_CONNS {
+                    let n = base + i;
+                    add(registry, connection(n, USERS[t % 5], &[]));
+                    let k = (i as usize + t) % TOPIC_POOL.len();
+                    let (first, second) = (TOPIC_POOL[k], TOPIC_POOL[(k + 1) % TOPIC_POOL.len()]);
+                    assert!(subscribe(registry, n, first), "own {n} {first}");
+                    assert!(subscribe(registry, n, second), "own {n} {second}");
+                    let found = registry.find_by_topic(&topic(first));
+                    assert!(found.iter().any(|r| r.connection.id == connection_id(n)), "own write");
+                    let mut distinct = sorted_ids(&found);
+                    distinct.dedup();
+                    assert_eq!(
+                        distinct.len(),
+                        found.len(),
+                        "find_by_topic returned a record twice"
+                    );
+                    if i.is_multiple_of(2) {
+                        assert!(registry.unsubscribe(connection_id(n), &topic(first)));
+                    }
+                    if i % 5 == 4 {
+                        assert!(registry.unregister(connection_id(n)).is_some());
+                        assert!(registry.topics_of(connection_id(n)).is_empty(), "own unregister");
+                    }
+                    // Race for the limited connection: 4 new topics per thread, 10 fit.
+                    if i < 4 {
+                        let name = format!("limit-{t}-{i}");
+                        match registry.subscribe(connection_id(LIMITED), &topic(&name), LIMIT) {
+                            Ok(true) => {
+                                limited_ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(false) => panic!("{name} was new"),
+                            Err(TopicError::TooManyTopics { max }) => assert_eq!(max, LIMIT),
+                            Err(other) => panic!("unexpected subscribe error {other:?}"),
+                        }
+                        let held = registry.topics_of(connection_id(LIMITED)).len();
+                        assert!(held <= LIMIT, "{held} topics held, limit {LIMIT}");
+                    }
+                }
+                // Every thread subscribes every shared connection to `shared`, in its order.
+                for k in 0..SHARED_SUBSCRIBERS {
+                    let n = 1 + (k + t as u128 * 5) % SHARED_SUBSCRIBERS;
+                    if subscribe(registry, n, "shared") {
+                        new_shared.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let count = registry.topic_count(&topic("shared"));
+                    assert!(count <= SHARED_SUBSCRIBERS as usize, "topic_count {count}");
+                }
+            });
+        }
+    });
+
+    // Phase 2: races to unsubscribe the even shared connections and to unregister those
+    // with n % 4 == 1, while looking the topic up.
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let registry = &*registry;
+            let (unsubscribed, unregistered) = (&unsubscribed, &unregistered);
+            scope.spawn(move || {
+                for k in 0..SHARED_SUBSCRIBERS {
+                    let n = 1 + (k + t as u128 * 3) % SHARED_SUBSCRIBERS;
+                    if n.is_multiple_of(2)
+                        && registry.unsubscribe(connection_id(n), &topic("shared"))
+                    {
+                        unsubscribed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if n % 4 == 1 && registry.unregister(connection_id(n)).is_some() {
+                        unregistered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let found = registry.find_by_topic(&topic("shared"));
+                    let mut distinct = sorted_ids(&found);
+                    distinct.dedup();
+                    assert_eq!(
+                        distinct.len(),
+                        found.len(),
+                        "find_by_topic returned a record twice"
+                    );
+                }
+            });
+        }
+    });
+
+    let shared = SHARED_SUBSCRIBERS as usize;
+    assert_eq!(new_shared.into_inner(), shared, "each shared subscribe is new once");
+    assert_eq!(limited_ok.into_inner(), LIMIT, "exactly the limit's worth of topics fit");
+    assert_eq!(unsubscribed.into_inner(), shared / 2, "each even one unsubscribed once");
+    assert_eq!(unregistered.into_inner(), shared / 4, "each n % 4 == 1 unregistered once");
+
+    // The expected topics of every connection that can have any.
+    let mut expected: BTreeMap<u128, Vec<&str>> = BTreeMap::new();
+    for t in 0..THREADS {
+        for i in 0..OWN_TOPIC_CONNS {
+            if let Some(topics) = own_topics(t, i) {
+                expected.insert((t as u128 + 1) * 10_000 + i, topics);
+            }
+        }
+    }
+    for n in (1..=SHARED_SUBSCRIBERS).filter(|n| n % 4 != 1) {
+        expected.insert(n, if n.is_multiple_of(2) { vec![] } else { vec!["shared"] });
+    }
+    for (n, topics) in &expected {
+        check_topics_of(&*registry, *n, topics);
+    }
+    for n in (1..=SHARED_SUBSCRIBERS).filter(|n| n % 4 == 1) {
+        check_topics_of(&*registry, n, &[]);
+    }
+    let limited = registry.topics_of(connection_id(LIMITED));
+    assert_eq!(limited.len(), LIMIT, "topics_of the limited connection");
+
+    let mut names: Vec<String> = TOPIC_POOL.iter().map(|t| (*t).to_owned()).collect();
+    names.push("shared".to_owned());
+    names.extend((0..THREADS).flat_map(|t| (0..4).map(move |i| format!("limit-{t}-{i}"))));
+    for name in &names {
+        let mut want: Vec<u128> = expected
+            .iter()
+            .filter(|(_, topics)| topics.contains(&name.as_str()))
+            .map(|(n, _)| *n)
+            .collect();
+        if limited.contains(&topic(name)) {
+            want.push(LIMITED);
+        }
+        check_topic(&*registry, name, &want);
+    }
+    let mut live: Vec<u128> = expected.keys().copied().collect();
+    live.push(LIMITED);
+    check_all(&*registry, &live);
+}
+
 /// Runs every check of the suite, in order, each on a fresh registry.
 pub fn run_all(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
     register_then_get(&make);
@@ -432,4 +812,12 @@ pub fn run_all(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
     unknown_user_and_role_give_empty(&make);
     concurrent_operations_end_consistent(&make);
     registered_sink_is_the_one_registered(&make);
+    subscribe_is_idempotent(&make);
+    subscribe_enforces_the_topic_limit(&make);
+    subscribe_requires_a_registered_connection(&make);
+    unsubscribe_removes_only_that_topic(&make);
+    unregister_removes_from_every_topic(&make);
+    no_empty_topic_entries(&make);
+    find_stream_dispatches_by_kind(&make);
+    concurrent_topic_operations_end_consistent(&make);
 }

@@ -1,12 +1,15 @@
 //! Tests of the test suites themselves: a naive registry passes them, and registries with
 //! planted bugs fail them (so the suites can fail).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use realtime_core::{Connection, ConnectionId, Role, Target, UserId, route};
-use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered};
+use realtime_core::{
+    Connection, ConnectionId, Role, StreamName, Target, TopicName, UserId, route, route_stream,
+};
+use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered, TopicError};
 
 use crate::registry_contract;
 use crate::registry_model::check_registry_against_model_with_cases;
@@ -21,6 +24,12 @@ enum Bug {
     StaleRoleIndex,
     /// `find_by_user` returns every match twice.
     UserLookupRepeats,
+    /// `unregister` leaves the connection's topics behind (counted, and kept for its id).
+    UnregisterKeepsTopics,
+    /// `subscribe` never refuses for the limit.
+    IgnoresTopicLimit,
+    /// `subscribe` answers `Ok(true)` for a topic already held.
+    ResubscribeIsNew,
 }
 
 /// The simplest correct registry (a scanned `Vec`), unless a bug is planted.
@@ -30,13 +39,20 @@ struct NaiveRegistry {
     live: Mutex<Vec<Registered>>,
     /// Unregistered connections still returned by role lookups under `Bug::StaleRoleIndex`.
     ghosts: Mutex<Vec<Registered>>,
+    /// The topics of each connection; only taken while `live` is held, so the two change
+    /// together.
+    topics: Mutex<BTreeMap<ConnectionId, BTreeSet<TopicName>>>,
 }
 
 impl NaiveRegistry {
     fn make(bug: Bug) -> impl Fn() -> Arc<dyn ConnectionRegistry> {
         move || {
-            Arc::new(NaiveRegistry { bug, live: Mutex::default(), ghosts: Mutex::default() })
-                as Arc<dyn ConnectionRegistry>
+            Arc::new(NaiveRegistry {
+                bug,
+                live: Mutex::default(),
+                ghosts: Mutex::default(),
+                topics: Mutex::default(),
+            }) as Arc<dyn ConnectionRegistry>
         }
     }
 
@@ -66,6 +82,9 @@ impl ConnectionRegistry for NaiveRegistry {
         let mut live = self.live.lock();
         let index = live.iter().position(|r| r.connection.id == id)?;
         let removed = live.remove(index);
+        if self.bug != Bug::UnregisterKeepsTopics {
+            self.topics.lock().remove(&id);
+        }
         if self.bug == Bug::StaleRoleIndex {
             self.ghosts.lock().push(removed.clone());
         }
@@ -96,6 +115,56 @@ impl ConnectionRegistry for NaiveRegistry {
 
     fn count(&self) -> usize {
         self.live.lock().len()
+    }
+
+    fn subscribe(
+        &self,
+        id: ConnectionId,
+        topic: &TopicName,
+        max_topics: usize,
+    ) -> Result<bool, TopicError> {
+        let live = self.live.lock();
+        if !live.iter().any(|r| r.connection.id == id) {
+            return Err(TopicError::NotRegistered(id));
+        }
+        let mut topics = self.topics.lock();
+        let held = topics.entry(id).or_default();
+        if held.contains(topic) {
+            return Ok(self.bug == Bug::ResubscribeIsNew);
+        }
+        if held.len() >= max_topics && self.bug != Bug::IgnoresTopicLimit {
+            return Err(TopicError::TooManyTopics { max: max_topics });
+        }
+        Ok(held.insert(topic.clone()))
+    }
+
+    fn unsubscribe(&self, id: ConnectionId, topic: &TopicName) -> bool {
+        let _live = self.live.lock();
+        self.topics.lock().get_mut(&id).is_some_and(|held| held.remove(topic))
+    }
+
+    fn find_by_topic(&self, topic: &TopicName) -> Vec<Registered> {
+        let live = self.live.lock();
+        let topics = self.topics.lock();
+        let none = BTreeSet::new();
+        let stream = StreamName::Topic(topic.clone());
+        live.iter()
+            .filter(|r| {
+                let held = topics.get(&r.connection.id).unwrap_or(&none);
+                !route_stream(&stream, [(&*r.connection, held)]).is_empty()
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn topics_of(&self, id: ConnectionId) -> Vec<TopicName> {
+        let _live = self.live.lock();
+        self.topics.lock().get(&id).map_or_else(Vec::new, |held| held.iter().cloned().collect())
+    }
+
+    fn topic_count(&self, topic: &TopicName) -> usize {
+        let _live = self.live.lock();
+        self.topics.lock().values().filter(|held| held.contains(topic)).count()
     }
 }
 
@@ -131,6 +200,25 @@ fn contract_suite_catches_planted_bugs() {
         (Bug::UserLookupRepeats, "find_by_user", |m| {
             registry_contract::find_by_user_returns_every_connection_of_the_user(m)
         }),
+        (Bug::UnregisterKeepsTopics, "unregister topics", |m| {
+            registry_contract::unregister_removes_from_every_topic(m)
+        }),
+        (Bug::UnregisterKeepsTopics, "registration", |m| {
+            registry_contract::subscribe_requires_a_registered_connection(m)
+        }),
+        (Bug::UnregisterKeepsTopics, "concurrent topics", |m| {
+            registry_contract::concurrent_topic_operations_end_consistent(m)
+        }),
+        (Bug::IgnoresTopicLimit, "limit", |m| {
+            registry_contract::subscribe_enforces_the_topic_limit(m)
+        }),
+        (Bug::IgnoresTopicLimit, "concurrent topics", |m| {
+            registry_contract::concurrent_topic_operations_end_consistent(m)
+        }),
+        (Bug::ResubscribeIsNew, "idempotent", |m| registry_contract::subscribe_is_idempotent(m)),
+        (Bug::ResubscribeIsNew, "concurrent topics", |m| {
+            registry_contract::concurrent_topic_operations_end_consistent(m)
+        }),
     ];
     for (bug, what, check) in cases {
         assert!(fails(*bug, *check), "the {what} check misses {bug:?}");
@@ -139,7 +227,14 @@ fn contract_suite_catches_planted_bugs() {
 
 #[test]
 fn model_test_catches_planted_bugs() {
-    for bug in [Bug::AcceptsDuplicates, Bug::StaleRoleIndex, Bug::UserLookupRepeats] {
+    for bug in [
+        Bug::AcceptsDuplicates,
+        Bug::StaleRoleIndex,
+        Bug::UserLookupRepeats,
+        Bug::UnregisterKeepsTopics,
+        Bug::IgnoresTopicLimit,
+        Bug::ResubscribeIsNew,
+    ] {
         assert!(
             fails(bug, |m| check_registry_against_model_with_cases(m, 64)),
             "the model test misses {bug:?}"

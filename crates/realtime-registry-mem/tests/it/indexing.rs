@@ -1,5 +1,5 @@
-//! Lookups go through the indexes: with many connections registered, every user and role
-//! lookup returns exactly its matches.
+//! Lookups go through the indexes: with many connections registered, every user, role and
+//! topic lookup returns exactly its matches.
 //!
 //! No timing is asserted. The checks perform one lookup per registered connection: with
 //! indexes that is linear work, while a registry that scanned every connection per lookup
@@ -11,7 +11,7 @@ use realtime_core::Connection;
 use realtime_ports::{ConnectionRegistry, ConnectionSink};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_testkit::RecordingSink;
-use realtime_testkit::fixtures::{connection, connection_id, role, user};
+use realtime_testkit::fixtures::{connection, connection_id, role, topic, user};
 
 /// Connection `i` belongs to user `user-{i}`; with `solo_roles` it also holds role
 /// `solo-{i}`, and every thousandth connection holds role `rare`.
@@ -75,4 +75,38 @@ fn every_role_lookup_stays_exact_as_half_the_connections_leave() {
     }
     // Every thousandth connection is even, so no one holds `rare` any more.
     assert!(registry.find_by_role(&role("rare")).is_empty());
+}
+
+#[test]
+fn every_topic_lookup_stays_exact_as_subscribers_leave() {
+    const N: u128 = 20_000;
+    let registry = filled(N, false);
+    for i in 0..N {
+        let own = registry.subscribe(connection_id(i), &topic(&format!("own-{i}")), 2);
+        assert_eq!(own, Ok(true), "own-{i}");
+        assert_eq!(registry.subscribe(connection_id(i), &topic("all"), 2), Ok(true), "all {i}");
+    }
+    assert_eq!(registry.topic_count(&topic("all")), N as usize);
+    for i in 0..N {
+        let found = registry.find_by_topic(&topic(&format!("own-{i}")));
+        assert_eq!(found.len(), 1, "own-{i}");
+        assert_eq!(found[0].connection.id, connection_id(i));
+        assert_eq!(found.capacity(), 1, "the returned Vec is sized exactly");
+        assert_eq!(registry.topic_count(&topic(&format!("own-{i}"))), 1);
+    }
+    // Odd connections unsubscribe from their own topic, every fourth one is unregistered.
+    for i in 0..N {
+        if i % 2 == 1 {
+            assert!(registry.unsubscribe(connection_id(i), &topic(&format!("own-{i}"))));
+        } else if i.is_multiple_of(4) {
+            assert!(registry.unregister(connection_id(i)).is_some(), "unregister {i}");
+        }
+    }
+    for i in 0..N {
+        let expected = usize::from(i % 4 == 2);
+        let own = topic(&format!("own-{i}"));
+        assert_eq!(registry.find_by_topic(&own).len(), expected, "own-{i}");
+        assert_eq!(registry.topic_count(&own), expected, "own-{i}");
+    }
+    assert_eq!(registry.topic_count(&topic("all")), N as usize * 3 / 4);
 }

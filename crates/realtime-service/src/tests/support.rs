@@ -1,17 +1,17 @@
 //! Test support: a metrics recorder that keeps values, a `HashMap` registry fake, builders.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use realtime_core::{
-    Connection, ConnectionId, Envelope, Identity, Permission, Role, Target, UnixMillis, UserId,
-    route,
+    Connection, ConnectionId, Envelope, Identity, Permission, Role, Target, TopicName, UnixMillis,
+    UserId, route,
 };
 use realtime_ports::mocks::MockConnectionSink;
 use realtime_ports::{
-    ConnectRequest, ConnectionRegistry, ConnectionSink, RegisterError, Registered,
+    ConnectRequest, ConnectionRegistry, ConnectionSink, RegisterError, Registered, TopicError,
 };
 use uuid::Uuid;
 
@@ -91,6 +91,8 @@ impl Recorder for TestRecorder {
 #[derive(Debug, Default)]
 pub struct MapRegistry {
     map: Mutex<HashMap<ConnectionId, Registered>>,
+    /// The topics of each connection; only locked while `map` is held.
+    topics: Mutex<HashMap<ConnectionId, BTreeSet<TopicName>>>,
 }
 
 impl MapRegistry {
@@ -118,7 +120,9 @@ impl ConnectionRegistry for MapRegistry {
     }
 
     fn unregister(&self, id: ConnectionId) -> Option<Registered> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        map.remove(&id)
     }
 
     fn get(&self, id: ConnectionId) -> Option<Registered> {
@@ -139,6 +143,50 @@ impl ConnectionRegistry for MapRegistry {
 
     fn count(&self) -> usize {
         self.map.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    fn subscribe(
+        &self,
+        id: ConnectionId,
+        topic: &TopicName,
+        max_topics: usize,
+    ) -> Result<bool, TopicError> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(&id) {
+            return Err(TopicError::NotRegistered(id));
+        }
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = topics.entry(id).or_default();
+        if !held.contains(topic) && held.len() >= max_topics {
+            return Err(TopicError::TooManyTopics { max: max_topics });
+        }
+        Ok(held.insert(topic.clone()))
+    }
+
+    fn unsubscribe(&self, id: ConnectionId, topic: &TopicName) -> bool {
+        let _map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics.get_mut(&id).is_some_and(|held| held.remove(topic))
+    }
+
+    fn find_by_topic(&self, topic: &TopicName) -> Vec<Registered> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .iter()
+            .filter(|(_, held)| held.contains(topic))
+            .filter_map(|(id, _)| map.get(id).cloned())
+            .collect()
+    }
+
+    fn topics_of(&self, id: ConnectionId) -> Vec<TopicName> {
+        let _map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics.get(&id).map_or_else(Vec::new, |held| held.iter().cloned().collect())
+    }
+
+    fn topic_count(&self, topic: &TopicName) -> usize {
+        self.find_by_topic(topic).len()
     }
 }
 
