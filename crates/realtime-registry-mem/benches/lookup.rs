@@ -23,6 +23,10 @@ impl ConnectionSink for NullSink {
         Ok(())
     }
 
+    fn send_batch(&self, _frames: Vec<Frame>) -> Result<(), SendError> {
+        Ok(())
+    }
+
     fn close(&self, _reason: CloseReason) {}
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
+use realtime_broker_mem::{InMemoryBroker, InMemoryPresence};
 use realtime_core::{Connection, Envelope, UserId};
 use realtime_ports::{InboundError, InboundHandler, InboundReply, RealtimeApi};
 use realtime_registry_mem::InMemoryRegistry;
-use realtime_service::{RealtimeService, ServiceConfig};
+use realtime_service::{Adapters, RealtimeService, ServiceConfig};
 use realtime_transport_warp::{ApiKey, Deps, Server, TransportConfig};
 
 /// The application's handler for client messages (here: echo `chat` back, refuse the rest).
@@ -33,9 +34,12 @@ impl InboundHandler for MyInbound {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let registry = Arc::new(InMemoryRegistry::new());
-    let service: Arc<dyn RealtimeApi> =
-        Arc::new(RealtimeService::new(registry, ServiceConfig::default()));
+    let adapters = Adapters::new(
+        Arc::new(InMemoryRegistry::new()),
+        Arc::new(InMemoryBroker::default()),
+        Arc::new(InMemoryPresence::new()),
+    );
+    let service: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, ServiceConfig::default());
     let verifier = Arc::new(JwtVerifier::new(
         JwtConfig::hs256(std::env::var("JWT_SECRET")?.into_bytes())
             .with_leeway(Duration::from_secs(10)),

@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use realtime_auth_jwt::{JwtConfig, JwtKey, JwtVerifier};
+use realtime_broker_mem::{InMemoryBroker, InMemoryBrokerConfig, InMemoryPresence};
 use realtime_core::{LivenessConfig, RateLimitConfig};
-use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi, TokenVerifier};
+use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
 use realtime_registry_mem::InMemoryRegistry;
-use realtime_service::{RealtimeService, ServiceConfig};
+use realtime_service::{Adapters, RealtimeService, ServiceConfig};
 use realtime_transport_warp::{
     ApiKey, Deps, MetricsServer, Server, ShutdownHandle, TransportConfig,
 };
@@ -93,10 +94,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         required_permissions: config.permissions().map_err(anyhow::Error::msg)?,
         max_message_bytes: config.max_message_bytes,
+        max_topics_per_connection: config.max_topics,
+        max_recovery: config.max_recovery,
+        presence_event_prefixes: config.presence_event_prefixes().map_err(anyhow::Error::msg)?,
+        ..ServiceConfig::default()
     };
     service_config.validate().context("invalid service configuration")?;
-    let registry: Arc<dyn ConnectionRegistry> = Arc::new(InMemoryRegistry::new());
-    let service: Arc<dyn RealtimeApi> = Arc::new(RealtimeService::new(registry, service_config));
+    let broker = InMemoryBroker::new(InMemoryBrokerConfig {
+        history: config.history_policy().map_err(anyhow::Error::msg)?,
+        ..InMemoryBrokerConfig::default()
+    });
+    let adapters = Adapters {
+        registry: Arc::new(InMemoryRegistry::new()),
+        broker: Arc::new(broker),
+        presence: Arc::new(InMemoryPresence::new()),
+        authorizer: None,
+    };
+    let service: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service_config);
     let demo = config.demo.unwrap_or(dev.is_some());
     let inbound =
         demo.then(|| Arc::new(DemoHandler::new(service.clone())) as Arc<dyn InboundHandler>);

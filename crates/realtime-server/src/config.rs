@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use realtime_core::{LivenessConfig, Permission};
+use realtime_core::{HistoryLimits, HistoryPolicy, LivenessConfig, Permission, TopicName};
 use realtime_transport_warp::{
     HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE, INBOUND_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE,
     MAX_MESSAGE_BYTES_RANGE, OUTBOUND_QUEUE_RANGE, SHUTDOWN_GRACE_RANGE,
@@ -79,6 +79,38 @@ pub struct Config {
     /// Largest client message (and frame), in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "REALTIME_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Publications kept per stream for recovery after a reconnect (0 keeps none but still
+    /// counts offsets).
+    #[arg(long, env = "REALTIME_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// How long a publication is kept for recovery, in seconds.
+    #[arg(long, env = "REALTIME_HISTORY_TTL_SECS", default_value_t = 300)]
+    pub history_ttl_secs: u64,
+
+    /// Comma-separated stream kinds without history, offsets or recovery (`user`, `role`,
+    /// `topic`, `broadcast`).
+    #[arg(long, env = "REALTIME_HISTORY_OFF", value_delimiter = ',')]
+    pub history_off: Vec<String>,
+
+    /// Comma-separated history settings per topic prefix, `PREFIX=SIZE:TTL_SECS` or
+    /// `PREFIX=off` (for example `chat:=50:60,metrics:=off`); the longest prefix wins.
+    #[arg(long, env = "REALTIME_HISTORY_TOPIC_PREFIXES", value_delimiter = ',')]
+    pub history_topic_prefixes: Vec<String>,
+
+    /// Comma-separated topic prefixes whose subscribers get `presence.join` and
+    /// `presence.leave` (an empty entry, or `*`, enables them for every topic).
+    #[arg(long, env = "REALTIME_PRESENCE_EVENTS", value_delimiter = ',')]
+    pub presence_events: Vec<String>,
+
+    /// Most topics one connection may subscribe to.
+    #[arg(long, env = "REALTIME_MAX_TOPICS", default_value_t = 128)]
+    pub max_topics: usize,
+
+    /// Most publications one recovery replays per stream; a longer gap is `recovered: false`.
+    #[arg(long, env = "REALTIME_MAX_RECOVERY", default_value_t = 300)]
+    pub max_recovery: usize,
 
     /// Frames queued per connection before it is closed as a slow consumer (4008).
     #[arg(long, env = "REALTIME_OUTBOUND_QUEUE", default_value_t = 256)]
@@ -188,7 +220,7 @@ impl Config {
         let count = |range: &RangeInclusive<usize>| *range.start() as u64..=*range.end() as u64;
         let rate = u64::from(*INBOUND_RATE_RANGE.start())..=u64::from(*INBOUND_RATE_RANGE.end());
         const S: &str = " seconds";
-        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 13] = [
+        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 17] = [
             (
                 "--ping-interval-secs",
                 "REALTIME_PING_INTERVAL_SECS",
@@ -274,6 +306,16 @@ impl Config {
                 "",
             ),
             ("--inbound-burst", "REALTIME_INBOUND_BURST", u64::from(self.inbound_burst), rate, ""),
+            ("--history-size", "REALTIME_HISTORY_SIZE", self.history_size as u64, 0..=100_000, ""),
+            (
+                "--history-ttl-secs",
+                "REALTIME_HISTORY_TTL_SECS",
+                self.history_ttl_secs,
+                1..=7 * 24 * 3600,
+                S,
+            ),
+            ("--max-topics", "REALTIME_MAX_TOPICS", self.max_topics as u64, 1..=100_000, ""),
+            ("--max-recovery", "REALTIME_MAX_RECOVERY", self.max_recovery as u64, 1..=100_000, ""),
         ];
         for (flag, env, got, range, unit) in checks {
             if !range.contains(&got) {
@@ -286,6 +328,8 @@ impl Config {
             }
         }
         self.permissions()?;
+        self.history_policy()?;
+        self.presence_event_prefixes()?;
         if self.is_dev() {
             let listeners = [
                 ("--listen (REALTIME_LISTEN)", Some(self.listen)),
@@ -309,6 +353,83 @@ impl Config {
     ///
     /// # Errors
     /// A message naming the setting and the invalid permission.
+    /// The history policy from `--history-*`.
+    ///
+    /// # Errors
+    /// A message naming the flag and the entry that is wrong.
+    pub fn history_policy(&self) -> Result<HistoryPolicy, String> {
+        let limits = HistoryLimits {
+            max_len: self.history_size,
+            max_age_millis: self.history_ttl_secs.saturating_mul(1000),
+        };
+        let on = Some(limits);
+        let mut policy = HistoryPolicy {
+            broadcast: on,
+            user: on,
+            role: on,
+            topic: on,
+            topic_prefixes: Vec::new(),
+        };
+        for kind in self.history_off.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+            match kind {
+                "user" => policy.user = None,
+                "role" => policy.role = None,
+                "topic" => policy.topic = None,
+                "broadcast" => policy.broadcast = None,
+                other => {
+                    return Err(format!(
+                        "--history-off (REALTIME_HISTORY_OFF): {other:?} is not a stream kind \
+                         (user, role, topic, broadcast)"
+                    ));
+                }
+            }
+        }
+        for entry in self.history_topic_prefixes.iter().map(|e| e.trim()).filter(|e| !e.is_empty())
+        {
+            let error = |why: &str| {
+                format!(
+                    "--history-topic-prefixes (REALTIME_HISTORY_TOPIC_PREFIXES): {entry:?}: {why} \
+                     (PREFIX=SIZE:TTL_SECS or PREFIX=off)"
+                )
+            };
+            let (prefix, setting) = entry.split_once('=').ok_or_else(|| error("no '='"))?;
+            let limits = if setting == "off" {
+                None
+            } else {
+                let (size, ttl) = setting.split_once(':').ok_or_else(|| error("no ':'"))?;
+                let max_len = size.parse().map_err(|_| error("SIZE is not a number"))?;
+                let ttl: u64 = ttl.parse().map_err(|_| error("TTL_SECS is not a number"))?;
+                if ttl == 0 {
+                    return Err(error("TTL_SECS must be at least 1"));
+                }
+                Some(HistoryLimits { max_len, max_age_millis: ttl.saturating_mul(1000) })
+            };
+            policy.topic_prefixes.push((prefix.to_owned(), limits));
+        }
+        Ok(policy)
+    }
+
+    /// The topic prefixes with presence events, from `--presence-events` (`*` is every topic).
+    ///
+    /// # Errors
+    /// When an entry is not a topic prefix.
+    pub fn presence_event_prefixes(&self) -> Result<Vec<String>, String> {
+        self.presence_events
+            .iter()
+            .map(|raw| raw.trim())
+            .map(|raw| match raw {
+                "" | "*" => Ok(String::new()),
+                prefix => TopicName::new(prefix).map(|_| prefix.to_owned()).map_err(|e| {
+                    format!("--presence-events (REALTIME_PRESENCE_EVENTS): {prefix:?}: {e}")
+                }),
+            })
+            .collect()
+    }
+
+    /// The required permissions from `--required-permissions`.
+    ///
+    /// # Errors
+    /// When an entry is not a valid permission.
     pub fn permissions(&self) -> Result<Vec<Permission>, String> {
         self.required_permissions
             .iter()

@@ -45,6 +45,23 @@ pub struct Adapters {
     pub authorizer: Option<Arc<dyn SubscribeAuthorizer>>,
 }
 
+impl Adapters {
+    /// A registry, a broker and presence; no authorizer.
+    pub fn new(
+        registry: Arc<dyn ConnectionRegistry>,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn Presence>,
+    ) -> Adapters {
+        Adapters { registry, broker, presence, authorizer: None }
+    }
+
+    /// With the application's subscribe authorizer.
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn SubscribeAuthorizer>) -> Adapters {
+        self.authorizer = Some(authorizer);
+        self
+    }
+}
+
 impl fmt::Debug for Adapters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Adapters")

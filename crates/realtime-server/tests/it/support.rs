@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
+use realtime_broker_mem::{InMemoryBroker, InMemoryPresence};
 use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_server::{Config, Running};
-use realtime_service::{RealtimeService, ServiceConfig};
+use realtime_service::{Adapters, RealtimeService, ServiceConfig};
 pub use realtime_testkit::WAIT;
 pub use realtime_testkit::http::{HttpResponse, http, raw_http};
 use realtime_testkit::jwt::{Claims, DEV_SECRET, now_unix_secs};
@@ -85,8 +86,12 @@ pub async fn start_stack_with(
     inbound: Option<Arc<dyn InboundHandler>>,
 ) -> Stack {
     let registry = Arc::new(InMemoryRegistry::new());
-    let api: Arc<dyn RealtimeApi> =
-        Arc::new(RealtimeService::new(registry.clone() as Arc<dyn ConnectionRegistry>, service));
+    let adapters = Adapters::new(
+        registry.clone() as Arc<dyn ConnectionRegistry>,
+        Arc::new(InMemoryBroker::default()),
+        Arc::new(InMemoryPresence::new()),
+    );
+    let api: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service);
     let verifier =
         JwtVerifier::new(JwtConfig::hs256(SECRET.to_vec())).unwrap_or_else(|e| panic!("{e}"));
     let mut deps = Deps::new(api.clone(), Arc::new(verifier));

@@ -2,7 +2,7 @@
 //! the transport's integration tests. The WebSocket and HTTP clients come from
 //! `realtime_testkit::{ws, http}`, re-exported here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,12 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use realtime_core::{
-    BearerToken, Connection, ConnectionId, Envelope, Frame, Identity, Role, Target, UnixMillis,
-    UserId,
+    BearerToken, Connection, ConnectionId, ConnectionsOf, Envelope, Frame, Identity, Position,
+    RequestId, Role, StreamName, StreamState, Target, TopicName, UnixMillis, UserId,
 };
 use realtime_ports::{
     AuthError, CloseReason, ConnectError, ConnectRequest, ConnectionSink, DisconnectReason,
-    InboundError, InboundHandler, InboundReply, PublishError, RealtimeApi, TokenVerifier,
+    InboundError, InboundHandler, InboundReply, PresenceError, PublishError, PublishOptions,
+    PublishReceipt, RealtimeApi, RefreshError, RevokeError, StreamError, SubscribeError,
+    SubscribeRequest, Subscribed, TokenVerifier, TopicMember, UnsubscribeError, UserPresence,
 };
 pub use realtime_testkit::WAIT;
 pub use realtime_testkit::http::{HttpResponse, http, raw_http};
@@ -162,12 +164,78 @@ impl RealtimeApi for FakeApi {
         self.connections.lock().len()
     }
 
-    async fn publish(&self, target: &Target, message: &Envelope) -> Result<usize, PublishError> {
+    async fn publish_with(
+        &self,
+        target: &Target,
+        message: &Envelope,
+        _: &PublishOptions,
+    ) -> Result<PublishReceipt, PublishError> {
         // As the contract requires of every service.
         if realtime_core::protocol::is_reserved_server_type(message.kind.as_str()) {
             return Err(PublishError::ReservedType(message.kind.clone()));
         }
-        Ok(self.fan_out(target, message))
+        let delivered = self.fan_out(target, message);
+        Ok(PublishReceipt { delivered, stream: target.stream(), position: None, duplicate: false })
+    }
+
+    async fn open_streams(
+        &self,
+        id: ConnectionId,
+        _: &BTreeMap<StreamName, Position>,
+    ) -> Result<Vec<StreamState>, StreamError> {
+        // The fake keeps no history: no implicit stream has a position.
+        if self.connections.lock().contains_key(&id) {
+            Ok(Vec::new())
+        } else {
+            Err(StreamError::NotConnected)
+        }
+    }
+
+    async fn subscribe(&self, _: SubscribeRequest) -> Result<Subscribed, SubscribeError> {
+        Err(SubscribeError::Forbidden)
+    }
+
+    async fn unsubscribe(
+        &self,
+        _: ConnectionId,
+        _: &TopicName,
+        _: Option<RequestId>,
+    ) -> Result<(), UnsubscribeError> {
+        Err(UnsubscribeError::NotSubscribed)
+    }
+
+    async fn subscribe_connections(
+        &self,
+        _: &ConnectionsOf,
+        _: &TopicName,
+    ) -> Result<usize, SubscribeError> {
+        Ok(0)
+    }
+
+    async fn unsubscribe_connections(&self, _: &ConnectionsOf, _: &TopicName) -> usize {
+        0
+    }
+
+    fn refresh(&self, id: ConnectionId, identity: &Identity) -> Result<(), RefreshError> {
+        match self.connections.lock().get(&id) {
+            None => Err(RefreshError::NotConnected),
+            Some(e) if e.connection.user_id != identity.user_id => Err(RefreshError::DifferentUser),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn revoke(&self, _: &UserId, _: UnixMillis) -> Result<usize, RevokeError> {
+        Ok(0)
+    }
+
+    async fn user_presence(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
+        let connections =
+            self.connections.lock().values().filter(|e| e.connection.user_id == *user).count();
+        Ok(UserPresence { user_id: user.clone(), online: connections > 0, connections })
+    }
+
+    async fn topic_presence(&self, _: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
+        Ok(Vec::new())
     }
 }
 
