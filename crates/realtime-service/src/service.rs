@@ -449,8 +449,8 @@ impl RealtimeApi for RealtimeService {
             let Target::Connection(id) = target else {
                 return Err(PublishError::Unavailable("a target without a stream".to_owned()));
             };
-            let delivered = if self.registry.get(*id).is_some() {
-                usize::from(self.deliver_to_connection(*id, &frame))
+            let delivered = if let Some(local) = self.registry.get(*id) {
+                self.fan_out("connection", None, None, &frame, || vec![local])
             } else {
                 self.broker.send_to_connection(*id, frame).await.map_err(|e| {
                     self.refuse_publish(target, m::REASON_UNAVAILABLE);

@@ -135,7 +135,7 @@ impl StreamState {
             sink.close(CloseReason::StreamLagged);
             return false;
         }
-        sink.send_batch(batch).is_ok()
+        batch.is_empty() || sink.send_batch(batch).is_ok()
     }
 
     /// `streams` gained a connection of this node: declares interest on the first.

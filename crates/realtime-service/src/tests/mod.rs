@@ -1,5 +1,6 @@
 //! Unit tests of `RealtimeService` against mockall mocks of the ports and a `HashMap` fake.
 
+mod streams;
 mod support;
 
 use std::sync::{Arc, Barrier, Mutex};
@@ -13,19 +14,17 @@ use realtime_ports::{
 };
 
 use self::support::{
-    MapRegistry, TestRecorder, conn_id, identity, message, permission, quiet_sink, registered,
-    request, role, user,
+    MapRegistry, TestRecorder, conn_id, identity, message, mock_registry, permission, quiet_sink,
+    registered, request, role, service_over, user,
 };
 use realtime_testkit::{RecordingSink, SinkClosed};
 
 use crate::metrics as m;
 use crate::{RealtimeService, ServiceConfig, describe_metrics};
 
-fn service(registry: impl ConnectionRegistry, max_connections: usize) -> RealtimeService {
-    RealtimeService::new(
-        Arc::new(registry),
-        ServiceConfig { max_connections, ..ServiceConfig::default() },
-    )
+fn service(registry: impl ConnectionRegistry, max_connections: usize) -> Arc<RealtimeService> {
+    let config = ServiceConfig { max_connections, ..ServiceConfig::default() };
+    service_over(Arc::new(registry), config).0
 }
 
 fn now_millis() -> u64 {
@@ -36,7 +35,7 @@ fn now_millis() -> u64 {
 /// A mock registry whose `register` accepts everything and remembers what it was given.
 fn accepting_registry(seen: &Arc<Mutex<Vec<Connection>>>, times: usize) -> MockConnectionRegistry {
     let seen = Arc::clone(seen);
-    let mut registry = MockConnectionRegistry::new();
+    let mut registry = mock_registry();
     registry.expect_register().times(times).returning(move |connection, _| {
         seen.lock().unwrap().push(connection);
         Ok(())
@@ -119,7 +118,7 @@ fn connection_ids_are_random_v4_uuids_on_every_thread() {
 #[test]
 fn connect_retries_with_a_new_id_on_duplicate() {
     let tried = Arc::new(Mutex::new(Vec::new()));
-    let mut registry = MockConnectionRegistry::new();
+    let mut registry = mock_registry();
     let log = Arc::clone(&tried);
     registry.expect_register().times(3).returning(move |c: Connection, _| {
         let mut tried = log.lock().unwrap();
@@ -139,7 +138,7 @@ fn connect_retries_with_a_new_id_on_duplicate() {
 fn connect_gives_up_on_a_registry_that_always_refuses_and_releases_the_slot() {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let mut registry = MockConnectionRegistry::new();
+    let mut registry = mock_registry();
     registry.expect_register().returning(|c, _| Err(RegisterError::Duplicate(c.id)));
     let service = service(registry, 1);
     let result = service.connect(request(identity("alice", &[], &[])));
@@ -157,7 +156,7 @@ fn connect_requires_the_configured_permissions() {
     let _guard = metrics::set_default_local_recorder(&recorder);
     let seen = Arc::new(Mutex::new(Vec::new()));
     // Only the two authorized connects may reach the registry.
-    let service = RealtimeService::new(
+    let (service, _) = service_over(
         Arc::new(accepting_registry(&seen, 2)),
         ServiceConfig {
             max_connections: 10,
@@ -221,7 +220,7 @@ fn the_cap_is_enforced_and_released_after_disconnect() {
 
 #[test]
 fn a_zero_cap_admits_nobody() {
-    let service = service(MockConnectionRegistry::new(), 0);
+    let service = service(mock_registry(), 0);
     assert!(!service.has_capacity());
     assert_eq!(
         service.connect(request(identity("alice", &[], &[]))),
@@ -268,7 +267,7 @@ fn disconnect_is_idempotent() {
 
 #[test]
 fn removing_an_unknown_connection_returns_false() {
-    let mut registry = MockConnectionRegistry::new();
+    let mut registry = mock_registry();
     registry.expect_unregister().times(2).returning(|_| None);
     let service = service(registry, 1);
     assert!(!service.unregister(conn_id(7), DisconnectReason::ClientClosed));
@@ -364,23 +363,17 @@ fn recipients(results: &[SendResult], seen: &Seen) -> Vec<Registered> {
 
 /// A registry on which only the lookup for `target` may be called, once.
 fn registry_for(target: &Target, recipients: Vec<Registered>) -> MockConnectionRegistry {
-    let mut registry = MockConnectionRegistry::new();
-    match target.clone() {
-        Target::User(u) => {
+    let mut registry = mock_registry();
+    match target.stream() {
+        Some(stream) => {
             registry
-                .expect_find_by_user()
-                .withf(move |x| *x == u)
+                .expect_find_stream()
+                .withf(move |x| *x == stream)
                 .times(1)
                 .return_once(|_| recipients);
         }
-        Target::Role(r) => {
-            registry
-                .expect_find_by_role()
-                .withf(move |x| *x == r)
-                .times(1)
-                .return_once(|_| recipients);
-        }
-        Target::Connection(id) => {
+        None => {
+            let Target::Connection(id) = target.clone() else { panic!("{target:?}") };
             assert!(recipients.len() <= 1, "a connection target has at most one recipient");
             registry
                 .expect_get()
@@ -388,10 +381,6 @@ fn registry_for(target: &Target, recipients: Vec<Registered>) -> MockConnectionR
                 .times(1)
                 .return_once(|_| recipients.into_iter().next());
         }
-        Target::Broadcast => {
-            registry.expect_all().times(1).return_once(|| recipients);
-        }
-        Target::Topic(_) => panic!("no topic cases here"),
     }
     registry
 }
@@ -480,7 +469,7 @@ async fn sends_route_through_the_registry_encode_once_and_count_accepted_frames(
 #[tokio::test]
 async fn sends_reach_the_connections_of_a_real_registry() {
     let registry = Arc::new(MapRegistry::default());
-    let service = RealtimeService::new(registry.clone(), ServiceConfig::default());
+    let (service, _) = service_over(registry.clone(), ServiceConfig::default());
     let seen: Seen = Arc::default();
     let connect = |user_id: &str, roles: &[&str]| {
         let mut sink = MockConnectionSink::new();
@@ -494,8 +483,11 @@ async fn sends_reach_the_connections_of_a_real_registry() {
         service.connect(req).unwrap().id
     };
     let alice_tab1 = connect("alice", &["admin"]);
-    connect("alice", &[]);
-    connect("bob", &["admin", "ops"]);
+    let ids = [alice_tab1, connect("alice", &[]), connect("bob", &["admin", "ops"])];
+    // Live frames are held back until the transport has opened the streams.
+    for id in ids {
+        assert_eq!(service.open_streams(id, &Default::default()).await, Ok(Vec::new()));
+    }
     let message = message();
     let cases = [
         (Target::User(user("alice")), 2),
@@ -530,6 +522,9 @@ fn describe_metrics_describes_every_metric() {
         "realtime_messages_delivered_total",
         "realtime_frames_dropped_total",
         "realtime_publish_refused_total",
+        "realtime_recoveries_total",
+        "realtime_stream_lagged_total",
+        "realtime_subscribes_refused_total",
     ];
     expected.sort();
     assert_eq!(described, expected);
@@ -544,7 +539,7 @@ fn concurrent_connects_and_disconnects_balance_out() {
     const MAX: usize = 12;
     let recorder = TestRecorder::default();
     let registry = Arc::new(MapRegistry::default());
-    let service = RealtimeService::new(
+    let (service, _) = service_over(
         registry.clone(),
         ServiceConfig { max_connections: MAX, ..ServiceConfig::default() },
     );
@@ -653,7 +648,7 @@ async fn an_oversize_message_is_refused_before_any_recipient_even_with_none() {
     let recorder = TestRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let max = 100;
-    let service = RealtimeService::new(
+    let (service, _) = service_over(
         Arc::new(MapRegistry::default()),
         ServiceConfig { max_message_bytes: max, ..ServiceConfig::default() },
     );
@@ -662,21 +657,23 @@ async fn an_oversize_message_is_refused_before_any_recipient_even_with_none() {
     let exactly = fits(&"x".repeat(max - 31));
     let over = fits(&"x".repeat(max - 30));
     assert_eq!(Frame::encode(&exactly).len(), max);
-    assert_eq!(
-        service.publish(&Target::Broadcast, &over).await,
-        Err(PublishError::TooLarge { len: max + 1, max }),
-        "refused with no connection at all"
+    // To a stream, the limit also counts the position fields every recipient gets.
+    let refused = service.publish(&Target::Broadcast, &exactly).await;
+    assert!(
+        matches!(refused, Err(PublishError::TooLarge { len, max: 100 }) if len > max),
+        "{refused:?}"
     );
     let sink = Arc::new(RecordingSink::new());
     let mut req = request(identity("alice", &[], &[]));
     req.sink = sink.clone();
-    service.connect(req).unwrap();
+    let id = service.connect(req).unwrap().id;
+    assert_eq!(service.open_streams(id, &Default::default()).await, Ok(Vec::new()));
     assert_eq!(
-        service.send_to_user(&user("alice"), &over).await,
+        service.send_to_connection(id, &over).await,
         Err(PublishError::TooLarge { len: max + 1, max })
     );
     assert!(sink.is_empty(), "the oversize frame never reached the sink");
-    assert_eq!(service.send_to_user(&user("alice"), &exactly).await, Ok(1));
+    assert_eq!(service.send_to_connection(id, &exactly).await, Ok(1));
     let refused = format!("{}{{reason={}}}", m::PUBLISH_REFUSED_TOTAL, m::REASON_TOO_LARGE);
     assert_eq!(recorder.counter(&refused), 2);
 }

@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use realtime_core::{
-    Connection, ConnectionId, Envelope, Identity, Permission, Role, Target, TopicName, UnixMillis,
-    UserId, route,
+    Connection, ConnectionId, Envelope, Frame, IdempotencyKey, Identity, Permission, Position,
+    Role, StreamName, Target, TopicName, UnixMillis, UserId, route,
 };
-use realtime_ports::mocks::MockConnectionSink;
+use realtime_ports::mocks::{MockConnectionRegistry, MockConnectionSink};
 use realtime_ports::{
-    ConnectRequest, ConnectionRegistry, ConnectionSink, RegisterError, Registered, TopicError,
+    Broker, BrokerError, ConnectRequest, ConnectionRegistry, ConnectionSink, LocalDelivery,
+    Presence, PresenceError, PresenceScope, Published, Recovered, RegisterError, Registered,
+    TopicError, TopicMember, UserPresence,
 };
 use uuid::Uuid;
 
@@ -235,4 +237,136 @@ pub fn registered(n: u128, user_id: &str, sink: Arc<dyn ConnectionSink>) -> Regi
 pub fn message() -> Envelope {
     Envelope::from_parts("notification", serde_json::json!({"text": "hello"}))
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A broker fake for one node without history: publishes are delivered at once with no
+/// position, revocations are remembered. The real broker runs in its own crate's contract
+/// suite and in the server's tests; here the service's own logic is under test.
+#[derive(Default)]
+pub struct FakeBroker {
+    delivery: Mutex<Option<std::sync::Weak<dyn LocalDelivery>>>,
+    revocations: Mutex<HashMap<UserId, UnixMillis>>,
+    /// Positions `recover` answers with, by stream (none: no history).
+    pub tops: Mutex<HashMap<StreamName, Position>>,
+    /// What `recover` replays for a `since`, by stream.
+    pub replays: Mutex<HashMap<StreamName, Vec<Frame>>>,
+    /// Frames `recover` delivers live before it answers (a publication racing the read).
+    pub racing: Mutex<HashMap<StreamName, Vec<(Position, Frame)>>>,
+    /// Interest changes, in order.
+    pub interest: Mutex<Vec<(StreamName, bool)>>,
+}
+
+impl FakeBroker {
+    fn delivery(&self) -> Option<Arc<dyn LocalDelivery>> {
+        self.delivery.lock().unwrap_or_else(PoisonError::into_inner).as_ref()?.upgrade()
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for FakeBroker {
+    fn attach(&self, delivery: std::sync::Weak<dyn LocalDelivery>) {
+        *self.delivery.lock().unwrap_or_else(PoisonError::into_inner) = Some(delivery);
+    }
+
+    async fn publish(
+        &self,
+        stream: &StreamName,
+        frame: Frame,
+        _: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError> {
+        let delivered = self.delivery().map_or(0, |d| d.deliver(stream, None, &frame));
+        Ok(Published { position: None, delivered, duplicate: false })
+    }
+
+    fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {
+        if let Some(delivery) = self.delivery() {
+            delivery.deliver(stream, None, &frame);
+        }
+    }
+
+    async fn send_to_connection(&self, _: ConnectionId, _: Frame) -> Result<usize, BrokerError> {
+        // One node: a connection that is not local is nowhere.
+        Ok(0)
+    }
+
+    async fn recover(
+        &self,
+        stream: &StreamName,
+        since: Option<&Position>,
+        _: usize,
+    ) -> Result<Recovered, BrokerError> {
+        let racing = self.racing.lock().unwrap_or_else(PoisonError::into_inner).remove(stream);
+        if let (Some(racing), Some(delivery)) = (racing, self.delivery()) {
+            for (position, frame) in racing {
+                delivery.deliver(stream, Some(&position), &frame);
+            }
+        }
+        let position =
+            self.tops.lock().unwrap_or_else(PoisonError::into_inner).get(stream).cloned();
+        let publications = since
+            .and(self.replays.lock().unwrap_or_else(PoisonError::into_inner).get(stream).cloned());
+        Ok(Recovered { position, publications })
+    }
+
+    fn interest(&self, stream: &StreamName, interested: bool) {
+        self.interest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((stream.clone(), interested));
+    }
+
+    async fn revoke(
+        &self,
+        user: &UserId,
+        before: UnixMillis,
+        _: UnixMillis,
+    ) -> Result<(), BrokerError> {
+        self.revocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user.clone(), before);
+        Ok(())
+    }
+
+    fn revoked_before(&self, user: &UserId) -> Option<UnixMillis> {
+        self.revocations.lock().unwrap_or_else(PoisonError::into_inner).get(user).copied()
+    }
+}
+
+/// Presence that remembers nothing (the presence adapter has its own contract suite).
+#[derive(Debug, Default)]
+pub struct NoPresence;
+
+#[async_trait::async_trait]
+impl Presence for NoPresence {
+    fn join(&self, _: PresenceScope<'_>, _: &UserId, _: ConnectionId) -> bool {
+        false
+    }
+    fn leave(&self, _: PresenceScope<'_>, _: &UserId, _: ConnectionId) -> bool {
+        false
+    }
+    async fn user(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
+        Ok(UserPresence { user_id: user.clone(), online: false, connections: 0 })
+    }
+    async fn topic(&self, _: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A service over `registry` with the fakes above.
+pub fn service_over(
+    registry: Arc<dyn ConnectionRegistry>,
+    config: crate::ServiceConfig,
+) -> (Arc<crate::RealtimeService>, Arc<FakeBroker>) {
+    let broker = Arc::new(FakeBroker::default());
+    let adapters = crate::Adapters::new(registry, broker.clone(), Arc::new(NoPresence));
+    (crate::RealtimeService::new(adapters, config), broker)
+}
+
+/// A mock registry that knows of no topic subscriptions (`topics_of` is asked on every
+/// removal); further expectations are added by each test.
+pub fn mock_registry() -> MockConnectionRegistry {
+    let mut registry = MockConnectionRegistry::new();
+    registry.expect_topics_of().returning(|_| Vec::new());
+    registry
 }
