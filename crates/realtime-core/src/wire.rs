@@ -79,7 +79,8 @@ impl fmt::Display for RequestId {
     /// The id's JSON text (a string in quotes).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Id::String(s) => write!(f, "{s:?}"),
+            // Serialising a string cannot fail.
+            Id::String(s) => f.write_str(&serde_json::to_string(s).unwrap_or_default()),
             Id::Number(n) => write!(f, "{n}"),
         }
     }
@@ -377,6 +378,7 @@ mod tests {
         }
         assert_eq!(id(json!(42)).to_string(), "42");
         assert_eq!(id(json!("a")).to_string(), "\"a\"");
+        assert_eq!(id(json!("q\"\n")).to_string(), r#""q\"\n""#);
         for value in [json!(null), json!(true), json!({}), json!([1])] {
             assert_eq!(RequestId::from_json(&value), Err(InvalidRequestId::WrongType), "{value}");
         }
