@@ -56,8 +56,11 @@ mod tests {
 
     use std::sync::Mutex;
 
+    use std::collections::BTreeMap;
+
     use realtime_core::{
-        Connection, ConnectionId, Envelope, MessageType, Payload, Role, Target, UserId,
+        Connection, ConnectionId, ConnectionsOf, Envelope, Identity, MessageType, Payload,
+        Position, RequestId, Role, StreamName, StreamState, Target, TopicName, UnixMillis, UserId,
     };
 
     use super::*;
@@ -86,10 +89,61 @@ mod tests {
         fn connection_count(&self) -> usize {
             0
         }
-        async fn publish(&self, target: &Target, _: &Envelope) -> Result<usize, PublishError> {
+        async fn publish_with(
+            &self,
+            target: &Target,
+            _: &Envelope,
+            _: &PublishOptions,
+        ) -> Result<PublishReceipt, PublishError> {
             let mut targets = self.0.lock().unwrap_or_else(|e| e.into_inner());
             targets.push(target.clone());
-            Ok(targets.len())
+            let delivered = targets.len();
+            Ok(PublishReceipt {
+                delivered,
+                stream: target.stream(),
+                position: None,
+                duplicate: false,
+            })
+        }
+        async fn open_streams(
+            &self,
+            _: ConnectionId,
+            _: &BTreeMap<StreamName, Position>,
+        ) -> Result<Vec<StreamState>, StreamError> {
+            Err(StreamError::NotConnected)
+        }
+        async fn subscribe(&self, _: SubscribeRequest) -> Result<Subscribed, SubscribeError> {
+            Err(SubscribeError::NotConnected)
+        }
+        async fn unsubscribe(
+            &self,
+            _: ConnectionId,
+            _: &TopicName,
+            _: Option<RequestId>,
+        ) -> Result<(), UnsubscribeError> {
+            Err(UnsubscribeError::NotConnected)
+        }
+        async fn subscribe_connections(
+            &self,
+            _: &ConnectionsOf,
+            _: &TopicName,
+        ) -> Result<usize, SubscribeError> {
+            Ok(0)
+        }
+        async fn unsubscribe_connections(&self, _: &ConnectionsOf, _: &TopicName) -> usize {
+            0
+        }
+        fn refresh(&self, _: ConnectionId, _: &Identity) -> Result<(), RefreshError> {
+            Err(RefreshError::NotConnected)
+        }
+        async fn revoke(&self, _: &UserId, _: UnixMillis) -> Result<usize, RevokeError> {
+            Ok(0)
+        }
+        async fn user_presence(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
+            Ok(UserPresence { user_id: user.clone(), online: false, connections: 0 })
+        }
+        async fn topic_presence(&self, _: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
+            Ok(Vec::new())
         }
     }
 
@@ -104,6 +158,13 @@ mod tests {
             _: Arc<dyn InboundHandler>,
         ) {
         }
+        fn _stream_ports_dyn_compatible(
+            _: Arc<dyn Broker>,
+            _: Arc<dyn LocalDelivery>,
+            _: Arc<dyn Presence>,
+            _: Arc<dyn SubscribeAuthorizer>,
+        ) {
+        }
         let recorder = Arc::new(Targets::default());
         let api: Arc<dyn RealtimeApi> = recorder.clone();
         let kind = MessageType::new("n").unwrap_or_else(|e| panic!("{e}"));
@@ -116,9 +177,17 @@ mod tests {
         assert_eq!(api.send_to_role(&role, &message).await, Ok(2));
         assert_eq!(api.send_to_connection(id, &message).await, Ok(3));
         assert_eq!(api.broadcast(&message).await, Ok(4));
+        let topic = TopicName::new("orders").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(api.send_to_topic(&topic, &message).await, Ok(5));
         assert_eq!(
             *recorder.0.lock().unwrap_or_else(|e| e.into_inner()),
-            [Target::User(user), Target::Role(role), Target::Connection(id), Target::Broadcast]
+            [
+                Target::User(user),
+                Target::Role(role),
+                Target::Connection(id),
+                Target::Broadcast,
+                Target::Topic(topic)
+            ]
         );
     }
 }
