@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_topics_per_connection: config.max_topics,
         max_recovery: config.max_recovery,
         presence_event_prefixes: config.presence_event_prefixes().map_err(anyhow::Error::msg)?,
+        revocation_ttl: Duration::from_secs(config.revocation_ttl_secs),
         ..ServiceConfig::default()
     };
     service_config.validate().context("invalid service configuration")?;

@@ -108,6 +108,11 @@ pub struct Config {
     #[arg(long, env = "REALTIME_MAX_TOPICS", default_value_t = 128)]
     pub max_topics: usize,
 
+    /// How long a revocation (`POST /api/revoke`) is remembered, in seconds: at least the
+    /// longest lifetime of a token.
+    #[arg(long, env = "REALTIME_REVOCATION_TTL_SECS", default_value_t = 24 * 3600)]
+    pub revocation_ttl_secs: u64,
+
     /// Most publications one recovery replays per stream; a longer gap is `recovered: false`.
     #[arg(long, env = "REALTIME_MAX_RECOVERY", default_value_t = 300)]
     pub max_recovery: usize,
@@ -220,7 +225,7 @@ impl Config {
         let count = |range: &RangeInclusive<usize>| *range.start() as u64..=*range.end() as u64;
         let rate = u64::from(*INBOUND_RATE_RANGE.start())..=u64::from(*INBOUND_RATE_RANGE.end());
         const S: &str = " seconds";
-        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 17] = [
+        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 18] = [
             (
                 "--ping-interval-secs",
                 "REALTIME_PING_INTERVAL_SECS",
@@ -316,6 +321,13 @@ impl Config {
             ),
             ("--max-topics", "REALTIME_MAX_TOPICS", self.max_topics as u64, 1..=100_000, ""),
             ("--max-recovery", "REALTIME_MAX_RECOVERY", self.max_recovery as u64, 1..=100_000, ""),
+            (
+                "--revocation-ttl-secs",
+                "REALTIME_REVOCATION_TTL_SECS",
+                self.revocation_ttl_secs,
+                1..=365 * 24 * 3600,
+                S,
+            ),
         ];
         for (flag, env, got, range, unit) in checks {
             if !range.contains(&got) {
@@ -447,3 +459,77 @@ impl Config {
 /// The largest accepted `--jwt-leeway-secs`: every second of leeway is a second an expired
 /// token still works.
 pub const MAX_LEEWAY_SECS: u64 = 300;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use realtime_core::{HistoryLimits, StreamName};
+
+    use super::Config;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("realtime-server").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn limits(config: &Config, stream: &str) -> Option<HistoryLimits> {
+        let policy = config.history_policy().unwrap_or_else(|e| panic!("{e}"));
+        policy.limits(&StreamName::parse(stream).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn history_flags_build_the_policy() {
+        let default = parse(&[]);
+        let on = Some(HistoryLimits { max_len: 100, max_age_millis: 300_000 });
+        for stream in ["user:a", "role:b", "topic:c", "broadcast"] {
+            assert_eq!(limits(&default, stream), on, "{stream}");
+        }
+        let config = parse(&[
+            "--history-size",
+            "10",
+            "--history-ttl-secs",
+            "60",
+            "--history-off",
+            "role,broadcast",
+            "--history-topic-prefixes",
+            "chat:=5:30,metrics:=off",
+        ]);
+        assert_eq!(
+            limits(&config, "user:a"),
+            Some(HistoryLimits { max_len: 10, max_age_millis: 60_000 })
+        );
+        assert_eq!(limits(&config, "role:b"), None);
+        assert_eq!(limits(&config, "broadcast"), None);
+        assert_eq!(
+            limits(&config, "topic:chat:1"),
+            Some(HistoryLimits { max_len: 5, max_age_millis: 30_000 })
+        );
+        assert_eq!(limits(&config, "topic:metrics:cpu"), None);
+        for (flag, value, named) in [
+            ("--history-off", "users", "--history-off (REALTIME_HISTORY_OFF): \"users\""),
+            ("--history-topic-prefixes", "chat:", "no '='"),
+            ("--history-topic-prefixes", "chat:=5", "no ':'"),
+            ("--history-topic-prefixes", "chat:=x:3", "SIZE is not a number"),
+            ("--history-topic-prefixes", "chat:=5:0", "TTL_SECS must be at least 1"),
+        ] {
+            let error = parse(&[flag, value]).validate().err().unwrap_or_default();
+            assert!(error.contains(named), "{flag} {value}: {error}");
+        }
+    }
+
+    #[test]
+    fn presence_event_prefixes() {
+        let config = parse(&["--presence-events", "chat:,*"]);
+        assert_eq!(config.presence_event_prefixes(), Ok(vec!["chat:".to_owned(), String::new()]));
+        let error = parse(&["--presence-events", "a b"]).validate().err().unwrap_or_default();
+        assert!(
+            error.starts_with("--presence-events (REALTIME_PRESENCE_EVENTS): \"a b\""),
+            "{error}"
+        );
+        let error = parse(&["--max-topics", "0"]).validate().err().unwrap_or_default();
+        assert!(
+            error.starts_with("--max-topics (REALTIME_MAX_TOPICS) must be between 1"),
+            "{error}"
+        );
+    }
+}
