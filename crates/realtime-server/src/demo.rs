@@ -1,7 +1,9 @@
 //! The demo: a page at `/` and an inbound handler that lets it trigger the design record's
 //! three use cases through the real service API (a notification to the user, metrics to the
-//! `admin` role, job progress to one connection). What a client can start is bounded: at
-//! most [`MAX_JOBS_PER_CONNECTION`] running jobs per connection and [`MAX_JOBS`] in all.
+//! `admin` role, job progress to one connection), a topic (`demo:news`), and notifications
+//! sent while the page's socket is down (`demo.notify_later`), which it recovers on reconnect.
+//! What a client can start is bounded: at most [`MAX_JOBS_PER_CONNECTION`] running jobs
+//! (delayed notifications count as jobs) per connection and [`MAX_JOBS`] in all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use realtime_core::{Connection, ConnectionId, Envelope, MessageType, Payload, Role};
+use realtime_core::{Connection, ConnectionId, Envelope, MessageType, Payload, Role, TopicName};
 use realtime_ports::{InboundError, InboundHandler, InboundReply, RealtimeApi};
 use serde_json::json;
 
@@ -134,6 +136,40 @@ impl InboundHandler for DemoHandler {
                 )?;
                 let delivered = self.api.send_to_role(&admin, &figures).await.map_err(failed)?;
                 ack("metrics", delivered)
+            }
+            "demo.topic" => {
+                let topic =
+                    TopicName::new("demo:news").map_err(|e| InboundError::Internal(e.to_string()))?;
+                let news = envelope(
+                    "news",
+                    json!({ "message": format!("News #{n} from {}", connection.user_id) }),
+                )?;
+                let delivered = self.api.send_to_topic(&topic, &news).await.map_err(failed)?;
+                ack("topic", delivered)
+            }
+            "demo.notify_later" => {
+                // Three notifications over the next 3 s: the page drops its socket meanwhile
+                // and gets them back, once and in order, when it reconnects with `since`.
+                let slot = self
+                    .jobs
+                    .acquire(connection.id)
+                    .map_err(|why| InboundError::Rejected(why.to_owned()))?;
+                let api = self.api.clone();
+                let user = connection.user_id.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    for i in 1..=3 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let text = format!("Sent while you were offline ({i} of 3, demo #{n})");
+                        let Ok(note) = envelope("notification", json!({ "message": text })) else {
+                            return;
+                        };
+                        if api.send_to_user(&user, &note).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                ack("notify_later", 3)
             }
             "demo.job" => {
                 let slot = self

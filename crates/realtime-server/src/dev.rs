@@ -32,9 +32,13 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 
 /// Mints the development tokens with `secret`.
 pub(crate) fn credentials(secret: String) -> anyhow::Result<DevCredentials> {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
+    let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let exp = iat + 24 * 3600;
     let mint = |sub: &str, roles: &[&str]| {
-        let claims = serde_json::json!({ "sub": sub, "roles": roles, "exp": exp });
+        // Both may subscribe to the demo's topics (`demo:news`).
+        let claims = serde_json::json!({
+            "sub": sub, "roles": roles, "topics": ["demo:*"], "iat": iat, "exp": exp
+        });
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
