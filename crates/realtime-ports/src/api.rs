@@ -266,7 +266,10 @@ pub enum PublishError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait RealtimeApi: Send + Sync + 'static {
-    /// Admits a verified connection: generates its id and registers it.
+    /// Admits a verified connection: generates its id and registers it. From now on, live
+    /// publications of its streams are held back until the transport calls
+    /// [`open_streams`](RealtimeApi::open_streams), which every transport MUST do before it
+    /// writes anything but the `connected` frame.
     ///
     /// # Errors
     /// [`ConnectError::AtCapacity`] at the connection cap; [`ConnectError::Forbidden`] when a

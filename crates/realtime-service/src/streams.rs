@@ -66,7 +66,10 @@ impl StreamState {
     pub(crate) fn hold(&self, id: ConnectionId, streams: &[StreamName]) {
         let mut holds = self.holds.write();
         for stream in streams {
-            holds.streams.entry(stream.clone()).or_default().insert(id, Mutex::default());
+            // A hold already running (two subscribes of one topic at once) is kept: what it
+            // holds is released by the first release; the second may then repeat a replayed
+            // publication, but none is lost.
+            holds.streams.entry(stream.clone()).or_default().entry(id).or_default();
         }
     }
 
