@@ -49,3 +49,96 @@ async fn a_connection_runs_at_most_three_demo_jobs_at_once() {
     drop((ws, other));
     support::stop(running).await;
 }
+
+/// The demo page's flow with a real client: it subscribes to `demo:news` and receives what
+/// `demo.topic` publishes there; after `demo.notify_later` it drops its socket (the server
+/// stays up), reconnects with `since`, and gets the three notifications once and in order.
+#[tokio::test]
+async fn the_demo_topic_and_notifications_sent_while_the_page_was_offline() {
+    use realtime_testkit::jwt::{Claims, now_unix_secs};
+    use realtime_testkit::ws::{Connect, try_connect};
+
+    let mut config = support::config();
+    config.demo = Some(true);
+    let running = support::start(config).await;
+    let token = Claims::new("alice")
+        .roles(&["user"])
+        .topics(&["demo:*"])
+        .exp(now_unix_secs() + 3600)
+        .mint(support::SECRET);
+    let subprotocol = format!("realtime.v1, bearer.{token}");
+    let open = |query: Option<String>| {
+        let subprotocol = subprotocol.clone();
+        async move {
+            let options = Connect {
+                subprotocol: Some(&subprotocol),
+                query: query.as_deref(),
+                ..Connect::default()
+            };
+            let (mut ws, _) = try_connect(running.addr, options)
+                .await
+                .unwrap_or_else(|status| panic!("refused: {status}"));
+            let connected = next_json(&mut ws).await;
+            assert_eq!(connected["type"], "connected", "{connected}");
+            (ws, connected)
+        }
+    };
+    let (mut ws, connected) = open(None).await;
+    let positions = connected["payload"]["streams"].clone();
+    assert!(positions["user:alice"]["offset"].is_u64(), "{connected}");
+
+    send_text(&mut ws, r#"{"type":"subscribe","id":"news","payload":{"topic":"demo:news"}}"#).await;
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!((subscribed["type"].as_str(), subscribed["id"].as_str()), (Some("subscribed"), Some("news")));
+    send_text(&mut ws, r#"{"type":"demo.topic"}"#).await;
+    let mut news = None;
+    while news.is_none() {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "news" {
+            assert_eq!(frame["stream"], "topic:demo:news", "{frame}");
+            news = Some(frame);
+        }
+    }
+
+    send_text(&mut ws, r#"{"type":"demo.notify_later"}"#).await;
+    loop {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "demo.ack" && frame["payload"]["action"] == "notify_later" {
+            break;
+        }
+    }
+    drop(ws);
+    // The three go out 1, 2 and 3 s after the ack; whatever is not out yet when the page is
+    // back arrives live. Either way: each once, in order.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let since = serde_json::json!({ "user:alice": positions["user:alice"] }).to_string();
+    let encoded: String = since
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (mut ws, connected) = open(Some(format!("since={encoded}"))).await;
+    assert_eq!(connected["payload"]["streams"]["user:alice"]["recovered"], true, "{connected}");
+    let mut texts = Vec::new();
+    let mut offsets = Vec::new();
+    while texts.len() < 3 {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "notification" {
+            texts.push(frame["payload"]["message"].as_str().unwrap_or_default().to_owned());
+            offsets.push(frame["offset"].as_u64().unwrap_or_default());
+        }
+    }
+    assert!(texts[0].starts_with("Sent while you were offline (1 of 3"), "{texts:?}");
+    assert!(texts[2].starts_with("Sent while you were offline (3 of 3"), "{texts:?}");
+    let first = positions["user:alice"]["offset"].as_u64().unwrap_or_default();
+    assert_eq!(offsets, [first + 1, first + 2, first + 3], "once each, in order");
+    // Nothing more: a ping's pong is the next frame.
+    send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+    drop(ws);
+    support::stop(running).await;
+}
