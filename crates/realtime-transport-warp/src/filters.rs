@@ -74,15 +74,30 @@ impl InboundHandler for NoInbound {
     }
 }
 
-/// The HTTP API for backends, behind the configured API key: `POST /api/publish` and
-/// `POST /api/disconnect`.
+/// The HTTP API for backends, behind the configured API key: `POST /api/publish`,
+/// `POST /api/disconnect`, `POST /api/subscribe`, `POST /api/unsubscribe`,
+/// `POST /api/revoke`, `GET /api/presence/user/<id>` and `GET /api/presence/topic/<name>`.
 pub fn api(deps: &Deps, config: &TransportConfig) -> BoxedFilter<(Response,)> {
     let backend = Arc::new(PublishEndpoint {
         api: Arc::clone(&deps.api),
         api_key: config.api_key.clone(),
         max_body_bytes: config.max_publish_body_bytes(),
     });
-    http_api::publish(Arc::clone(&backend)).or(http_api::disconnect(backend)).unify().boxed()
+    let posts = http_api::publish(Arc::clone(&backend))
+        .or(http_api::disconnect(Arc::clone(&backend)))
+        .unify()
+        .or(http_api::subscribe(Arc::clone(&backend)))
+        .unify()
+        .or(http_api::unsubscribe(Arc::clone(&backend)))
+        .unify()
+        .or(http_api::revoke(Arc::clone(&backend)))
+        .unify()
+        .boxed();
+    let presence = http_api::user_presence(Arc::clone(&backend))
+        .or(http_api::topic_presence(backend))
+        .unify()
+        .boxed();
+    posts.or(presence).unify().boxed()
 }
 
 /// `GET /healthz`: 200 `{"status":"ok","connections":N}`, or 503 `"shutting_down"` once

@@ -1,5 +1,7 @@
 //! The HTTP API for backends and operators: `POST /api/publish`, `POST /api/disconnect`,
-//! `GET /healthz`, `GET /metrics` and the demo page at `GET /`.
+//! `POST /api/subscribe`, `POST /api/unsubscribe`, `POST /api/revoke`,
+//! `GET /api/presence/user/<id>`, `GET /api/presence/topic/<name>`, `GET /healthz`,
+//! `GET /metrics` and the demo page at `GET /`.
 
 use std::sync::Arc;
 
@@ -7,8 +9,8 @@ use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use http::StatusCode;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap};
-use realtime_core::{KickTarget, PublishRequest};
-use realtime_ports::RealtimeApi;
+use realtime_core::{KickTarget, PublishRequest, RevokeRequest, TopicName, TopicRequest, UserId};
+use realtime_ports::{PublishOptions, PublishReceipt, RealtimeApi};
 use serde_json::{Value, json};
 use std::future::Future;
 use tracing::debug;
@@ -19,24 +21,130 @@ use crate::config::{ApiKey, MetricsRenderer};
 use crate::shutdown::ShutdownHandle;
 use crate::wire::{self, PublishRefusal};
 
-/// What the backend API routes (`/api/publish`, `/api/disconnect`) need.
+/// What the backend API routes (`/api/publish`, `/api/disconnect`, `/api/subscribe`, ...)
+/// need.
 pub(crate) struct PublishEndpoint {
     pub(crate) api: Arc<dyn RealtimeApi>,
     pub(crate) api_key: ApiKey,
     pub(crate) max_body_bytes: u64,
 }
 
-/// `POST /api/publish`: `{"delivered": N}`.
+/// `POST /api/publish`: `{"delivered": N}`, with `"stream"`, `"offset"` and `"epoch"` when the
+/// stream keeps history, and `"duplicate": true` when the idempotency key was seen before.
 pub(crate) fn publish(
     endpoint: Arc<PublishEndpoint>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     backend_route("publish", endpoint, |endpoint, body| async move {
-        let PublishRequest { target, message, .. } =
+        let PublishRequest { target, message, idempotency_key } =
             PublishRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
-        let delivered =
-            endpoint.api.publish(&target, &message).await.map_err(PublishRefusal::Service)?;
-        debug!(target = target.kind(), kind = message.kind.as_str(), delivered, "published");
-        Ok(json!({ "delivered": delivered }))
+        let options = PublishOptions { idempotency_key };
+        let receipt = endpoint
+            .api
+            .publish_with(&target, &message, &options)
+            .await
+            .map_err(PublishRefusal::Service)?;
+        debug!(
+            target = target.kind(),
+            kind = message.kind.as_str(),
+            delivered = receipt.delivered,
+            duplicate = receipt.duplicate,
+            "published"
+        );
+        Ok(receipt_body(&receipt))
+    })
+}
+
+/// The publish answer: `{"delivered": N}`, the position when there is one, and
+/// `"duplicate": true` only for a retried key.
+fn receipt_body(receipt: &PublishReceipt) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert("delivered".to_owned(), json!(receipt.delivered));
+    if let (Some(stream), Some(position)) = (&receipt.stream, &receipt.position) {
+        body.insert("stream".to_owned(), json!(stream.to_string()));
+        body.insert("offset".to_owned(), json!(position.offset));
+        body.insert("epoch".to_owned(), json!(position.epoch.as_str()));
+    }
+    if receipt.duplicate {
+        body.insert("duplicate".to_owned(), json!(true));
+    }
+    Value::Object(body)
+}
+
+/// `POST /api/subscribe`: subscribes a user's connections (or one connection) to a topic,
+/// `{"subscribed": N}`.
+pub(crate) fn subscribe(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    backend_route("subscribe", endpoint, |endpoint, body| async move {
+        let TopicRequest { target, topic } =
+            TopicRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
+        let subscribed = endpoint
+            .api
+            .subscribe_connections(&target, &topic)
+            .await
+            .map_err(PublishRefusal::Subscribe)?;
+        debug!(topic = topic.as_str(), subscribed, "subscribe requested");
+        Ok(json!({ "subscribed": subscribed }))
+    })
+}
+
+/// `POST /api/unsubscribe`: unsubscribes a user's connections (or one connection) from a
+/// topic, `{"unsubscribed": N}`.
+pub(crate) fn unsubscribe(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    backend_route("unsubscribe", endpoint, |endpoint, body| async move {
+        let TopicRequest { target, topic } =
+            TopicRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
+        let unsubscribed = endpoint.api.unsubscribe_connections(&target, &topic).await;
+        debug!(topic = topic.as_str(), unsubscribed, "unsubscribe requested");
+        Ok(json!({ "unsubscribed": unsubscribed }))
+    })
+}
+
+/// `POST /api/revoke`: revokes a user's tokens issued before a moment and closes their
+/// connections (close code 4005), `{"closed": N}`.
+pub(crate) fn revoke(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    backend_route("revoke", endpoint, |endpoint, body| async move {
+        let RevokeRequest { user, issued_before } =
+            RevokeRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
+        let closed =
+            endpoint.api.revoke(&user, issued_before).await.map_err(PublishRefusal::Revoke)?;
+        debug!(closed, "revoke requested");
+        Ok(json!({ "closed": closed }))
+    })
+}
+
+/// `GET /api/presence/user/<id>`: `{"user_id": .., "online": .., "connections": N}`.
+pub(crate) fn user_presence(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    presence_route("user", endpoint, |endpoint, raw| async move {
+        let user = UserId::new(raw).map_err(PublishRefusal::PathUser)?;
+        let presence = endpoint.api.user_presence(&user).await.map_err(PublishRefusal::Presence)?;
+        Ok(json!({
+            "user_id": presence.user_id.as_str(),
+            "online": presence.online,
+            "connections": presence.connections,
+        }))
+    })
+}
+
+/// `GET /api/presence/topic/<name>`: `{"topic": .., "members": [{"user_id": .., "connections": N}]}`.
+pub(crate) fn topic_presence(
+    endpoint: Arc<PublishEndpoint>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    presence_route("topic", endpoint, |endpoint, raw| async move {
+        let topic = TopicName::new(raw).map_err(PublishRefusal::PathTopic)?;
+        let members =
+            endpoint.api.topic_presence(&topic).await.map_err(PublishRefusal::Presence)?;
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| json!({ "user_id": m.user_id.as_str(), "connections": m.connections }))
+            .collect();
+        Ok(json!({ "topic": topic.as_str(), "members": members }))
     })
 }
 
@@ -91,6 +199,65 @@ where
                 }
             }
         })
+}
+
+/// `GET /api/presence/<kind>/<rest of the path>` behind the API key; `handle` gets the rest
+/// of the path percent-decoded (so `chat:room-1`, `a/b` and `auth0%7C42` all arrive whole).
+fn presence_route<F, Fut>(
+    kind: &'static str,
+    endpoint: Arc<PublishEndpoint>,
+    handle: F,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(Arc<PublishEndpoint>, String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, PublishRefusal>> + Send,
+{
+    warp::path("api")
+        .and(warp::path("presence"))
+        .and(warp::path(kind))
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .then(move |tail: warp::path::Tail, headers: HeaderMap| {
+            let endpoint = Arc::clone(&endpoint);
+            let handle = handle.clone();
+            async move {
+                let outcome = async {
+                    if !endpoint.authorized(&headers) {
+                        return Err(PublishRefusal::Unauthorized);
+                    }
+                    let raw =
+                        percent_decode_path(tail.as_str()).ok_or(PublishRefusal::PathEncoding)?;
+                    handle(Arc::clone(&endpoint), raw).await
+                };
+                match outcome.await {
+                    Ok(answer) => wire::json_response(StatusCode::OK, &answer),
+                    Err(refusal) => {
+                        debug!(route = kind, ?refusal, "presence request refused");
+                        refusal.into_response()
+                    }
+                }
+            }
+        })
+}
+
+/// Decodes `%XX` escapes of a URL path (`+` stays a plus); `None` for a broken escape or
+/// bytes that are not UTF-8.
+fn percent_decode_path(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl PublishEndpoint {
@@ -198,4 +365,30 @@ pub(crate) fn demo(
     warp::path::end().and(warp::get()).map(move || {
         wire::text_response(StatusCode::OK, "text/html; charset=utf-8", page.to_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_percent_decoded() {
+        let cases = [
+            ("chat:room-1", Some("chat:room-1")),
+            ("chat%3Aroom-1", Some("chat:room-1")),
+            ("auth0%7C42", Some("auth0|42")),
+            ("a/b", Some("a/b")),
+            ("a+b", Some("a+b")),
+            ("%C3%A9", Some("\u{e9}")),
+            ("", Some("")),
+            ("%", None),
+            ("%4", None),
+            ("%zz", None),
+            ("%+5", None),
+            ("%FF", None),
+        ];
+        for (raw, decoded) in cases {
+            assert_eq!(percent_decode_path(raw).as_deref(), decoded, "{raw}");
+        }
+    }
 }

@@ -8,9 +8,13 @@ use std::borrow::Cow;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use realtime_core::protocol::{self, close};
-use realtime_core::{DecodeFailure, Frame, MessageType, RequestError, RequestId, error_frame};
+use realtime_core::{
+    DecodeFailure, Frame, InvalidTopicName, InvalidUserId, MessageType, RequestError, RequestId,
+    error_frame,
+};
 use realtime_ports::{
-    AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PublishError,
+    AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PresenceError,
+    PublishError, RevokeError, SubscribeError,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -108,7 +112,8 @@ impl HandshakeRefusal {
     }
 }
 
-/// Why a `POST /api/publish` was refused.
+/// Why a backend API request (`/api/publish`, `/api/subscribe`, `/api/presence/..`, ...) was
+/// refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublishRefusal {
     /// Missing or wrong API key.
@@ -124,6 +129,19 @@ pub(crate) enum PublishRefusal {
     BodyUnreadable,
     /// The service refused the publish (too large, reserved type, unavailable).
     Service(PublishError),
+    /// The service refused a server-side subscribe (a connection at its limit: 409;
+    /// unavailable: 503).
+    Subscribe(SubscribeError),
+    /// The revocation could not be recorded (503).
+    Revoke(RevokeError),
+    /// Presence could not be read (503).
+    Presence(PresenceError),
+    /// The user id in a presence path is invalid (422).
+    PathUser(InvalidUserId),
+    /// The topic name in a presence path is invalid (422).
+    PathTopic(InvalidTopicName),
+    /// A presence path has a broken `%` escape or is not UTF-8 once decoded (400).
+    PathEncoding,
 }
 
 impl PublishRefusal {
@@ -157,6 +175,29 @@ impl PublishRefusal {
             ),
             PublishRefusal::Service(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "publish unavailable".into())
+            }
+            PublishRefusal::Subscribe(SubscribeError::TooManyTopics { max }) => (
+                StatusCode::CONFLICT,
+                format!("the connection holds the most topics allowed ({max})").into(),
+            ),
+            PublishRefusal::Subscribe(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "subscribe unavailable".into())
+            }
+            PublishRefusal::Revoke(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "revoke unavailable".into())
+            }
+            PublishRefusal::Presence(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "presence unavailable".into())
+            }
+            PublishRefusal::PathUser(error) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, format!("invalid user id in the path: {error}").into())
+            }
+            PublishRefusal::PathTopic(error) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid topic in the path: {error}").into(),
+            ),
+            PublishRefusal::PathEncoding => {
+                (StatusCode::BAD_REQUEST, "the path has a broken percent-encoding".into())
             }
         };
         error_response(status, &message)

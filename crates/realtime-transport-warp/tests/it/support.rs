@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use realtime_core::{
-    BearerToken, Connection, ConnectionId, ConnectionsOf, Envelope, Frame, Identity, Position,
-    RequestId, Role, StreamName, StreamState, Target, TopicName, UnixMillis, UserId,
+    BearerToken, Connection, ConnectionId, ConnectionsOf, Envelope, Epoch, Frame, Identity,
+    Position, RequestId, Role, StreamName, StreamState, Target, TopicName, UnixMillis, UserId,
 };
 use realtime_ports::{
     AuthError, CloseReason, ConnectError, ConnectRequest, ConnectionSink, DisconnectReason,
@@ -37,10 +37,18 @@ struct Entry {
     sink: Arc<dyn ConnectionSink>,
 }
 
-/// A `RealtimeApi` on a `HashMap`, recording every disconnect.
+/// A `RealtimeApi` on a `HashMap`, recording every disconnect and every backend call
+/// ([`FakeApi::backend_calls`]).
+///
+/// Backend calls fail on cue: the topic `full` is refused as too many topics (at most 2),
+/// the topic `down` and the user `down` (revoke, presence) as unavailable (with a secret in
+/// the error, which must not reach the reply). A publish with an idempotency key gets
+/// position `fake1`/7, and is a duplicate when the key is `retried`. The topic `busy` has
+/// two members, `carol` (2 connections) and `dave` (1).
 pub struct FakeApi {
     connections: Mutex<HashMap<ConnectionId, Entry>>,
     disconnects: Mutex<Vec<(ConnectionId, DisconnectReason)>>,
+    calls: Mutex<Vec<String>>,
     notify: tokio::sync::Notify,
     max: usize,
 }
@@ -50,6 +58,7 @@ impl FakeApi {
         Arc::new(FakeApi {
             connections: Mutex::new(HashMap::new()),
             disconnects: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
             notify: tokio::sync::Notify::new(),
             max,
         })
@@ -63,6 +72,16 @@ impl FakeApi {
     /// The metadata a registered connection was admitted with.
     pub fn metadata_of(&self, id: ConnectionId) -> Option<realtime_core::Payload> {
         self.connections.lock().get(&id).map(|e| e.connection.metadata.clone())
+    }
+
+    /// Every backend call so far, as `"<method> <arguments>"` (for example
+    /// `"subscribe user:alice orders"`).
+    pub fn backend_calls(&self) -> Vec<String> {
+        self.calls.lock().clone()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().push(call);
     }
 
     /// Every disconnect so far.
@@ -168,14 +187,26 @@ impl RealtimeApi for FakeApi {
         &self,
         target: &Target,
         message: &Envelope,
-        _: &PublishOptions,
+        options: &PublishOptions,
     ) -> Result<PublishReceipt, PublishError> {
         // As the contract requires of every service.
         if realtime_core::protocol::is_reserved_server_type(message.kind.as_str()) {
             return Err(PublishError::ReservedType(message.kind.clone()));
         }
+        if *target == Target::Topic(topic("down")) {
+            return Err(PublishError::Unavailable("broker password hunter2".to_owned()));
+        }
+        let key = options.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
+        if let Some(key) = &key {
+            self.record(format!("publish key {key}"));
+        }
         let delivered = self.fan_out(target, message);
-        Ok(PublishReceipt { delivered, stream: target.stream(), position: None, duplicate: false })
+        let position = key.as_ref().map(|_| Position {
+            epoch: Epoch::new("fake1").unwrap_or_else(|e| panic!("{e}")),
+            offset: 7,
+        });
+        let duplicate = key.as_deref() == Some("retried");
+        Ok(PublishReceipt { delivered, stream: target.stream(), position, duplicate })
     }
 
     async fn open_streams(
@@ -206,14 +237,20 @@ impl RealtimeApi for FakeApi {
 
     async fn subscribe_connections(
         &self,
-        _: &ConnectionsOf,
-        _: &TopicName,
+        target: &ConnectionsOf,
+        topic: &TopicName,
     ) -> Result<usize, SubscribeError> {
-        Ok(0)
+        self.record(format!("subscribe {} {topic}", of(target)));
+        match topic.as_str() {
+            "full" => Err(SubscribeError::TooManyTopics { max: 2 }),
+            "down" => Err(SubscribeError::Unavailable("broker password hunter2".to_owned())),
+            _ => Ok(self.count_of(target)),
+        }
     }
 
-    async fn unsubscribe_connections(&self, _: &ConnectionsOf, _: &TopicName) -> usize {
-        0
+    async fn unsubscribe_connections(&self, target: &ConnectionsOf, topic: &TopicName) -> usize {
+        self.record(format!("unsubscribe {} {topic}", of(target)));
+        self.count_of(target)
     }
 
     fn refresh(&self, id: ConnectionId, identity: &Identity) -> Result<(), RefreshError> {
@@ -224,19 +261,61 @@ impl RealtimeApi for FakeApi {
         }
     }
 
-    async fn revoke(&self, _: &UserId, _: UnixMillis) -> Result<usize, RevokeError> {
-        Ok(0)
+    async fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> Result<usize, RevokeError> {
+        self.record(format!("revoke {user} {}", issued_before.0));
+        if user.as_str() == "down" {
+            return Err(RevokeError::Unavailable("broker password hunter2".to_owned()));
+        }
+        Ok(self.count_of(&ConnectionsOf::User(user.clone())))
     }
 
     async fn user_presence(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
+        if user.as_str() == "down" {
+            return Err(PresenceError::Unavailable("broker password hunter2".to_owned()));
+        }
         let connections =
             self.connections.lock().values().filter(|e| e.connection.user_id == *user).count();
         Ok(UserPresence { user_id: user.clone(), online: connections > 0, connections })
     }
 
-    async fn topic_presence(&self, _: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
-        Ok(Vec::new())
+    async fn topic_presence(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
+        self.record(format!("topic presence {topic}"));
+        let member = |user: &str, connections| TopicMember {
+            user_id: UserId::new(user).unwrap_or_else(|e| panic!("{e}")),
+            connections,
+        };
+        match topic.as_str() {
+            "down" => Err(PresenceError::Unavailable("broker password hunter2".to_owned())),
+            "busy" => Ok(vec![member("carol", 2), member("dave", 1)]),
+            _ => Ok(Vec::new()),
+        }
     }
+}
+
+impl FakeApi {
+    /// How many registered connections `target` addresses.
+    fn count_of(&self, target: &ConnectionsOf) -> usize {
+        let connections = self.connections.lock();
+        match target {
+            ConnectionsOf::User(user) => {
+                connections.values().filter(|e| e.connection.user_id == *user).count()
+            }
+            ConnectionsOf::Connection(id) => usize::from(connections.contains_key(id)),
+        }
+    }
+}
+
+/// `user:<id>` or `connection:<id>`, for recorded calls.
+fn of(target: &ConnectionsOf) -> String {
+    match target {
+        ConnectionsOf::User(user) => format!("user:{user}"),
+        ConnectionsOf::Connection(id) => format!("connection:{id}"),
+    }
+}
+
+/// A topic name from a test literal.
+pub fn topic(name: &str) -> TopicName {
+    TopicName::new(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn now_millis() -> u64 {
@@ -419,13 +498,24 @@ impl TestServer {
 
 /// `POST /api/publish` with the test key.
 pub async fn publish(addr: SocketAddr, body: &Value) -> HttpResponse {
+    post(addr, "/api/publish", body).await
+}
+
+/// `POST <path>` of `body` with the test key.
+pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> HttpResponse {
     let auth = format!("Bearer {API_KEY}");
     http(
         addr,
         "POST",
-        "/api/publish",
+        path,
         &[("Authorization", &auth), ("Content-Type", "application/json")],
         body.to_string().as_bytes(),
     )
     .await
+}
+
+/// `GET <path>` with the test key.
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let auth = format!("Bearer {API_KEY}");
+    http(addr, "GET", path, &[("Authorization", &auth)], b"").await
 }
