@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod disconnect;
 mod http_limits;
+mod http_streams;
 mod kick;
 mod lifecycle;
 mod limits;
