@@ -138,8 +138,8 @@ impl InboundHandler for DemoHandler {
                 ack("metrics", delivered)
             }
             "demo.topic" => {
-                let topic =
-                    TopicName::new("demo:news").map_err(|e| InboundError::Internal(e.to_string()))?;
+                let topic = TopicName::new("demo:news")
+                    .map_err(|e| InboundError::Internal(e.to_string()))?;
                 let news = envelope(
                     "news",
                     json!({ "message": format!("News #{n} from {}", connection.user_id) }),

@@ -265,7 +265,7 @@ impl SessionEnd {
             SessionEnd::SlowConsumer => Some((close::SLOW_CONSUMER, "slow consumer")),
             SessionEnd::Shutdown => Some((close::SERVICE_RESTART, "server restart")),
             SessionEnd::Closed(CloseReason::Kicked) => Some((close::DISCONNECTED, "kicked")),
-            SessionEnd::Closed(CloseReason::Revoked) => Some((close::REVOKED, "revoked")),
+            SessionEnd::Closed(CloseReason::Revoked) => Some((close::REVOKED, "token revoked")),
             SessionEnd::Closed(CloseReason::StreamLagged) => {
                 Some((close::STREAM_LAGGED, "stream lagged"))
             }

@@ -89,7 +89,10 @@ async fn the_demo_topic_and_notifications_sent_while_the_page_was_offline() {
 
     send_text(&mut ws, r#"{"type":"subscribe","id":"news","payload":{"topic":"demo:news"}}"#).await;
     let subscribed = next_json(&mut ws).await;
-    assert_eq!((subscribed["type"].as_str(), subscribed["id"].as_str()), (Some("subscribed"), Some("news")));
+    assert_eq!(
+        (subscribed["type"].as_str(), subscribed["id"].as_str()),
+        (Some("subscribed"), Some("news"))
+    );
     send_text(&mut ws, r#"{"type":"demo.topic"}"#).await;
     let mut news = None;
     while news.is_none() {

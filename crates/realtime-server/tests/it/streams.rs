@@ -388,7 +388,7 @@ async fn a_revoked_connection_closes_with_4005_and_its_token_is_refused_after() 
 
     let revoked = stack.api.revoke(&user("alice"), UnixMillis(now * 1000)).await;
     assert_eq!(revoked, Ok(1));
-    assert_eq!(support::expect_close_then_end(&mut ws).await, (4005, "revoked".to_owned()));
+    assert_eq!(support::expect_close_then_end(&mut ws).await, (4005, "token revoked".to_owned()));
     assert_eq!(open(stack.addr, &old, None).await.err(), Some(403));
     let answer = upgrade_answer(stack.addr, &format!("token={old}")).await;
     assert_eq!(answer.status, 403);
