@@ -108,6 +108,12 @@ impl Liveness {
         self.ping_sent_at = None;
     }
 
+    /// The connection's token changed (an in-band refresh): from now on it expires at
+    /// `expires_at` (`None`: never). The heartbeat is unchanged.
+    pub fn set_expiry(&mut self, expires_at: Option<Instant>) {
+        self.expires_at = expires_at;
+    }
+
     /// Time has reached `now`: what to do, if anything.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<LivenessAction> {
         if self.expires_at.is_some_and(|at| now >= at) {
@@ -211,5 +217,23 @@ mod tests {
         assert_eq!(l.poll_timeout(), t + 5 * S);
         assert_eq!(l.handle_timeout(t + 4 * S), None);
         assert_eq!(l.handle_timeout(t + 5 * S), Some(LivenessAction::Expired));
+    }
+
+    #[test]
+    fn a_refresh_moves_the_expiry() {
+        let t = t0();
+        let mut l = Liveness::new(LivenessConfig::default(), t, Some(t + 5 * S));
+        l.set_expiry(Some(t + 60 * S));
+        assert_eq!(l.poll_timeout(), t + 25 * S, "the heartbeat comes first now");
+        assert_eq!(l.handle_timeout(t + 5 * S), None, "the old expiry no longer counts");
+        assert_eq!(l.handle_timeout(t + 25 * S), Some(LivenessAction::SendPing));
+        l.handle_activity(t + 26 * S);
+        assert_eq!(l.handle_timeout(t + 60 * S), Some(LivenessAction::Expired));
+        // An earlier expiry, or none at all, counts at once.
+        l.set_expiry(Some(t + 2 * S));
+        assert_eq!(l.poll_timeout(), t + 2 * S);
+        l.set_expiry(None);
+        assert_eq!(l.poll_timeout(), t + 51 * S);
+        assert_eq!(l.handle_timeout(t + 50 * S), None);
     }
 }

@@ -107,6 +107,9 @@ pub mod close {
     pub const REVOKED: u16 = 4005;
     /// The client read too slowly: its outbound queue filled up.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The server could not keep this connection's streams gap-free (more arrived while its
+    /// recovery ran than it may buffer); reconnect with `since` and recover.
+    pub const STREAM_LAGGED: u16 = 4010;
     /// The client kept sending faster than its inbound rate limit after `rate_limited`
     /// error frames.
     pub const RATE_LIMITED: u16 = 4029;

@@ -1,7 +1,8 @@
-//! `GET /ws`: checks an upgrade request (upgrade, origin, capacity, token) before upgrading,
-//! admits the connection, answers 101 itself and starts the connection task with a fully
-//! configured tungstenite stream.
+//! `GET /ws`: checks an upgrade request (upgrade, origin, capacity, `since`, token) before
+//! upgrading, admits the connection, opens its streams (recovering from `since`), answers 101
+//! itself and starts the connection task with a fully configured tungstenite stream.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::header::{
@@ -11,13 +12,13 @@ use http::header::{
 use http::{Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use realtime_core::{
-    BearerToken, Connection, Payload, TokenQueryError, protocol, query_param, token_from_query,
-    token_from_subprotocols,
+    BearerToken, ConnectionId, Payload, Position, StreamName, TokenQueryError, connected_frame,
+    parse_since, query_param, token_from_query, token_from_subprotocols,
 };
 use realtime_ports::{
-    AuthError, ConnectRequest, HandshakeRequest, InboundHandler, RealtimeApi, TokenVerifier,
+    AuthError, ConnectRequest, DisconnectReason, HandshakeRequest, InboundHandler, RealtimeApi,
+    TokenVerifier,
 };
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
@@ -26,10 +27,13 @@ use warp::{Filter, Reply};
 
 use crate::session::{Session, SessionSettings, outbound_channel};
 use crate::shutdown::ShutdownHandle;
-use crate::wire::{self, HandshakeRefusal};
+use crate::wire::HandshakeRefusal;
 
 /// The subprotocol the server answers (the token entry is never echoed).
 const SUBPROTOCOL: &str = "realtime.v1";
+
+/// The upgrade query parameter with the positions the client last saw in its streams.
+const SINCE_PARAM: &str = "since";
 
 /// Longest value of a query parameter copied into a connection's metadata, in bytes.
 pub(crate) const MAX_METADATA_VALUE_BYTES: usize = 512;
@@ -112,9 +116,10 @@ impl Endpoint {
     }
 
     /// The checks, in order: upgrade (400), origin (403), shutdown and capacity (503),
-    /// query metadata (400), authentication (401, 503 when the verifier is busy, slow or
-    /// unavailable); then, unless a shutdown began meanwhile, the service admits the
-    /// connection (403 without a required permission) and the 101 goes out.
+    /// query metadata and `since` (400), authentication (401, 503 when the verifier is busy,
+    /// slow or unavailable); then, unless a shutdown began meanwhile, the service admits the
+    /// connection (403 without a required permission or with a revoked token), opens its
+    /// streams (503 when it cannot) and the 101 goes out.
     async fn admit(
         &self,
         method: &Method,
@@ -134,34 +139,57 @@ impl Endpoint {
             return Err(HandshakeRefusal::Capacity);
         }
         let metadata = self.metadata(query.as_deref())?;
+        let since = since(query.as_deref())?;
         let (token, offers_subprotocol) =
             presented_token(&headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
         let request = Upgrade { token, headers, query };
         let identity = self.authenticate(&request).await?;
         drop(request);
         let expires_at = identity.expires_at;
+        let topics = identity.topics.clone();
         let sink = outbound_channel(self.settings.outbound_queue);
-        // Admission and the spawn happen under the shutdown's admission lock: a handshake
-        // whose verification finished after the drain began is refused, never registered.
-        self.shutdown
-            .admit(|| {
-                let connection =
-                    self.api.connect(ConnectRequest { identity, metadata, sink: sink.clone() })?;
-                let hello = connected_frame(&connection);
-                let session = Session {
-                    api: Arc::clone(&self.api),
-                    inbound: Arc::clone(&self.inbound),
-                    connection,
-                    expires_at,
-                    sink,
-                    settings: Arc::clone(&self.settings),
-                    shutdown: self.shutdown.clone(),
-                    hello,
-                };
-                self.shutdown.spawn(session.run(upgrade));
-                Ok(switching_protocols(&key, offers_subprotocol))
-            })
-            .unwrap_or(Err(HandshakeRefusal::ShuttingDown))
+        // Admission happens under the shutdown's admission lock: a handshake whose
+        // verification finished after the drain began is refused, never registered.
+        let connection = self
+            .shutdown
+            .admit(|| self.api.connect(ConnectRequest { identity, metadata, sink: sink.clone() }))
+            .ok_or(HandshakeRefusal::ShuttingDown)??;
+        // Registered from here on: every way out below unregisters it, a dropped handshake
+        // (the client went) included.
+        let mut admitted = Admitted { api: &*self.api, id: connection.id, armed: true };
+        // Outside the (synchronous) admission lock: this awaits the broker. What it recovers
+        // is queued on the sink, behind nothing; `connected` is written before the queue.
+        let streams = match self.api.open_streams(connection.id, &since).await {
+            Ok(streams) => streams,
+            Err(error) => {
+                debug!(%error, "streams not opened; connection refused");
+                admitted.unregister(DisconnectReason::TransportError);
+                return Err(HandshakeRefusal::Unavailable);
+            }
+        };
+        let hello = connected_frame(&connection, expires_at, &streams);
+        let session = Session {
+            api: Arc::clone(&self.api),
+            inbound: Arc::clone(&self.inbound),
+            verifier: Arc::clone(&self.verifier),
+            connection,
+            expires_at,
+            topics,
+            sink,
+            settings: Arc::clone(&self.settings),
+            shutdown: self.shutdown.clone(),
+            hello,
+        };
+        // The spawn, under the admission lock again, so that the drain tracks the task; a
+        // shutdown that began while the streams opened refuses the connection.
+        let spawned = self.shutdown.admit(|| self.shutdown.spawn(session.run(upgrade)));
+        if spawned.is_none() {
+            admitted.unregister(DisconnectReason::Shutdown);
+            return Err(HandshakeRefusal::ShuttingDown);
+        }
+        // The session unregisters it from now on.
+        admitted.armed = false;
+        Ok(switching_protocols(&key, offers_subprotocol))
     }
 
     /// Runs the verifier, bounded in concurrency and time.
@@ -195,6 +223,44 @@ impl Endpoint {
             }
         }
         Ok(metadata)
+    }
+}
+
+/// A registered connection whose session has not started yet: unregistered when the
+/// handshake gives up on it, or is dropped.
+struct Admitted<'a> {
+    api: &'a dyn RealtimeApi,
+    id: ConnectionId,
+    armed: bool,
+}
+
+impl Admitted<'_> {
+    fn unregister(&mut self, reason: DisconnectReason) {
+        if std::mem::take(&mut self.armed) {
+            self.api.unregister(self.id, reason);
+        }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.unregister(DisconnectReason::TransportError);
+    }
+}
+
+/// The positions of the `since` query parameter (none without it).
+fn since(query: Option<&str>) -> Result<BTreeMap<StreamName, Position>, HandshakeRefusal> {
+    let Some(query) = query else {
+        return Ok(BTreeMap::new());
+    };
+    match query_param(query, SINCE_PARAM) {
+        Ok(None) => Ok(BTreeMap::new()),
+        Ok(Some(raw)) => {
+            parse_since(&raw).map_err(|error| HandshakeRefusal::InvalidSince(error.to_string()))
+        }
+        Err(_) => Err(HandshakeRefusal::InvalidSince(
+            "\"since\" must be given once and percent-encoded".to_owned(),
+        )),
     }
 }
 
@@ -255,24 +321,6 @@ fn presented_token(
         Err(TokenQueryError::Missing | TokenQueryError::Empty) => Ok((None, offers_subprotocol)),
         Err(_) => Err(AuthError::Malformed),
     }
-}
-
-/// `{"type":"connected","payload":{"connection_id":..,"user_id":..,"roles":[..]}}`.
-fn connected_frame(connection: &Connection) -> realtime_core::Frame {
-    #[derive(Serialize)]
-    struct Connected<'a> {
-        connection_id: String,
-        user_id: &'a str,
-        roles: Vec<&'a str>,
-    }
-    wire::envelope_frame(
-        protocol::CONNECTED,
-        &Connected {
-            connection_id: connection.id.to_string(),
-            user_id: connection.user_id.as_str(),
-            roles: connection.roles.iter().map(|role| role.as_str()).collect(),
-        },
-    )
 }
 
 /// The 101 answer.
@@ -374,6 +422,25 @@ mod tests {
             token(&[("sec-websocket-protocol", "bearer.xyz")], None),
             Err(AuthError::Malformed)
         );
+    }
+
+    #[test]
+    fn since_parameter() {
+        assert_eq!(since(None), Ok(BTreeMap::new()));
+        assert_eq!(since(Some("token=abc")), Ok(BTreeMap::new()));
+        let got = since(Some(
+            "token=abc&since=%7B%22broadcast%22%3A%7B%22epoch%22%3A%22e1%22%2C%22offset%22%3A3%7D%7D",
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(got.get(&StreamName::Broadcast).map(|p| p.offset), Some(3));
+        for bad in ["since=%7B", "since=5", "since=%zz", "since=%7B%7D&since=%7B%7D"] {
+            let Err(HandshakeRefusal::InvalidSince(text)) = since(Some(bad)) else {
+                panic!("{bad} accepted");
+            };
+            assert!(text.contains("since"), "{bad}: {text}");
+        }
+        let huge = format!("since={}", "%20".repeat(5000));
+        assert!(matches!(since(Some(&huge)), Err(HandshakeRefusal::InvalidSince(_))));
     }
 
     #[test]

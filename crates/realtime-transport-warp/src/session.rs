@@ -23,6 +23,11 @@
 //! - Handler replies go through the service (`send_to_connection`), so they obey the same
 //!   rules as every publish: a reply of a reserved type or over the size limit is refused
 //!   (logged at warn, `internal_error` to the client).
+//! - The protocol's own requests (`subscribe`, `unsubscribe`, `refresh`) take the same
+//!   one-at-a-time call slot as handler calls, so every client message is answered in the
+//!   order it came, beside the timers and within `inbound_timeout`. Each reply echoes the
+//!   request's `id`. A refresh that verifies and that the service accepts moves the
+//!   connection's expiry and its `topics` grants; any other refresh leaves both as they were.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -41,11 +46,13 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use realtime_core::protocol;
 use realtime_core::{
-    ClientMessage, Connection, DecodeLimits, Envelope, Frame, Liveness, LivenessAction,
-    LivenessConfig, RateLimitConfig, RateLimiter, RateVerdict, UnixMillis, decode_client_text,
+    BearerToken, ClientMessage, Connection, DecodeLimits, Envelope, Frame, Liveness,
+    LivenessAction, LivenessConfig, Position, RateLimitConfig, RateLimiter, RateVerdict, RequestId,
+    TopicName, TopicPattern, UnixMillis, decode_client_text, refreshed_frame,
 };
 use realtime_ports::{
     CloseReason, ConnectionSink, InboundHandler, PublishError, RealtimeApi, SendError,
+    SubscribeError, SubscribeOrigin, SubscribeRequest, TokenVerifier, UnsubscribeError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -255,8 +262,12 @@ fn flushes_queue(end: &SessionEnd) -> bool {
 pub(crate) struct Session {
     pub(crate) api: Arc<dyn RealtimeApi>,
     pub(crate) inbound: Arc<dyn InboundHandler>,
+    /// Verifies the tokens of in-band refreshes.
+    pub(crate) verifier: Arc<dyn TokenVerifier>,
     pub(crate) connection: Connection,
     pub(crate) expires_at: Option<UnixMillis>,
+    /// The `topics` claim of the connection's current token.
+    pub(crate) topics: Vec<TopicPattern>,
     pub(crate) sink: Arc<WsSink>,
     pub(crate) settings: Arc<SessionSettings>,
     pub(crate) shutdown: ShutdownHandle,
@@ -362,8 +373,18 @@ impl Session {
         .await;
         info!("connection open");
         let (writer, reader) = socket.split();
-        let Session { api, inbound, connection, expires_at, sink, settings, shutdown, hello } =
-            self;
+        let Session {
+            api,
+            inbound,
+            verifier,
+            connection,
+            expires_at,
+            topics,
+            sink,
+            settings,
+            shutdown,
+            hello,
+        } = self;
         let settings_close_timeout = settings.close_timeout;
         let writing = write_half(writer, &sink, hello, settings.close_timeout);
         let context = Inbound {
@@ -372,8 +393,10 @@ impl Session {
             connection: &connection,
             inbound: &*inbound,
             api: &*api,
+            verifier: &*verifier,
         };
-        let reading = read_half(reader, &context, &shutdown, expires_at);
+        let grants = Grants { expires_at, topics };
+        let reading = read_half(reader, &context, &shutdown, grants);
         let (writer, (reader, drain_deadline)) = tokio::join!(writing, reading);
         // When the stream cannot be read frame by frame any more (an oversize frame or a
         // protocol violation), stop writing and read what the client still sends until it
@@ -576,30 +599,38 @@ struct Inbound<'a> {
     connection: &'a Connection,
     inbound: &'a dyn InboundHandler,
     api: &'a dyn RealtimeApi,
+    verifier: &'a dyn TokenVerifier,
 }
 
-/// One inbound handler call in flight.
-type HandlerCall<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// What the connection's current token grants: when it expires and which topics it may
+/// subscribe to. A refresh replaces both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grants {
+    expires_at: Option<UnixMillis>,
+    topics: Vec<TopicPattern>,
+}
+
+/// One call in flight (a handler call or a protocol request); a refresh the service
+/// accepted ends with the new token's grants.
+type HandlerCall<'a> = Pin<Box<dyn Future<Output = Option<Grants>> + Send + 'a>>;
 
 impl<'a> Inbound<'a> {
-    /// Handles one client message; returns the handler call to await for an application
-    /// message, and answers everything else at once.
-    fn dispatch(&self, message: Message) -> Option<HandlerCall<'a>> {
+    /// Handles one client message; returns the call to await for an application message or
+    /// a protocol request, and answers everything else at once. `topics` are the current
+    /// token's grants, for a subscribe.
+    fn dispatch(&self, message: Message, topics: &[TopicPattern]) -> Option<HandlerCall<'a>> {
         let reply = match message {
             Message::Text(text) => match decode_client_text(text.as_str(), &self.settings.decode) {
                 Ok(ClientMessage::Ping { id: None }) => self.settings.pong.clone(),
                 Ok(ClientMessage::Ping { id: Some(id) }) => Frame::pong(Some(&id)),
                 Ok(ClientMessage::Message { envelope, .. }) => return Some(self.call(envelope)),
-                // Topics and in-band refresh are not served here yet.
-                Ok(ClientMessage::Subscribe { id, .. }) => {
-                    ClientFault::UnsupportedProtocol(protocol::SUBSCRIBE, id.as_ref()).frame()
+                Ok(ClientMessage::Subscribe { id, topic, since }) => {
+                    return Some(self.subscribe(id, topic, since, topics.to_vec()));
                 }
-                Ok(ClientMessage::Unsubscribe { id, .. }) => {
-                    ClientFault::UnsupportedProtocol(protocol::UNSUBSCRIBE, id.as_ref()).frame()
+                Ok(ClientMessage::Unsubscribe { id, topic }) => {
+                    return Some(self.unsubscribe(id, topic));
                 }
-                Ok(ClientMessage::Refresh { id, .. }) => {
-                    ClientFault::UnsupportedProtocol(protocol::REFRESH, id.as_ref()).frame()
-                }
+                Ok(ClientMessage::Refresh { id, token }) => return Some(self.refresh(id, token)),
                 Ok(_) => return None,
                 Err(error) => {
                     debug!(%error, "undecodable client message");
@@ -620,7 +651,7 @@ impl<'a> Inbound<'a> {
     /// The handler call for `envelope`: bounded by the inbound timeout, a panic caught, the
     /// reply sent through the service.
     fn call(&self, envelope: Envelope) -> HandlerCall<'a> {
-        let Inbound { sink, settings, connection, inbound, api } = *self;
+        let Inbound { sink, settings, connection, inbound, api, .. } = *self;
         Box::pin(async move {
             let kind = envelope.kind.clone();
             let handled = AssertUnwindSafe(inbound.handle(connection, envelope)).catch_unwind();
@@ -667,6 +698,99 @@ impl<'a> Inbound<'a> {
             if let Some(frame) = fault {
                 let _ = sink.send(frame);
             }
+            None
+        })
+    }
+
+    /// A client `subscribe`: on success the service has queued `subscribed` and the replay.
+    fn subscribe(
+        &self,
+        id: Option<RequestId>,
+        topic: TopicName,
+        since: Option<Position>,
+        topics: Vec<TopicPattern>,
+    ) -> HandlerCall<'a> {
+        let Inbound { sink, settings, connection, api, .. } = *self;
+        Box::pin(async move {
+            let request = SubscribeRequest {
+                connection: connection.id,
+                topic,
+                since,
+                reply_id: id.clone(),
+                origin: SubscribeOrigin::Client { topics },
+            };
+            let frame = match tokio::time::timeout(settings.inbound_timeout, api.subscribe(request))
+                .await
+            {
+                Ok(Ok(_)) | Ok(Err(SubscribeError::NotConnected)) => None,
+                Ok(Err(error)) => {
+                    debug!(%error, "subscribe refused");
+                    Some(ClientFault::Subscribe(&error, id.as_ref()).frame())
+                }
+                Err(_elapsed) => {
+                    warn!("subscribe timed out; answered unavailable");
+                    Some(ClientFault::ProtocolTimeout(protocol::SUBSCRIBE, id.as_ref()).frame())
+                }
+            };
+            if let Some(frame) = frame {
+                let _ = sink.send(frame);
+            }
+            None
+        })
+    }
+
+    /// A client `unsubscribe`: on success the service has queued `unsubscribed`.
+    fn unsubscribe(&self, id: Option<RequestId>, topic: TopicName) -> HandlerCall<'a> {
+        let Inbound { sink, settings, connection, api, .. } = *self;
+        Box::pin(async move {
+            let unsubscribed = api.unsubscribe(connection.id, &topic, id.clone());
+            let frame = match tokio::time::timeout(settings.inbound_timeout, unsubscribed).await {
+                Ok(Ok(())) | Ok(Err(UnsubscribeError::NotConnected)) => None,
+                Ok(Err(error)) => Some(ClientFault::Unsubscribe(&error, id.as_ref()).frame()),
+                Err(_elapsed) => {
+                    warn!("unsubscribe timed out; answered unavailable");
+                    Some(ClientFault::ProtocolTimeout(protocol::UNSUBSCRIBE, id.as_ref()).frame())
+                }
+            };
+            if let Some(frame) = frame {
+                let _ = sink.send(frame);
+            }
+            None
+        })
+    }
+
+    /// A client `refresh`: verifies the token, has the service accept it, answers
+    /// `refreshed` and returns the new grants; any failure is answered and changes nothing.
+    fn refresh(&self, id: Option<RequestId>, token: BearerToken) -> HandlerCall<'a> {
+        let Inbound { sink, settings, connection, api, verifier, .. } = *self;
+        Box::pin(async move {
+            let verified =
+                tokio::time::timeout(settings.inbound_timeout, verifier.verify(&token)).await;
+            drop(token);
+            let (reply, grants) = match verified {
+                Ok(Ok(identity)) => match api.refresh(connection.id, &identity) {
+                    Ok(()) => {
+                        let grants =
+                            Grants { expires_at: identity.expires_at, topics: identity.topics };
+                        debug!("token refreshed");
+                        (refreshed_frame(id.as_ref(), grants.expires_at), Some(grants))
+                    }
+                    Err(error) => {
+                        debug!(%error, "refresh refused");
+                        (ClientFault::Refresh(&error, id.as_ref()).frame(), None)
+                    }
+                },
+                Ok(Err(error)) => {
+                    debug!(reason = error.reason(), "refresh token refused");
+                    (ClientFault::RefreshToken(&error, id.as_ref()).frame(), None)
+                }
+                Err(_elapsed) => {
+                    warn!("refresh token verification timed out; answered unavailable");
+                    (ClientFault::ProtocolTimeout(protocol::REFRESH, id.as_ref()).frame(), None)
+                }
+            };
+            let _ = sink.send(reply);
+            grants
         })
     }
 }
@@ -681,7 +805,7 @@ async fn read_half<'a>(
     mut stream: SplitStream<Socket>,
     context: &Inbound<'a>,
     shutdown: &ShutdownHandle,
-    expires_at: Option<UnixMillis>,
+    mut grants: Grants,
 ) -> (SplitStream<Socket>, Option<Instant>) {
     let Inbound { sink, settings, .. } = *context;
     let mut end = sink.end.subscribe();
@@ -690,7 +814,7 @@ async fn read_half<'a>(
     tokio::pin!(end_signal);
     let now = Instant::now();
     let mut liveness =
-        Liveness::new(settings.liveness, now.into_std(), expiry_instant(expires_at, now));
+        Liveness::new(settings.liveness, now.into_std(), expiry_instant(grants.expires_at, now));
     let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
     let graceful = shutdown.graceful_token();
     // Client messages that wait for the handler call in flight.
@@ -699,7 +823,7 @@ async fn read_half<'a>(
     while sink.ended().is_none() {
         while call.is_none() {
             let Some(message) = backlog.pop_front() else { break };
-            call = context.dispatch(message);
+            call = context.dispatch(message, &grants.topics);
         }
         let wake = Instant::from_std(liveness.poll_timeout());
         let reading = backlog.len() < INBOUND_BACKLOG;
@@ -728,8 +852,13 @@ async fn read_half<'a>(
                     None => {}
                 }
             }
-            () = std::future::poll_fn(|cx| call.as_mut().map_or(Poll::Pending, |c| c.as_mut().poll(cx))), if call.is_some() => {
+            refreshed = std::future::poll_fn(|cx| call.as_mut().map_or(Poll::Pending, |c| c.as_mut().poll(cx))), if call.is_some() => {
                 call = None;
+                if let Some(refreshed) = refreshed {
+                    let now = Instant::now();
+                    liveness.set_expiry(expiry_instant(refreshed.expires_at, now));
+                    grants = refreshed;
+                }
             }
             message = stream.next(), if reading => {
                 let now = Instant::now().into_std();
@@ -740,7 +869,7 @@ async fn read_half<'a>(
                     }
                     Some(Ok(message)) => match rate.handle_message(now) {
                         RateVerdict::Allowed if call.is_none() && backlog.is_empty() => {
-                            call = context.dispatch(message);
+                            call = context.dispatch(message, &grants.topics);
                         }
                         RateVerdict::Allowed => backlog.push_back(message),
                         RateVerdict::Limited => {

@@ -14,9 +14,8 @@ use realtime_core::{
 };
 use realtime_ports::{
     AuthError, CloseReason, ConnectError, DisconnectReason, InboundError, PresenceError,
-    PublishError, RevokeError, SubscribeError,
+    PublishError, RefreshError, RevokeError, SubscribeError, UnsubscribeError,
 };
-use serde::Serialize;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
@@ -53,6 +52,12 @@ pub(crate) enum HandshakeRefusal {
     VerifierTimeout,
     /// A query parameter copied into metadata is badly encoded, repeated or too long.
     InvalidQuery,
+    /// The `since` query parameter is not a valid set of stream positions; the text says
+    /// what is wrong (it may name a stream, never the token).
+    InvalidSince(String),
+    /// The token was revoked: a new one is needed, so not a 401 that a client retries with
+    /// the same token.
+    Revoked,
 }
 
 impl From<ConnectError> for HandshakeRefusal {
@@ -60,6 +65,7 @@ impl From<ConnectError> for HandshakeRefusal {
         match error {
             ConnectError::AtCapacity { .. } => HandshakeRefusal::Capacity,
             ConnectError::Forbidden => HandshakeRefusal::Forbidden,
+            ConnectError::Revoked => HandshakeRefusal::Revoked,
             _ => HandshakeRefusal::Unavailable,
         }
     }
@@ -79,36 +85,47 @@ impl HandshakeRefusal {
             HandshakeRefusal::VerifierBusy => "verifier_busy",
             HandshakeRefusal::VerifierTimeout => "verifier_timeout",
             HandshakeRefusal::InvalidQuery => "invalid_query",
+            HandshakeRefusal::InvalidSince(_) => "invalid_since",
+            HandshakeRefusal::Revoked => "revoked",
         }
     }
 
     /// The HTTP answer. Every authentication failure gets the same 401 body; a missing
     /// permission gets 403 `{"error":"forbidden"}` (a new token would not help).
     pub(crate) fn into_response(self) -> Response {
-        let (status, message) = match self {
-            HandshakeRefusal::NotUpgrade => (StatusCode::BAD_REQUEST, "WebSocket upgrade required"),
-            HandshakeRefusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed"),
+        let (status, message): (StatusCode, Cow<'static, str>) = match self {
+            HandshakeRefusal::NotUpgrade => {
+                (StatusCode::BAD_REQUEST, "WebSocket upgrade required".into())
+            }
+            HandshakeRefusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed".into()),
             HandshakeRefusal::Capacity => {
-                (StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity")
+                (StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity".into())
             }
             HandshakeRefusal::ShuttingDown => {
-                (StatusCode::SERVICE_UNAVAILABLE, "server shutting down")
+                (StatusCode::SERVICE_UNAVAILABLE, "server shutting down".into())
             }
             HandshakeRefusal::Unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+                (StatusCode::SERVICE_UNAVAILABLE, "service unavailable".into())
             }
             // The verifier could not decide: not the client's fault, so not a 401 that
             // would send it to refresh its token; retry later.
             HandshakeRefusal::VerifierBusy
             | HandshakeRefusal::VerifierTimeout
             | HandshakeRefusal::Unauthorized(AuthError::Unavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable, retry later")
+                (StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable, retry later".into())
             }
-            HandshakeRefusal::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid query parameter"),
-            HandshakeRefusal::Forbidden => (StatusCode::FORBIDDEN, FORBIDDEN_BODY),
+            HandshakeRefusal::InvalidQuery => {
+                (StatusCode::BAD_REQUEST, "invalid query parameter".into())
+            }
+            HandshakeRefusal::InvalidSince(text) => (StatusCode::BAD_REQUEST, text.into()),
+            HandshakeRefusal::Forbidden => (StatusCode::FORBIDDEN, FORBIDDEN_BODY.into()),
+            HandshakeRefusal::Revoked => (
+                StatusCode::FORBIDDEN,
+                "the token was revoked; get a new token before reconnecting".into(),
+            ),
             HandshakeRefusal::Unauthorized(_) => return unauthorized(),
         };
-        error_response(status, message)
+        error_response(status, &message)
     }
 }
 
@@ -288,6 +305,10 @@ impl SessionEnd {
             SessionEnd::SlowConsumer => Some((close::SLOW_CONSUMER, "slow consumer")),
             SessionEnd::Shutdown => Some((close::SERVICE_RESTART, "server restart")),
             SessionEnd::Closed(CloseReason::Kicked) => Some((close::DISCONNECTED, "kicked")),
+            SessionEnd::Closed(CloseReason::Revoked) => Some((close::REVOKED, "token revoked")),
+            SessionEnd::Closed(CloseReason::StreamLagged) => {
+                Some((close::STREAM_LAGGED, "stream lagged"))
+            }
             // A reason added to the ports later and not mapped yet: a generic close.
             SessionEnd::Closed(_) => Some((close::NORMAL, "closed")),
             SessionEnd::ProtocolViolation => Some((close::PROTOCOL_ERROR, "protocol error")),
@@ -306,6 +327,8 @@ impl SessionEnd {
             SessionEnd::TokenExpired => DisconnectReason::TokenExpired,
             SessionEnd::SlowConsumer => DisconnectReason::SlowConsumer,
             SessionEnd::Shutdown => DisconnectReason::Shutdown,
+            SessionEnd::Closed(CloseReason::Revoked) => DisconnectReason::Revoked,
+            SessionEnd::Closed(CloseReason::StreamLagged) => DisconnectReason::StreamLagged,
             SessionEnd::Closed(_) => DisconnectReason::Kicked,
             SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8 => {
                 DisconnectReason::ProtocolError
@@ -343,9 +366,16 @@ impl SessionEnd {
 pub(crate) enum ClientFault<'a> {
     /// A text frame that does not decode (the reply echoes its id, if it had a valid one).
     Decode(&'a DecodeFailure),
-    /// A protocol request (`subscribe`, `unsubscribe`, `refresh`) this transport does not
-    /// serve yet, with its type and id.
-    UnsupportedProtocol(&'static str, Option<&'a RequestId>),
+    /// The service refused a `subscribe` (the id is the request's).
+    Subscribe(&'a SubscribeError, Option<&'a RequestId>),
+    /// The service refused an `unsubscribe`.
+    Unsubscribe(&'a UnsubscribeError, Option<&'a RequestId>),
+    /// A `refresh` whose token does not verify.
+    RefreshToken(&'a AuthError, Option<&'a RequestId>),
+    /// A `refresh` the service refused (another user, revoked).
+    Refresh(&'a RefreshError, Option<&'a RequestId>),
+    /// A `subscribe`, `unsubscribe` or `refresh` not answered within the inbound timeout.
+    ProtocolTimeout(&'static str, Option<&'a RequestId>),
     /// A binary frame.
     Binary,
     /// The application's inbound handler refused or failed the message.
@@ -365,10 +395,42 @@ impl ClientFault<'_> {
             ClientFault::Decode(failure) => {
                 (protocol::ERROR_INVALID_MESSAGE, failure.error.to_string().into())
             }
-            ClientFault::UnsupportedProtocol(kind, _) => (
-                protocol::ERROR_UNSUPPORTED_TYPE,
-                format!("unsupported message type {kind:?}").into(),
+            ClientFault::Subscribe(SubscribeError::Forbidden, _) => {
+                (protocol::ERROR_FORBIDDEN, "not allowed to subscribe to this topic".into())
+            }
+            ClientFault::Subscribe(SubscribeError::TooManyTopics { max }, _) => (
+                protocol::ERROR_TOO_MANY_SUBSCRIPTIONS,
+                format!("at most {max} subscriptions per connection").into(),
             ),
+            // `NotConnected` is not answered (the connection is ending); anything else is the
+            // server's side.
+            ClientFault::Subscribe(_, _) => {
+                (protocol::ERROR_UNAVAILABLE, "subscribe unavailable, retry later".into())
+            }
+            ClientFault::Unsubscribe(UnsubscribeError::NotSubscribed, _) => {
+                (protocol::ERROR_NOT_SUBSCRIBED, "not subscribed to this topic".into())
+            }
+            ClientFault::Unsubscribe(_, _) => {
+                (protocol::ERROR_UNAVAILABLE, "unsubscribe unavailable, retry later".into())
+            }
+            // The verifier could not decide: the token may be fine.
+            ClientFault::RefreshToken(AuthError::Unavailable(_), _) => {
+                (protocol::ERROR_UNAVAILABLE, "token verification unavailable, retry later".into())
+            }
+            // `AuthError` never carries the token.
+            ClientFault::RefreshToken(error, _) => {
+                (protocol::ERROR_INVALID_TOKEN, format!("token refused: {error}").into())
+            }
+            ClientFault::Refresh(RefreshError::DifferentUser, _) => {
+                (protocol::ERROR_INVALID_TOKEN, "the token is for another user".into())
+            }
+            ClientFault::Refresh(RefreshError::Revoked, _) => {
+                (protocol::ERROR_INVALID_TOKEN, "the token was revoked".into())
+            }
+            ClientFault::Refresh(_, _) => (protocol::ERROR_INVALID_TOKEN, "token refused".into()),
+            ClientFault::ProtocolTimeout(kind, _) => {
+                (protocol::ERROR_UNAVAILABLE, format!("{kind} timed out, retry later").into())
+            }
             ClientFault::Binary => (
                 protocol::ERROR_BINARY_UNSUPPORTED,
                 "binary messages are not supported; send JSON text".into(),
@@ -391,8 +453,15 @@ impl ClientFault<'_> {
         };
         let id = match self {
             ClientFault::Decode(failure) => failure.id.as_ref(),
-            ClientFault::UnsupportedProtocol(_, id) => *id,
-            _ => None,
+            ClientFault::Subscribe(_, id)
+            | ClientFault::Unsubscribe(_, id)
+            | ClientFault::RefreshToken(_, id)
+            | ClientFault::Refresh(_, id)
+            | ClientFault::ProtocolTimeout(_, id) => *id,
+            ClientFault::Binary
+            | ClientFault::Inbound(_, _)
+            | ClientFault::Internal
+            | ClientFault::RateLimited => None,
         };
         error_frame(id, code, &message)
     }
@@ -401,20 +470,6 @@ impl ClientFault<'_> {
 /// `{"type":"pong","payload":{}}`.
 pub(crate) fn pong_frame() -> Frame {
     Frame::pong(None)
-}
-
-/// `{"type": kind, "payload": payload}` as a frame, `type` first as in every frame.
-pub(crate) fn envelope_frame(kind: &str, payload: &impl Serialize) -> Frame {
-    #[derive(Serialize)]
-    struct Wire<'a, P: Serialize> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        payload: &'a P,
-    }
-    // Serialising strings and JSON values cannot fail; the fallback is unreachable.
-    let text = serde_json::to_string(&Wire { kind, payload })
-        .unwrap_or_else(|_| format!(r#"{{"type":"{kind}","payload":{{}}}}"#));
-    Frame::from_text(text)
 }
 
 #[cfg(test)]
@@ -445,6 +500,17 @@ mod tests {
             "unavailable",
         );
         check_refusal(HandshakeRefusal::InvalidQuery, 400, "invalid_query");
+        check_refusal(
+            HandshakeRefusal::InvalidSince("\"since\" is bad".into()),
+            400,
+            "invalid_since",
+        );
+        check_refusal(HandshakeRefusal::Revoked, 403, "revoked");
+        assert_eq!(HandshakeRefusal::from(ConnectError::Revoked), HandshakeRefusal::Revoked);
+        assert_eq!(
+            HandshakeRefusal::from(ConnectError::Unavailable("registry".into())),
+            HandshakeRefusal::Unavailable
+        );
         assert_eq!(
             HandshakeRefusal::from(ConnectError::AtCapacity { max: 1 }),
             HandshakeRefusal::Capacity
@@ -462,6 +528,12 @@ mod tests {
             (SessionEnd::SlowConsumer, Some(4008), DisconnectReason::SlowConsumer),
             (SessionEnd::Shutdown, Some(1012), DisconnectReason::Shutdown),
             (SessionEnd::Closed(CloseReason::Kicked), Some(4003), DisconnectReason::Kicked),
+            (SessionEnd::Closed(CloseReason::Revoked), Some(4005), DisconnectReason::Revoked),
+            (
+                SessionEnd::Closed(CloseReason::StreamLagged),
+                Some(4010),
+                DisconnectReason::StreamLagged,
+            ),
             (SessionEnd::ProtocolViolation, Some(1002), DisconnectReason::ProtocolError),
             (SessionEnd::InvalidUtf8, Some(1007), DisconnectReason::ProtocolError),
             (SessionEnd::RateLimited, Some(4029), DisconnectReason::RateLimited),
@@ -541,9 +613,32 @@ mod tests {
         );
         let id = RequestId::from_json(&json!("s1")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            ClientFault::UnsupportedProtocol(protocol::SUBSCRIBE, Some(&id)).frame().as_str(),
-            r#"{"type":"error","id":"s1","payload":{"code":"unsupported_type","message":"unsupported message type \"subscribe\""}}"#
+            ClientFault::Subscribe(&SubscribeError::Forbidden, Some(&id)).frame().as_str(),
+            r#"{"type":"error","id":"s1","payload":{"code":"forbidden","message":"not allowed to subscribe to this topic"}}"#
         );
+        let id = Some(&id);
+        let protocol_cases = [
+            (
+                ClientFault::Subscribe(&SubscribeError::TooManyTopics { max: 2 }, id),
+                "too_many_subscriptions",
+            ),
+            (
+                ClientFault::Subscribe(&SubscribeError::Unavailable("redis".into()), id),
+                "unavailable",
+            ),
+            (ClientFault::Unsubscribe(&UnsubscribeError::NotSubscribed, id), "not_subscribed"),
+            (ClientFault::RefreshToken(&AuthError::Expired, id), "invalid_token"),
+            (ClientFault::RefreshToken(&AuthError::Unavailable("jwks".into()), id), "unavailable"),
+            (ClientFault::Refresh(&RefreshError::DifferentUser, id), "invalid_token"),
+            (ClientFault::Refresh(&RefreshError::Revoked, id), "invalid_token"),
+            (ClientFault::ProtocolTimeout(protocol::SUBSCRIBE, id), "unavailable"),
+        ];
+        for (fault, code) in protocol_cases {
+            let value: serde_json::Value =
+                serde_json::from_str(fault.frame().as_str()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((&value["id"], &value["payload"]["code"]), (&json!("s1"), &json!(code)));
+            assert!(!fault.frame().as_str().contains("redis"), "internal detail leaked");
+        }
         let rejected = ClientFault::Inbound(&InboundError::Rejected("not now".into()), &kind);
         assert_eq!(
             rejected.frame().as_str(),

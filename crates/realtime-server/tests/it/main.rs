@@ -15,4 +15,5 @@ mod logs;
 mod publish_api;
 mod routing;
 mod smoke;
+mod streams;
 mod support;

@@ -85,6 +85,17 @@ pub async fn start_stack_with(
     service: ServiceConfig,
     inbound: Option<Arc<dyn InboundHandler>>,
 ) -> Stack {
+    start_stack_verifying(transport, service, inbound, JwtConfig::hs256(SECRET.to_vec())).await
+}
+
+/// [`start_stack_with`] with a JWT configuration of its own (for example, no leeway, so that
+/// a token's `exp` is exactly when its connection closes).
+pub async fn start_stack_verifying(
+    transport: TransportConfig,
+    service: ServiceConfig,
+    inbound: Option<Arc<dyn InboundHandler>>,
+    jwt: JwtConfig,
+) -> Stack {
     let registry = Arc::new(InMemoryRegistry::new());
     let adapters = Adapters::new(
         registry.clone() as Arc<dyn ConnectionRegistry>,
@@ -92,8 +103,7 @@ pub async fn start_stack_with(
         Arc::new(InMemoryPresence::new()),
     );
     let api: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service);
-    let verifier =
-        JwtVerifier::new(JwtConfig::hs256(SECRET.to_vec())).unwrap_or_else(|e| panic!("{e}"));
+    let verifier = JwtVerifier::new(jwt).unwrap_or_else(|e| panic!("{e}"));
     let mut deps = Deps::new(api.clone(), Arc::new(verifier));
     deps.inbound = inbound;
     let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), deps, transport)
