@@ -297,6 +297,37 @@ impl RealtimeService {
     }
 }
 
+/// A subscribe between its hold and its release: dropped before [`keep`](Self::keep) (an
+/// error, or the future cancelled), it stops holding and undoes a new subscription.
+struct PendingSubscribe<'a> {
+    service: &'a RealtimeService,
+    id: ConnectionId,
+    topic: &'a TopicName,
+    user: &'a UserId,
+    newly: bool,
+    armed: bool,
+}
+
+impl PendingSubscribe<'_> {
+    /// The history was read: the release follows at once, nothing to undo.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PendingSubscribe<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let stream = StreamName::Topic(self.topic.clone());
+        self.service.streams.unhold(self.id, std::slice::from_ref(&stream));
+        if self.newly {
+            self.service.undo_subscribe(self.id, self.topic, self.user);
+        }
+    }
+}
+
 /// A reserved connection slot; released on drop (a failed or panicking connect) unless kept.
 struct SlotGuard<'a> {
     slots: &'a AtomicUsize,
@@ -540,21 +571,20 @@ impl RealtimeApi for RealtimeService {
             self.streams.enter(&*self.broker, streams);
             self.joined_topic(&topic, &user, id);
         }
-        let read = match self
-            .broker
-            .recover(&stream, since.as_ref(), self.config.max_recovery)
-            .await
-        {
+        // Undoes the hold (and a new subscription) if this future is dropped while the
+        // history is read (the transport's timeout), so that nothing stays held for good.
+        let pending =
+            PendingSubscribe { service: self, id, topic: &topic, user: &user, newly, armed: true };
+        let read = self.broker.recover(&stream, since.as_ref(), self.config.max_recovery).await;
+        let read = match read {
             Ok(read) => read,
             Err(error) => {
-                self.streams.unhold(id, streams);
-                if newly {
-                    self.undo_subscribe(id, &topic, &user);
-                }
+                drop(pending);
                 warn!(connection_id = %id, topic = topic.as_str(), %error, "subscribe failed: history unavailable");
                 return Err(SubscribeError::Unavailable(error.to_string()));
             }
         };
+        pending.keep();
         let recovered = since.is_some() && read.publications.is_some();
         if since.is_some() {
             let outcome = if recovered { m::OUTCOME_RECOVERED } else { m::OUTCOME_NOT_RECOVERED };

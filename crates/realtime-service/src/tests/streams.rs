@@ -232,3 +232,26 @@ async fn revocation_closes_older_tokens_and_refuses_them_from_then_on() {
     assert_eq!(service.refresh(new, &issued(400)), Ok(()));
     assert_eq!(service.refresh(new, &identity("bob", &[], &[])), Err(RefreshError::DifferentUser));
 }
+
+/// A subscribe dropped while the history is read (the transport's timeout) leaves nothing
+/// behind: no subscription, and no hold that would keep the topic's frames back.
+#[tokio::test]
+async fn a_subscribe_cancelled_during_the_read_leaves_no_hold_and_no_subscription() {
+    let registry = Arc::new(MapRegistry::default());
+    let (service, broker) = service_over(registry.clone(), ServiceConfig::default());
+    let (id, sink) = connect(&service, identity("alice", &[], &[]));
+    service.open_streams(id, &BTreeMap::new()).await.unwrap_or_else(|e| panic!("{e}"));
+    broker.stall.store(true, std::sync::atomic::Ordering::Release);
+    let stalled = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        service.subscribe(sub(id, "orders", None, &["*"])),
+    )
+    .await;
+    assert!(stalled.is_err(), "the read hangs");
+    assert!(registry.topics_of(id).is_empty(), "the new subscription was undone");
+    assert_eq!(service.deliver(&stream("topic:orders"), None, &frame("x")), 0);
+    broker.stall.store(false, std::sync::atomic::Ordering::Release);
+    service.subscribe(sub(id, "orders", None, &["*"])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(service.deliver(&stream("topic:orders"), None, &frame("live")), 1);
+    assert_eq!(sink.texts().last().map(String::as_str), Some(frame("live").as_str()), "not held");
+}

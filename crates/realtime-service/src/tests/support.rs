@@ -254,6 +254,8 @@ pub struct FakeBroker {
     pub racing: Mutex<HashMap<StreamName, Vec<(Position, Frame)>>>,
     /// Interest changes, in order.
     pub interest: Mutex<Vec<(StreamName, bool)>>,
+    /// `recover` never answers (a broker that hangs).
+    pub stall: std::sync::atomic::AtomicBool,
 }
 
 impl FakeBroker {
@@ -295,6 +297,9 @@ impl Broker for FakeBroker {
         since: Option<&Position>,
         _: usize,
     ) -> Result<Recovered, BrokerError> {
+        if self.stall.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
         let racing = self.racing.lock().unwrap_or_else(PoisonError::into_inner).remove(stream);
         if let (Some(racing), Some(delivery)) = (racing, self.delivery()) {
             for (position, frame) in racing {
