@@ -203,9 +203,8 @@ async fn revoke_closes_the_users_connections_and_refuses_the_old_token() {
     let revoke = json!({"user": "erin", "issued_before": now});
     assert_eq!(post_ok(stack.addr, "/api/revoke", &revoke).await, json!({"closed": 2}));
     for ws in [&mut tab1, &mut tab2] {
-        // Closed with a close frame. Its code (4005 for a revocation) is mapped in the
-        // transport's wire rules, checked where that mapping is added.
-        support::expect_close_then_end(ws).await;
+        let (code, reason) = support::expect_close_then_end(ws).await;
+        assert_eq!((code, reason.as_str()), (4005, "token revoked"));
     }
     assert_eq!(stack.api.connection_count(), 1);
     assert!(support::try_connect(stack.addr, Some(&old), None).await.is_err());

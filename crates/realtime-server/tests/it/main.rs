@@ -12,6 +12,7 @@ mod kick;
 mod lifecycle;
 mod limits;
 mod logs;
+mod presence_events;
 mod publish_api;
 mod routing;
 mod smoke;
