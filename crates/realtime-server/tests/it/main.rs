@@ -2,6 +2,7 @@
 //! verifier, warp transport) on 127.0.0.1:0, a real WebSocket client and real JWTs.
 
 mod auth;
+mod browser;
 mod closing;
 mod config;
 mod demo;
