@@ -1,0 +1,755 @@
+//! Recovery checked end to end against a model: the real server (real service, in-memory
+//! broker with small history, warp transport), real sockets and JWTs.
+//!
+//! - `random_operations_agree_with_the_recovery_model`: seeded random sequences of
+//!   publications (to the user's stream or a topic), disconnects, reconnects with `since`,
+//!   subscribes with `since` and unsubscribes, on one or two clients of one user. The model
+//!   knows every publication's offset and the history limit, so it predicts every
+//!   `recovered`; each client checks every frame it gets (no gap, no duplicate, in order,
+//!   across reconnects) and, after each step, that it has everything due (a ping/pong round
+//!   trip is the barrier: the pong is queued behind whatever was queued before it).
+//! - `recovery_races_a_fast_publisher`: a publisher as fast as it can on a user stream and a
+//!   topic, while three clients of that user keep disconnecting, reconnecting with `since`
+//!   and resubscribing with `since`; history is large, so every recovery must succeed and
+//!   every client must end with every offset of both streams exactly once, in order.
+//!
+//! The operations are drawn from fixed seeds (`StdRng`), so a run is reproducible in what it
+//! does; no assertion depends on timing, and every wait is bounded by `WAIT`. A failure of
+//! the model test names its seed and prints the operations that led to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures_util::FutureExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use realtime_broker_mem::InMemoryBrokerConfig;
+use realtime_core::{
+    Envelope, HistoryLimits, HistoryPolicy, RateLimitConfig, Target, TopicName, UserId,
+};
+use realtime_ports::{PublishOptions, RealtimeApi};
+use realtime_service::ServiceConfig;
+use realtime_testkit::jwt::{Claims, now_unix_secs};
+use realtime_testkit::ws::{Connect, next_json_or_close, since_query, try_connect};
+use realtime_transport_warp::TransportConfig;
+use serde_json::{Map, Value, json};
+
+use crate::support::{self, SECRET, Stack, Ws};
+
+/// The one user of both tests.
+const USER: &str = "model-user";
+/// Its stream.
+const USER_STREAM: &str = "user:model-user";
+/// The other implicit stream of a connection without roles.
+const BROADCAST: &str = "broadcast";
+
+// ---------------------------------------------------------------- shared
+
+/// A stream position as the wire gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pos {
+    epoch: String,
+    offset: u64,
+}
+
+impl Pos {
+    /// The `epoch` and `offset` of a `connected` stream entry, a `subscribed` payload or a
+    /// publication.
+    fn of(value: &Value) -> Pos {
+        let epoch = value["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {value}"));
+        let offset = value["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {value}"));
+        Pos { epoch: epoch.to_owned(), offset }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"epoch": self.epoch, "offset": self.offset})
+    }
+}
+
+/// A token of [`USER`] that may subscribe to every topic.
+fn user_token() -> String {
+    Claims::new(USER).topics(&["*"]).exp(now_unix_secs() + 3600).mint(SECRET)
+}
+
+/// History on for every kind of stream, `max_len` publications for 300 s.
+fn history(max_len: usize) -> InMemoryBrokerConfig {
+    let limits = Some(HistoryLimits { max_len, max_age_millis: 300_000 });
+    let history = HistoryPolicy {
+        broadcast: limits,
+        user: limits,
+        role: limits,
+        topic: limits,
+        topic_prefixes: Vec::new(),
+    };
+    InMemoryBrokerConfig { history, ..InMemoryBrokerConfig::default() }
+}
+
+/// A transport whose inbound rate limit stays out of the way of barrier pings.
+fn transport() -> TransportConfig {
+    TransportConfig {
+        inbound_rate: RateLimitConfig { per_second: 100_000, burst: 100_000 },
+        ..support::transport()
+    }
+}
+
+fn target(stream: &str) -> Target {
+    match stream.split_once(':') {
+        Some(("user", user)) => Target::User(UserId::new(user).unwrap_or_else(|e| panic!("{e}"))),
+        Some(("topic", topic)) => {
+            Target::Topic(TopicName::new(topic).unwrap_or_else(|e| panic!("{e}")))
+        }
+        _ => panic!("no target for {stream}"),
+    }
+}
+
+/// Publishes `{"type":"note","payload":{"seq":seq}}` to `stream` through the Rust API and
+/// returns the position the broker gave it.
+async fn publish(api: &dyn RealtimeApi, stream: &str, seq: u64) -> Pos {
+    let message =
+        Envelope::from_parts("note", json!({"seq": seq})).unwrap_or_else(|e| panic!("{e}"));
+    let receipt = api
+        .publish_with(&target(stream), &message, &PublishOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("publish to {stream}: {e}"));
+    let position = receipt.position.unwrap_or_else(|| panic!("{stream} has no history"));
+    Pos { epoch: position.epoch.as_str().to_owned(), offset: position.offset }
+}
+
+/// Opens a WebSocket for `token`, with `since` (stream name to position) when it is not
+/// empty, and returns it with its `connected` payload.
+async fn open(
+    addr: std::net::SocketAddr,
+    token: &str,
+    since: &BTreeMap<String, Pos>,
+) -> (Ws, Value) {
+    let since_json: Map<String, Value> =
+        since.iter().map(|(stream, pos)| (stream.clone(), pos.to_json())).collect();
+    let query = (!since.is_empty()).then(|| since_query(&Value::Object(since_json)));
+    let options =
+        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
+    let (mut ws, _) = try_connect(addr, options)
+        .await
+        .unwrap_or_else(|status| panic!("upgrade refused with {status}"));
+    let hello = support::next_json(&mut ws).await;
+    assert_eq!(hello["type"], "connected", "the first frame is not `connected`: {hello}");
+    let streams = hello["payload"]["streams"]
+        .as_object()
+        .unwrap_or_else(|| panic!("`connected` without a streams object: {hello}"));
+    let names: BTreeSet<&str> = streams.keys().map(String::as_str).collect();
+    assert_eq!(names, BTreeSet::from([BROADCAST, USER_STREAM]), "{hello}");
+    (ws, hello["payload"].clone())
+}
+
+fn subscribe_text(id: u64, topic: &str, since: Option<&Pos>) -> String {
+    let mut payload = json!({"topic": topic});
+    if let Some(since) = since {
+        payload["since"] = since.to_json();
+    }
+    json!({"type": "subscribe", "id": id, "payload": payload}).to_string()
+}
+
+// ---------------------------------------------------------------- the model test
+
+/// Publications kept per stream by the model test's server.
+const MAX_LEN: u64 = 5;
+/// Seeds of the model test.
+const SEEDS: u64 = 30;
+/// Operations per seed.
+const STEPS: usize = 40;
+/// The topics of the model test.
+const TOPICS: [&str; 2] = ["topic:t1", "topic:t2"];
+
+/// What the server must hold: each stream's epoch (the first one seen; it never changes,
+/// the broker does not restart), its top, and every publication's `seq` by offset.
+#[derive(Debug, Default)]
+struct Model {
+    epochs: BTreeMap<String, String>,
+    tops: BTreeMap<String, u64>,
+    seqs: BTreeMap<(String, u64), u64>,
+    next_seq: u64,
+}
+
+impl Model {
+    fn top(&self, stream: &str) -> u64 {
+        self.tops.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Records `stream`'s epoch the first time, and checks it every later time.
+    fn check_epoch(&mut self, stream: &str, epoch: &str) {
+        let known = self.epochs.entry(stream.to_owned()).or_insert_with(|| epoch.to_owned());
+        assert_eq!(known, epoch, "{stream}: the epoch changed");
+    }
+
+    /// Whether a client that last saw `since` recovers `stream` now: same epoch, not ahead,
+    /// and history (the last [`MAX_LEN`]) still covers what it missed.
+    fn recovers(&self, stream: &str, since: &Pos) -> bool {
+        let top = self.top(stream);
+        self.epochs.get(stream) == Some(&since.epoch)
+            && since.offset <= top
+            && top - since.offset <= MAX_LEN
+    }
+
+    /// Publishes the next publication to `stream` and records it.
+    async fn publish(&mut self, api: &dyn RealtimeApi, stream: &str) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let pos = publish(api, stream, seq).await;
+        self.check_epoch(stream, &pos.epoch);
+        assert_eq!(pos.offset, self.top(stream) + 1, "{stream}: offsets grow by one");
+        self.tops.insert(stream.to_owned(), pos.offset);
+        self.seqs.insert((stream.to_owned(), pos.offset), seq);
+    }
+}
+
+/// One client of [`USER`] in the model test.
+#[derive(Debug)]
+struct Client {
+    name: &'static str,
+    token: String,
+    ws: Option<Ws>,
+    /// The last position seen per stream, kept across disconnects and unsubscribes.
+    seen: BTreeMap<String, Pos>,
+    /// The streams delivering to it: its implicit ones while connected, and its topics.
+    live: BTreeSet<String>,
+    /// Subscribes sent and not answered yet, with the `since` they carried.
+    subscribing: BTreeMap<String, Option<Pos>>,
+    /// Unsubscribes sent and not answered yet.
+    unsubscribing: BTreeSet<String>,
+    next_id: u64,
+}
+
+impl Client {
+    fn new(name: &'static str) -> Client {
+        Client {
+            name,
+            token: user_token(),
+            ws: None,
+            seen: BTreeMap::new(),
+            live: BTreeSet::new(),
+            subscribing: BTreeMap::new(),
+            unsubscribing: BTreeSet::new(),
+            next_id: 0,
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.ws.is_some()
+    }
+
+    fn subscribed(&self, topic: &str) -> bool {
+        self.live.contains(topic)
+    }
+
+    /// Connects, with `since` for every implicit stream it has a position in.
+    async fn connect(&mut self, model: &mut Model, addr: std::net::SocketAddr) {
+        assert!(!self.connected());
+        let since: BTreeMap<String, Pos> = [USER_STREAM, BROADCAST]
+            .into_iter()
+            .filter_map(|stream| Some((stream.to_owned(), self.seen.get(stream)?.clone())))
+            .collect();
+        let (ws, hello) = open(addr, &self.token, &since).await;
+        for (stream, state) in hello["streams"].as_object().into_iter().flatten() {
+            let recovered = state["recovered"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("{}: no `recovered` for {stream}", self.name));
+            self.opened(model, stream, since.get(stream), &Pos::of(state), recovered);
+        }
+        self.ws = Some(ws);
+        self.settle(model).await;
+    }
+
+    /// Closes its socket; its streams stop (topics too: a new connection starts without).
+    async fn disconnect(&mut self) {
+        let mut ws = self.ws.take().unwrap_or_else(|| panic!("{} is not connected", self.name));
+        // The server may have closed first; either way the connection is gone.
+        let _ = ws.close(None).await;
+        self.live.clear();
+    }
+
+    async fn subscribe(&mut self, model: &mut Model, topic: &str) {
+        let since = self.seen.get(topic).cloned();
+        let name = topic.strip_prefix("topic:").unwrap_or(topic);
+        self.next_id += 1;
+        let text = subscribe_text(self.next_id, name, since.as_ref());
+        self.subscribing.insert(topic.to_owned(), since);
+        self.send(&text).await;
+        self.settle(model).await;
+    }
+
+    async fn unsubscribe(&mut self, model: &mut Model, topic: &str) {
+        let name = topic.strip_prefix("topic:").unwrap_or(topic);
+        self.next_id += 1;
+        let text = json!({"type": "unsubscribe", "id": self.next_id, "payload": {"topic": name}});
+        self.unsubscribing.insert(topic.to_owned());
+        self.send(&text.to_string()).await;
+        self.settle(model).await;
+    }
+
+    async fn send(&mut self, text: &str) {
+        let ws = self.ws.as_mut().unwrap_or_else(|| panic!("{} is not connected", self.name));
+        support::send_text(ws, text).await;
+    }
+
+    /// A `connected` entry or a `subscribed` answer for `stream`: the position is the top,
+    /// `recovered` is what the model predicts, and a stream not recovered starts over at
+    /// the position given (a recovered one goes on from `since`, with the replay).
+    fn opened(
+        &mut self,
+        model: &mut Model,
+        stream: &str,
+        since: Option<&Pos>,
+        given: &Pos,
+        recovered: bool,
+    ) {
+        let name = self.name;
+        model.check_epoch(stream, &given.epoch);
+        let top = model.top(stream);
+        assert_eq!(given.offset, top, "{name}: {stream} is given at {given:?}, its top is {top}");
+        let expected = since.is_some_and(|since| model.recovers(stream, since));
+        assert_eq!(
+            recovered, expected,
+            "{name}: {stream} recovered:{recovered} from {since:?} at top {top} (history keeps {MAX_LEN})"
+        );
+        if !recovered {
+            self.seen.insert(stream.to_owned(), given.clone());
+        }
+        self.live.insert(stream.to_owned());
+    }
+
+    /// A frame after `connected`; returns the id of a pong.
+    fn handle(&mut self, model: &mut Model, frame: &Value) -> Option<String> {
+        let name = self.name;
+        let payload = &frame["payload"];
+        match frame["type"].as_str() {
+            Some("pong") => return Some(frame["id"].as_str().unwrap_or_default().to_owned()),
+            Some("subscribed") => {
+                let topic = format!("topic:{}", payload["topic"].as_str().unwrap_or_default());
+                let since = self
+                    .subscribing
+                    .remove(&topic)
+                    .unwrap_or_else(|| panic!("{name}: `subscribed` unasked: {frame}"));
+                let recovered = payload["recovered"]
+                    .as_bool()
+                    .unwrap_or_else(|| panic!("{name}: no `recovered`: {frame}"));
+                self.opened(model, &topic, since.as_ref(), &Pos::of(payload), recovered);
+            }
+            Some("unsubscribed") => {
+                let topic = format!("topic:{}", payload["topic"].as_str().unwrap_or_default());
+                assert!(
+                    self.unsubscribing.remove(&topic),
+                    "{name}: `unsubscribed` unasked: {frame}"
+                );
+                self.live.remove(&topic);
+            }
+            Some("connected" | "error") | None => panic!("{name}: unexpected {frame}"),
+            Some(_) => self.delivered(model, frame),
+        }
+        None
+    }
+
+    /// A publication: of a stream it is in, the next offset after the last it saw, in the
+    /// same epoch, with the payload the model published at that offset.
+    fn delivered(&mut self, model: &Model, frame: &Value) {
+        let name = self.name;
+        let stream =
+            frame["stream"].as_str().unwrap_or_else(|| panic!("{name}: no stream: {frame}"));
+        assert!(
+            self.live.contains(stream),
+            "{name}: a frame of {stream}, which it is not in: {frame}"
+        );
+        let pos = Pos::of(frame);
+        let last = self
+            .seen
+            .get_mut(stream)
+            .unwrap_or_else(|| panic!("{name}: a frame of {stream} before its position: {frame}"));
+        assert_eq!(pos.epoch, last.epoch, "{name}: {stream} changed epoch: {frame}");
+        assert_eq!(
+            pos.offset,
+            last.offset + 1,
+            "{name}: {stream} after offset {} (a gap or a duplicate): {frame}",
+            last.offset
+        );
+        let seq = model.seqs.get(&(stream.to_owned(), pos.offset));
+        assert_eq!(
+            frame["payload"]["seq"].as_u64().as_ref(),
+            seq,
+            "{name}: wrong payload: {frame}"
+        );
+        last.offset = pos.offset;
+    }
+
+    /// Reads until a pong answers a ping sent now, so everything queued before it has been
+    /// read; then the client must be at the top of every stream it is in, with every request
+    /// answered.
+    async fn settle(&mut self, model: &mut Model) {
+        let Some(mut ws) = self.ws.take() else { return };
+        self.next_id += 1;
+        let id = format!("b{}", self.next_id);
+        support::send_text(&mut ws, &json!({"type": "ping", "id": id}).to_string()).await;
+        loop {
+            let frame = support::next_json(&mut ws).await;
+            if self.handle(model, &frame).is_some_and(|pong| pong == id) {
+                break;
+            }
+        }
+        self.ws = Some(ws);
+        let name = self.name;
+        assert!(
+            self.subscribing.is_empty(),
+            "{name}: unanswered subscribes {:?}",
+            self.subscribing
+        );
+        assert!(
+            self.unsubscribing.is_empty(),
+            "{name}: unanswered unsubscribes {:?}",
+            self.unsubscribing
+        );
+        for stream in &self.live {
+            let (at, top) = (self.seen[stream].offset, model.top(stream));
+            assert_eq!(at, top, "{name}: {stream} read up to {at}, published up to {top}");
+        }
+    }
+}
+
+/// One operation of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// `count` publications to a stream.
+    Publish(&'static str, u64),
+    Disconnect(usize),
+    Reconnect(usize),
+    Subscribe(usize, &'static str),
+    Unsubscribe(usize, &'static str),
+}
+
+/// An operation that applies to the clients as they are, drawn with weights.
+fn draw(rng: &mut StdRng, clients: &[Client]) -> Op {
+    let mut ops: Vec<(u32, Op)> = Vec::new();
+    for stream in [USER_STREAM, TOPICS[0], TOPICS[1]] {
+        ops.push((12, Op::Publish(stream, rng.random_range(1..=3))));
+    }
+    for (i, client) in clients.iter().enumerate() {
+        if client.connected() {
+            ops.push((6, Op::Disconnect(i)));
+            for topic in TOPICS {
+                if client.subscribed(topic) {
+                    ops.push((3, Op::Unsubscribe(i, topic)));
+                } else {
+                    ops.push((6, Op::Subscribe(i, topic)));
+                }
+            }
+        } else {
+            ops.push((10, Op::Reconnect(i)));
+        }
+    }
+    let total: u32 = ops.iter().map(|(weight, _)| weight).sum();
+    let mut pick = rng.random_range(0..total);
+    for (weight, op) in ops {
+        if pick < weight {
+            return op;
+        }
+        pick -= weight;
+    }
+    unreachable!("the pick is below the total")
+}
+
+/// Counts of the outcomes the model test reached, so it can check it reached both.
+#[derive(Debug, Default)]
+struct Reached {
+    recovered: AtomicUsize,
+    not_recovered: AtomicUsize,
+}
+
+fn lock(trace: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One seed: a fresh server, one or two clients, [`STEPS`] operations.
+async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>, reached: &Reached) {
+    let service = ServiceConfig::default();
+    let stack: Stack =
+        support::start_stack_full(transport(), service, history(MAX_LEN as usize), None).await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let names = ["c0", "c1"];
+    let mut clients: Vec<Client> =
+        names.iter().copied().take(rng.random_range(1..=2)).map(Client::new).collect();
+    let mut model = Model::default();
+    for client in &mut clients {
+        lock(trace).push(format!("Connect({})", client.name));
+        client.connect(&mut model, stack.addr).await;
+    }
+    for _ in 0..STEPS {
+        let op = draw(&mut rng, &clients);
+        lock(trace).push(format!("{op:?}"));
+        match op {
+            Op::Publish(stream, count) => {
+                for _ in 0..count {
+                    model.publish(&*stack.api, stream).await;
+                }
+                for client in &mut clients {
+                    client.settle(&mut model).await;
+                }
+            }
+            Op::Disconnect(i) => clients[i].disconnect().await,
+            Op::Reconnect(i) => {
+                let before = clients[i].seen.clone();
+                clients[i].connect(&mut model, stack.addr).await;
+                count_outcomes(&model, &before, &[USER_STREAM, BROADCAST], reached);
+            }
+            Op::Subscribe(i, topic) => {
+                let before = clients[i].seen.clone();
+                clients[i].subscribe(&mut model, topic).await;
+                count_outcomes(&model, &before, &[topic], reached);
+            }
+            Op::Unsubscribe(i, topic) => clients[i].unsubscribe(&mut model, topic).await,
+        }
+    }
+    for client in &mut clients {
+        if client.connected() {
+            client.disconnect().await;
+        }
+    }
+    stack.stop().await;
+}
+
+/// Counts, for the streams a client asked to recover from `before`, whether the model said
+/// they recover (the client checked the server agreed).
+fn count_outcomes(
+    model: &Model,
+    before: &BTreeMap<String, Pos>,
+    streams: &[&str],
+    reached: &Reached,
+) {
+    for stream in streams {
+        let Some(since) = before.get(*stream) else { continue };
+        let counter =
+            if model.recovers(stream, since) { &reached.recovered } else { &reached.not_recovered };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_agree_with_the_recovery_model() {
+    let reached = Reached::default();
+    for seed in 0..SEEDS {
+        let trace = Mutex::new(Vec::new());
+        let run = AssertUnwindSafe(run_seed(seed, &trace, &reached)).catch_unwind().await;
+        if run.is_err() {
+            let mut ops = String::new();
+            for (step, op) in lock(&trace).iter().enumerate() {
+                let _ = writeln!(ops, "  {step}: {op}");
+            }
+            panic!("seed {seed} failed (its panic is printed above) after:\n{ops}");
+        }
+    }
+    // The model reaches both outcomes (evaluated after the step; the seeds are fixed).
+    let (recovered, not) =
+        (reached.recovered.load(Ordering::Relaxed), reached.not_recovered.load(Ordering::Relaxed));
+    eprintln!("recoveries: {recovered} recovered, {not} not recovered");
+    assert!(recovered > 0 && not > 0, "recovered {recovered}, not recovered {not}");
+}
+
+// ---------------------------------------------------------------- the race test
+
+/// Publications per stream in the race.
+const RACE_N: u64 = 1000;
+/// Clients of the race.
+const RACE_CLIENTS: usize = 3;
+/// The race's topic stream.
+const RACE_TOPIC: &str = "topic:race";
+
+/// One client of the race, as it reconnects again and again.
+#[derive(Debug)]
+struct Racer {
+    name: String,
+    token: String,
+    rng: StdRng,
+    ws: Option<Ws>,
+    seen: BTreeMap<String, Pos>,
+    live: BTreeSet<String>,
+    /// A resubscribe sent and not answered yet.
+    subscribing: bool,
+    /// Reconnects made, and how many of them while the publisher was still going.
+    reconnects: usize,
+    reconnects_while_publishing: usize,
+    /// Closes the server started, by code (`None`: the stream ended without a close frame).
+    server_closes: BTreeMap<Option<u16>, usize>,
+}
+
+impl Racer {
+    /// Connected (without `since`) and subscribed to the topic (without `since`), before
+    /// anything is published.
+    async fn start(name: String, seed: u64, addr: std::net::SocketAddr) -> Racer {
+        let token = user_token();
+        let (mut ws, hello) = open(addr, &token, &BTreeMap::new()).await;
+        let mut seen = BTreeMap::new();
+        for (stream, state) in hello["streams"].as_object().into_iter().flatten() {
+            assert_eq!(state["recovered"], false, "{name}: {hello}");
+            assert_eq!(state["offset"], 0, "{name}: {hello}");
+            seen.insert(stream.clone(), Pos::of(state));
+        }
+        support::send_text(&mut ws, &subscribe_text(1, "race", None)).await;
+        let reply = support::next_json(&mut ws).await;
+        assert_eq!(reply["type"], "subscribed", "{name}: {reply}");
+        assert_eq!(reply["payload"]["recovered"], false, "{name}: {reply}");
+        assert_eq!(reply["payload"]["offset"], 0, "{name}: {reply}");
+        seen.insert(RACE_TOPIC.to_owned(), Pos::of(&reply["payload"]));
+        let live = seen.keys().cloned().collect();
+        Racer {
+            name,
+            token,
+            rng: StdRng::seed_from_u64(seed),
+            ws: Some(ws),
+            seen,
+            live,
+            subscribing: false,
+            reconnects: 0,
+            reconnects_while_publishing: 0,
+            server_closes: BTreeMap::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        [USER_STREAM, RACE_TOPIC].iter().all(|stream| self.seen[*stream].offset == RACE_N)
+    }
+
+    /// Reads, disconnects and reconnects with `since` until it has seen both streams to
+    /// [`RACE_N`]; every `recovered` must be true, every frame the next of its stream.
+    async fn run(mut self, addr: std::net::SocketAddr, publishing: Arc<AtomicBool>) -> Racer {
+        loop {
+            let budget = self.rng.random_range(1..=250);
+            let mut read = 0;
+            while read < budget && !self.done() {
+                let ws = self.ws.as_mut().unwrap_or_else(|| panic!("not connected"));
+                match next_json_or_close(ws).await {
+                    Ok(frame) => self.handle(&frame),
+                    Err(code) => {
+                        // A slow consumer (4008) or a lagged stream (4010): reconnect and
+                        // recover, as the protocol says.
+                        assert!(
+                            matches!(code, None | Some(4008 | 4010)),
+                            "{}: closed with {code:?}",
+                            self.name
+                        );
+                        *self.server_closes.entry(code).or_insert(0) += 1;
+                        break;
+                    }
+                }
+                read += 1;
+            }
+            if let Some(mut ws) = self.ws.take() {
+                let _ = ws.close(None).await;
+            }
+            self.live.clear();
+            if self.done() {
+                return self;
+            }
+            self.reconnect(addr, &publishing).await;
+        }
+    }
+
+    async fn reconnect(&mut self, addr: std::net::SocketAddr, publishing: &AtomicBool) {
+        self.reconnects += 1;
+        if publishing.load(Ordering::Relaxed) {
+            self.reconnects_while_publishing += 1;
+        }
+        let since: BTreeMap<String, Pos> = [USER_STREAM, BROADCAST]
+            .into_iter()
+            .map(|stream| (stream.to_owned(), self.seen[stream].clone()))
+            .collect();
+        let (mut ws, hello) = open(addr, &self.token, &since).await;
+        for (stream, state) in hello["streams"].as_object().into_iter().flatten() {
+            assert_eq!(state["recovered"], true, "{}: {stream} not recovered: {hello}", self.name);
+            let given = Pos::of(state);
+            assert_eq!(given.epoch, since[stream].epoch, "{}: {hello}", self.name);
+            assert!(given.offset >= since[stream].offset, "{}: {hello}", self.name);
+            self.live.insert(stream.clone());
+        }
+        let topic_since = self.seen[RACE_TOPIC].clone();
+        support::send_text(&mut ws, &subscribe_text(2, "race", Some(&topic_since))).await;
+        self.subscribing = true;
+        self.ws = Some(ws);
+    }
+
+    fn handle(&mut self, frame: &Value) {
+        let name = &self.name;
+        match frame["type"].as_str() {
+            Some("subscribed") => {
+                assert!(self.subscribing, "{name}: `subscribed` unasked: {frame}");
+                assert_eq!(frame["payload"]["recovered"], true, "{name}: not recovered: {frame}");
+                let given = Pos::of(&frame["payload"]);
+                let since = &self.seen[RACE_TOPIC];
+                assert!(
+                    given.epoch == since.epoch && given.offset >= since.offset,
+                    "{name}: {frame}"
+                );
+                self.subscribing = false;
+                self.live.insert(RACE_TOPIC.to_owned());
+            }
+            Some("note") => {
+                let stream = frame["stream"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: no stream: {frame}"));
+                assert!(
+                    self.live.contains(stream),
+                    "{name}: a frame of {stream} before it is open: {frame}"
+                );
+                let pos = Pos::of(frame);
+                let last = self.seen.get_mut(stream).unwrap_or_else(|| panic!("{name}: {frame}"));
+                assert_eq!(pos.epoch, last.epoch, "{name}: {frame}");
+                assert_eq!(
+                    pos.offset,
+                    last.offset + 1,
+                    "{name}: {stream} after offset {} (a gap or a duplicate): {frame}",
+                    last.offset
+                );
+                assert_eq!(frame["payload"]["seq"], pos.offset, "{name}: wrong payload: {frame}");
+                last.offset = pos.offset;
+            }
+            _ => panic!("{name}: unexpected {frame}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_races_a_fast_publisher() {
+    let service = ServiceConfig { max_recovery: 10_000, ..ServiceConfig::default() };
+    let stack = support::start_stack_full(transport(), service, history(10_000), None).await;
+    let mut racers = Vec::new();
+    for i in 0..RACE_CLIENTS {
+        racers.push(Racer::start(format!("r{i}"), 1000 + i as u64, stack.addr).await);
+    }
+    let publishing = Arc::new(AtomicBool::new(true));
+    let api = Arc::clone(&stack.api);
+    let flag = Arc::clone(&publishing);
+    let publisher = tokio::spawn(async move {
+        for seq in 1..=RACE_N {
+            for stream in [USER_STREAM, RACE_TOPIC] {
+                let pos = publish(&*api, stream, seq).await;
+                assert_eq!(pos.offset, seq, "{stream}: offsets grow by one from 1");
+            }
+            tokio::task::yield_now().await;
+        }
+        flag.store(false, Ordering::Relaxed);
+    });
+    let tasks: Vec<_> = racers
+        .into_iter()
+        .map(|racer| tokio::spawn(racer.run(stack.addr, Arc::clone(&publishing))))
+        .collect();
+    publisher.await.unwrap_or_else(|e| panic!("publisher: {e}"));
+    for task in tasks {
+        let racer = task.await.unwrap_or_else(|e| panic!("racer: {e}"));
+        // Every offset 1..=N of both streams seen once, in order: each frame was checked to
+        // be the next of its stream, from 0, and both ended at N.
+        assert!(racer.done(), "{racer:?}");
+        eprintln!(
+            "{}: {} reconnects ({} while publishing), server closes {:?}",
+            racer.name, racer.reconnects, racer.reconnects_while_publishing, racer.server_closes
+        );
+    }
+    stack.stop().await;
+}
