@@ -260,3 +260,19 @@ pub async fn next_json_or_close(ws: &mut Ws) -> Result<Value, Option<u16>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn since_query_percent_encodes_the_positions() {
+        let since = json!({"user:alice": {"epoch": "hD3kQz9a", "offset": 17}});
+        assert_eq!(
+            since_query(&since),
+            "since=%7B%22user%3Aalice%22%3A%7B%22epoch%22%3A%22hD3kQz9a%22%2C%22offset%22%3A17%7D%7D"
+        );
+        assert_eq!(percent_encode("a-b.c_d~e f/é"), "a-b.c_d~e%20f%2F%C3%A9");
+    }
+}

@@ -3,15 +3,21 @@
 //!
 //! - `random_operations_agree_with_the_recovery_model`: seeded random sequences of
 //!   publications (to the user's stream or a topic), disconnects, reconnects with `since`,
-//!   subscribes with `since` and unsubscribes, on one or two clients of one user. The model
-//!   knows every publication's offset and the history limit, so it predicts every
-//!   `recovered`; each client checks every frame it gets (no gap, no duplicate, in order,
-//!   across reconnects) and, after each step, that it has everything due (a ping/pong round
-//!   trip is the barrier: the pong is queued behind whatever was queued before it).
+//!   subscribes with `since` and unsubscribes, on one or two clients of one user. A `since`
+//!   is mostly the last position seen, sometimes one in another epoch or ahead of the
+//!   stream; a reconnect sometimes lists the topics' positions too (not its streams: ignored).
+//!   History keeps 5 publications, and on odd seeds one recovery replays at most 3. The
+//!   model knows every publication's offset and both limits, so it predicts every
+//!   `recovered`; each client checks every frame it gets (of a stream it is in, the next
+//!   offset, the payload published there: no gap, no duplicate, in order, across
+//!   reconnects) and, after each step, that it has everything due (a ping/pong round trip
+//!   is the barrier: the pong is queued behind whatever was queued before it).
 //! - `recovery_races_a_fast_publisher`: a publisher as fast as it can on a user stream and a
 //!   topic, while three clients of that user keep disconnecting, reconnecting with `since`
 //!   and resubscribing with `since`; history is large, so every recovery must succeed and
-//!   every client must end with every offset of both streams exactly once, in order.
+//!   every client must end with every offset of both streams exactly once, in order. A close
+//!   by the server as a slow consumer (4008) or for a lagged stream (4010) is allowed (the
+//!   protocol says: reconnect and recover), and counted.
 //!
 //! The operations are drawn from fixed seeds (`StdRng`), so a run is reproducible in what it
 //! does; no assertion depends on timing, and every wait is bounded by `WAIT`. A failure of
@@ -22,7 +28,7 @@ use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use rand::rngs::StdRng;
@@ -126,6 +132,18 @@ async fn open(
     token: &str,
     since: &BTreeMap<String, Pos>,
 ) -> (Ws, Value) {
+    try_open(addr, token, since)
+        .await
+        .unwrap_or_else(|code| panic!("closed with {code:?} before `connected`"))
+}
+
+/// [`open`], or the close code (`None`: no close frame) when the server closes the
+/// connection before `connected`.
+async fn try_open(
+    addr: std::net::SocketAddr,
+    token: &str,
+    since: &BTreeMap<String, Pos>,
+) -> Result<(Ws, Value), Option<u16>> {
     let since_json: Map<String, Value> =
         since.iter().map(|(stream, pos)| (stream.clone(), pos.to_json())).collect();
     let query = (!since.is_empty()).then(|| since_query(&Value::Object(since_json)));
@@ -134,14 +152,14 @@ async fn open(
     let (mut ws, _) = try_connect(addr, options)
         .await
         .unwrap_or_else(|status| panic!("upgrade refused with {status}"));
-    let hello = support::next_json(&mut ws).await;
+    let hello = next_json_or_close(&mut ws).await?;
     assert_eq!(hello["type"], "connected", "the first frame is not `connected`: {hello}");
     let streams = hello["payload"]["streams"]
         .as_object()
         .unwrap_or_else(|| panic!("`connected` without a streams object: {hello}"));
     let names: BTreeSet<&str> = streams.keys().map(String::as_str).collect();
     assert_eq!(names, BTreeSet::from([BROADCAST, USER_STREAM]), "{hello}");
-    (ws, hello["payload"].clone())
+    Ok((ws, hello["payload"].clone()))
 }
 
 fn subscribe_text(id: u64, topic: &str, since: Option<&Pos>) -> String {
@@ -156,24 +174,46 @@ fn subscribe_text(id: u64, topic: &str, since: Option<&Pos>) -> String {
 
 /// Publications kept per stream by the model test's server.
 const MAX_LEN: u64 = 5;
+/// The most one recovery replays, on odd seeds (the default, 300, on even ones): below
+/// [`MAX_LEN`], so that limit is reached too.
+const SMALL_MAX_RECOVERY: u64 = 3;
 /// Seeds of the model test.
-const SEEDS: u64 = 30;
+const SEEDS: u64 = 40;
 /// Operations per seed.
-const STEPS: usize = 40;
+const STEPS: usize = 80;
 /// The topics of the model test.
 const TOPICS: [&str; 2] = ["topic:t1", "topic:t2"];
 
 /// What the server must hold: each stream's epoch (the first one seen; it never changes,
 /// the broker does not restart), its top, and every publication's `seq` by offset.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Model {
+    /// The most a client may have missed and still recover: the history's length or the
+    /// recovery limit, whichever is smaller.
+    limit: u64,
     epochs: BTreeMap<String, String>,
     tops: BTreeMap<String, u64>,
     seqs: BTreeMap<(String, u64), u64>,
     next_seq: u64,
+    /// Recoveries asked for that succeeded, and that did not (so the test can check it
+    /// reached both).
+    recovered: usize,
+    not_recovered: usize,
 }
 
 impl Model {
+    fn new(max_recovery: u64) -> Model {
+        Model {
+            limit: MAX_LEN.min(max_recovery),
+            epochs: BTreeMap::new(),
+            tops: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            next_seq: 0,
+            recovered: 0,
+            not_recovered: 0,
+        }
+    }
+
     fn top(&self, stream: &str) -> u64 {
         self.tops.get(stream).copied().unwrap_or(0)
     }
@@ -185,12 +225,13 @@ impl Model {
     }
 
     /// Whether a client that last saw `since` recovers `stream` now: same epoch, not ahead,
-    /// and history (the last [`MAX_LEN`]) still covers what it missed.
+    /// and it missed no more than history (the last [`MAX_LEN`]) covers and one recovery
+    /// replays.
     fn recovers(&self, stream: &str, since: &Pos) -> bool {
         let top = self.top(stream);
         self.epochs.get(stream) == Some(&since.epoch)
             && since.offset <= top
-            && top - since.offset <= MAX_LEN
+            && top - since.offset <= self.limit
     }
 
     /// Publishes the next publication to `stream` and records it.
@@ -244,14 +285,31 @@ impl Client {
         self.live.contains(topic)
     }
 
-    /// Connects, with `since` for every implicit stream it has a position in.
-    async fn connect(&mut self, model: &mut Model, addr: std::net::SocketAddr) {
+    /// Connects, with `since` for every implicit stream it has a position in (the user's
+    /// as `how` says), and its topics' positions too when `with_topics` (not its streams
+    /// until it subscribes: `connected` must ignore them).
+    async fn connect(
+        &mut self,
+        model: &mut Model,
+        addr: std::net::SocketAddr,
+        how: Since,
+        with_topics: bool,
+    ) {
         assert!(!self.connected());
-        let since: BTreeMap<String, Pos> = [USER_STREAM, BROADCAST]
+        let mut since: BTreeMap<String, Pos> = [USER_STREAM, BROADCAST]
             .into_iter()
             .filter_map(|stream| Some((stream.to_owned(), self.seen.get(stream)?.clone())))
             .collect();
-        let (ws, hello) = open(addr, &self.token, &since).await;
+        if let Some(user) = since.get_mut(USER_STREAM) {
+            how.apply(user);
+        }
+        let mut asked = since.clone();
+        if with_topics {
+            asked.extend(
+                TOPICS.iter().filter_map(|t| Some((t.to_string(), self.seen.get(*t)?.clone()))),
+            );
+        }
+        let (ws, hello) = open(addr, &self.token, &asked).await;
         for (stream, state) in hello["streams"].as_object().into_iter().flatten() {
             let recovered = state["recovered"]
                 .as_bool()
@@ -270,8 +328,11 @@ impl Client {
         self.live.clear();
     }
 
-    async fn subscribe(&mut self, model: &mut Model, topic: &str) {
-        let since = self.seen.get(topic).cloned();
+    async fn subscribe(&mut self, model: &mut Model, topic: &str, how: Since) {
+        let mut since = self.seen.get(topic).cloned();
+        if let Some(since) = since.as_mut() {
+            how.apply(since);
+        }
         let name = topic.strip_prefix("topic:").unwrap_or(topic);
         self.next_id += 1;
         let text = subscribe_text(self.next_id, name, since.as_ref());
@@ -312,8 +373,14 @@ impl Client {
         let expected = since.is_some_and(|since| model.recovers(stream, since));
         assert_eq!(
             recovered, expected,
-            "{name}: {stream} recovered:{recovered} from {since:?} at top {top} (history keeps {MAX_LEN})"
+            "{name}: {stream} recovered:{recovered} from {since:?} at top {top} (limit {})",
+            model.limit
         );
+        match (since, recovered) {
+            (None, _) => {}
+            (Some(_), true) => model.recovered += 1,
+            (Some(_), false) => model.not_recovered += 1,
+        }
         if !recovered {
             self.seen.insert(stream.to_owned(), given.clone());
         }
@@ -415,14 +482,44 @@ impl Client {
     }
 }
 
+/// The `since` a client sends for a stream.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// The last position it saw.
+    Seen,
+    /// That offset in another epoch (as after a broker restart).
+    OtherEpoch,
+    /// An offset ahead of the stream's top.
+    Ahead,
+}
+
+impl Since {
+    fn draw(rng: &mut StdRng) -> Since {
+        match rng.random_range(0..10) {
+            0 => Since::OtherEpoch,
+            1 => Since::Ahead,
+            _ => Since::Seen,
+        }
+    }
+
+    fn apply(self, pos: &mut Pos) {
+        match self {
+            Since::Seen => {}
+            Since::OtherEpoch => pos.epoch = "otherEpoch0".to_owned(),
+            Since::Ahead => pos.offset += 1_000,
+        }
+    }
+}
+
 /// One operation of the model test.
 #[derive(Debug, Clone)]
 enum Op {
     /// `count` publications to a stream.
     Publish(&'static str, u64),
     Disconnect(usize),
-    Reconnect(usize),
-    Subscribe(usize, &'static str),
+    /// Reconnect with `since`, listing its topics' positions too when the flag is set.
+    Reconnect(usize, Since, bool),
+    Subscribe(usize, &'static str, Since),
     Unsubscribe(usize, &'static str),
 }
 
@@ -439,11 +536,11 @@ fn draw(rng: &mut StdRng, clients: &[Client]) -> Op {
                 if client.subscribed(topic) {
                     ops.push((3, Op::Unsubscribe(i, topic)));
                 } else {
-                    ops.push((6, Op::Subscribe(i, topic)));
+                    ops.push((6, Op::Subscribe(i, topic, Since::draw(rng))));
                 }
             }
         } else {
-            ops.push((10, Op::Reconnect(i)));
+            ops.push((10, Op::Reconnect(i, Since::draw(rng), rng.random_bool(0.25))));
         }
     }
     let total: u32 = ops.iter().map(|(weight, _)| weight).sum();
@@ -457,30 +554,25 @@ fn draw(rng: &mut StdRng, clients: &[Client]) -> Op {
     unreachable!("the pick is below the total")
 }
 
-/// Counts of the outcomes the model test reached, so it can check it reached both.
-#[derive(Debug, Default)]
-struct Reached {
-    recovered: AtomicUsize,
-    not_recovered: AtomicUsize,
-}
-
 fn lock(trace: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
     trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One seed: a fresh server, one or two clients, [`STEPS`] operations.
-async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>, reached: &Reached) {
-    let service = ServiceConfig::default();
+async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>) -> (usize, usize) {
+    let max_recovery = if seed % 2 == 1 { SMALL_MAX_RECOVERY } else { 300 };
+    let service = ServiceConfig { max_recovery: max_recovery as usize, ..ServiceConfig::default() };
     let stack: Stack =
         support::start_stack_full(transport(), service, history(MAX_LEN as usize), None).await;
     let mut rng = StdRng::seed_from_u64(seed);
     let names = ["c0", "c1"];
     let mut clients: Vec<Client> =
         names.iter().copied().take(rng.random_range(1..=2)).map(Client::new).collect();
-    let mut model = Model::default();
+    let mut model = Model::new(max_recovery);
+    lock(trace).push(format!("max_recovery {max_recovery}, history {MAX_LEN}"));
     for client in &mut clients {
         lock(trace).push(format!("Connect({})", client.name));
-        client.connect(&mut model, stack.addr).await;
+        client.connect(&mut model, stack.addr, Since::Seen, false).await;
     }
     for _ in 0..STEPS {
         let op = draw(&mut rng, &clients);
@@ -495,16 +587,10 @@ async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>, reached: &Reached) {
                 }
             }
             Op::Disconnect(i) => clients[i].disconnect().await,
-            Op::Reconnect(i) => {
-                let before = clients[i].seen.clone();
-                clients[i].connect(&mut model, stack.addr).await;
-                count_outcomes(&model, &before, &[USER_STREAM, BROADCAST], reached);
+            Op::Reconnect(i, how, with_topics) => {
+                clients[i].connect(&mut model, stack.addr, how, with_topics).await;
             }
-            Op::Subscribe(i, topic) => {
-                let before = clients[i].seen.clone();
-                clients[i].subscribe(&mut model, topic).await;
-                count_outcomes(&model, &before, &[topic], reached);
-            }
+            Op::Subscribe(i, topic, how) => clients[i].subscribe(&mut model, topic, how).await,
             Op::Unsubscribe(i, topic) => clients[i].unsubscribe(&mut model, topic).await,
         }
     }
@@ -514,31 +600,19 @@ async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>, reached: &Reached) {
         }
     }
     stack.stop().await;
-}
-
-/// Counts, for the streams a client asked to recover from `before`, whether the model said
-/// they recover (the client checked the server agreed).
-fn count_outcomes(
-    model: &Model,
-    before: &BTreeMap<String, Pos>,
-    streams: &[&str],
-    reached: &Reached,
-) {
-    for stream in streams {
-        let Some(since) = before.get(*stream) else { continue };
-        let counter =
-            if model.recovers(stream, since) { &reached.recovered } else { &reached.not_recovered };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+    (model.recovered, model.not_recovered)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_operations_agree_with_the_recovery_model() {
-    let reached = Reached::default();
+    let (mut recovered, mut not) = (0, 0);
     for seed in 0..SEEDS {
         let trace = Mutex::new(Vec::new());
-        let run = AssertUnwindSafe(run_seed(seed, &trace, &reached)).catch_unwind().await;
-        if run.is_err() {
+        let run = AssertUnwindSafe(run_seed(seed, &trace)).catch_unwind().await;
+        if let Ok((yes, no)) = run {
+            recovered += yes;
+            not += no;
+        } else {
             let mut ops = String::new();
             for (step, op) in lock(&trace).iter().enumerate() {
                 let _ = writeln!(ops, "  {step}: {op}");
@@ -546,9 +620,7 @@ async fn random_operations_agree_with_the_recovery_model() {
             panic!("seed {seed} failed (its panic is printed above) after:\n{ops}");
         }
     }
-    // The model reaches both outcomes (evaluated after the step; the seeds are fixed).
-    let (recovered, not) =
-        (reached.recovered.load(Ordering::Relaxed), reached.not_recovered.load(Ordering::Relaxed));
+    // The seeds are fixed: the operations reach both outcomes.
     eprintln!("recoveries: {recovered} recovered, {not} not recovered");
     assert!(recovered > 0 && not > 0, "recovered {recovered}, not recovered {not}");
 }
@@ -556,7 +628,7 @@ async fn random_operations_agree_with_the_recovery_model() {
 // ---------------------------------------------------------------- the race test
 
 /// Publications per stream in the race.
-const RACE_N: u64 = 1000;
+const RACE_N: u64 = 2000;
 /// Clients of the race.
 const RACE_CLIENTS: usize = 3;
 /// The race's topic stream.
@@ -577,7 +649,7 @@ struct Racer {
     reconnects: usize,
     reconnects_while_publishing: usize,
     /// Closes the server started, by code (`None`: the stream ended without a close frame).
-    server_closes: BTreeMap<Option<u16>, usize>,
+    server_closes: BTreeMap<(Option<u16>, &'static str), usize>,
 }
 
 impl Racer {
@@ -628,14 +700,7 @@ impl Racer {
                 match next_json_or_close(ws).await {
                     Ok(frame) => self.handle(&frame),
                     Err(code) => {
-                        // A slow consumer (4008) or a lagged stream (4010): reconnect and
-                        // recover, as the protocol says.
-                        assert!(
-                            matches!(code, None | Some(4008 | 4010)),
-                            "{}: closed with {code:?}",
-                            self.name
-                        );
-                        *self.server_closes.entry(code).or_insert(0) += 1;
+                        self.closed_by_server(code, "after `connected`");
                         break;
                     }
                 }
@@ -652,6 +717,15 @@ impl Racer {
         }
     }
 
+    /// The server closed the connection: only as a slow consumer (4008) or for a lagged
+    /// stream (4010), after which the protocol says to reconnect and recover.
+    fn closed_by_server(&mut self, code: Option<u16>, when: &'static str) {
+        assert!(matches!(code, None | Some(4008 | 4010)), "{}: closed with {code:?}", self.name);
+        *self.server_closes.entry((code, when)).or_insert(0) += 1;
+        let closes: usize = self.server_closes.values().sum();
+        assert!(closes < 10_000, "{}: never recovers: {:?}", self.name, self.server_closes);
+    }
+
     async fn reconnect(&mut self, addr: std::net::SocketAddr, publishing: &AtomicBool) {
         self.reconnects += 1;
         if publishing.load(Ordering::Relaxed) {
@@ -661,7 +735,12 @@ impl Racer {
             .into_iter()
             .map(|stream| (stream.to_owned(), self.seen[stream].clone()))
             .collect();
-        let (mut ws, hello) = open(addr, &self.token, &since).await;
+        let (mut ws, hello) = loop {
+            match try_open(addr, &self.token, &since).await {
+                Ok(opened) => break opened,
+                Err(code) => self.closed_by_server(code, "before `connected`"),
+            }
+        };
         for (stream, state) in hello["streams"].as_object().into_iter().flatten() {
             assert_eq!(state["recovered"], true, "{}: {stream} not recovered: {hello}", self.name);
             let given = Pos::of(state);
