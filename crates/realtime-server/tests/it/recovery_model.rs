@@ -645,6 +645,10 @@ struct Racer {
     live: BTreeSet<String>,
     /// A resubscribe sent and not answered yet.
     subscribing: bool,
+    /// An unsubscribe sent and not answered yet.
+    unsubscribing: bool,
+    /// Unsubscribes made (each followed by a subscribe with `since`).
+    unsubscribes: usize,
     /// Reconnects made, and how many of them while the publisher was still going.
     reconnects: usize,
     reconnects_while_publishing: usize,
@@ -679,6 +683,8 @@ impl Racer {
             seen,
             live,
             subscribing: false,
+            unsubscribing: false,
+            unsubscribes: 0,
             reconnects: 0,
             reconnects_while_publishing: 0,
             server_closes: BTreeMap::new(),
@@ -695,17 +701,37 @@ impl Racer {
         loop {
             let budget = self.rng.random_range(1..=250);
             let mut read = 0;
+            let mut open = true;
             while read < budget && !self.done() {
                 let ws = self.ws.as_mut().unwrap_or_else(|| panic!("not connected"));
                 match next_json_or_close(ws).await {
-                    Ok(frame) => self.handle(&frame),
+                    Ok(frame) => {
+                        if self.handle(&frame) {
+                            self.resubscribe().await;
+                        }
+                    }
                     Err(code) => {
                         self.closed_by_server(code, "after `connected`");
+                        open = false;
                         break;
                     }
                 }
                 read += 1;
             }
+            // Now and then, leave the topic and come back (with `since`) instead of the
+            // whole connection.
+            let settled =
+                self.live.contains(RACE_TOPIC) && !self.subscribing && !self.unsubscribing;
+            if open && !self.done() && settled && self.rng.random_bool(0.3) {
+                self.unsubscribes += 1;
+                self.unsubscribing = true;
+                let text = json!({"type": "unsubscribe", "id": 3, "payload": {"topic": "race"}});
+                let ws = self.ws.as_mut().unwrap_or_else(|| panic!("not connected"));
+                support::send_text(ws, &text.to_string()).await;
+                continue;
+            }
+            self.unsubscribing = false;
+            self.subscribing = false;
             if let Some(mut ws) = self.ws.take() {
                 let _ = ws.close(None).await;
             }
@@ -735,7 +761,7 @@ impl Racer {
             .into_iter()
             .map(|stream| (stream.to_owned(), self.seen[stream].clone()))
             .collect();
-        let (mut ws, hello) = loop {
+        let (ws, hello) = loop {
             match try_open(addr, &self.token, &since).await {
                 Ok(opened) => break opened,
                 Err(code) => self.closed_by_server(code, "before `connected`"),
@@ -748,15 +774,30 @@ impl Racer {
             assert!(given.offset >= since[stream].offset, "{}: {hello}", self.name);
             self.live.insert(stream.clone());
         }
-        let topic_since = self.seen[RACE_TOPIC].clone();
-        support::send_text(&mut ws, &subscribe_text(2, "race", Some(&topic_since))).await;
-        self.subscribing = true;
         self.ws = Some(ws);
+        self.resubscribe().await;
     }
 
-    fn handle(&mut self, frame: &Value) {
+    /// Sends a subscribe to the topic with `since` its last position.
+    async fn resubscribe(&mut self) {
+        let since = self.seen[RACE_TOPIC].clone();
+        let ws = self.ws.as_mut().unwrap_or_else(|| panic!("not connected"));
+        support::send_text(ws, &subscribe_text(2, "race", Some(&since))).await;
+        self.subscribing = true;
+    }
+
+    /// A frame of the connection; returns whether the topic is to be subscribed again (it
+    /// was just left).
+    fn handle(&mut self, frame: &Value) -> bool {
         let name = &self.name;
         match frame["type"].as_str() {
+            Some("unsubscribed") => {
+                assert!(self.unsubscribing, "{name}: `unsubscribed` unasked: {frame}");
+                self.unsubscribing = false;
+                // Nothing of the topic may follow.
+                self.live.remove(RACE_TOPIC);
+                return true;
+            }
             Some("subscribed") => {
                 assert!(self.subscribing, "{name}: `subscribed` unasked: {frame}");
                 assert_eq!(frame["payload"]["recovered"], true, "{name}: not recovered: {frame}");
@@ -791,6 +832,7 @@ impl Racer {
             }
             _ => panic!("{name}: unexpected {frame}"),
         }
+        false
     }
 }
 
@@ -826,8 +868,12 @@ async fn recovery_races_a_fast_publisher() {
         // be the next of its stream, from 0, and both ended at N.
         assert!(racer.done(), "{racer:?}");
         eprintln!(
-            "{}: {} reconnects ({} while publishing), server closes {:?}",
-            racer.name, racer.reconnects, racer.reconnects_while_publishing, racer.server_closes
+            "{}: {} reconnects ({} while publishing), {} unsubscribes, server closes {:?}",
+            racer.name,
+            racer.reconnects,
+            racer.reconnects_while_publishing,
+            racer.unsubscribes,
+            racer.server_closes
         );
     }
     stack.stop().await;
