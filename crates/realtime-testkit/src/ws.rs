@@ -216,3 +216,63 @@ where
     });
     (task, rx)
 }
+
+/// The `since` query parameter of a reconnect (`since=<percent-encoded JSON>`) for
+/// `positions`, a JSON object of stream names to `{"epoch": .., "offset": ..}`; pass it as
+/// [`Connect::query`].
+pub fn since_query(positions: &Value) -> String {
+    format!("since={}", percent_encode(&positions.to_string()))
+}
+
+/// Percent-encodes every byte of `raw` but the unreserved ones (RFC 3986: letters, digits,
+/// `-._~`).
+pub fn percent_encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 3);
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The next text message as JSON, skipping pings and pongs; `Err(Some(code))` when a close
+/// frame comes instead (its code), `Err(None)` when the stream ends or fails without one.
+/// For clients that expect the server may close them (a slow consumer, a lagged stream).
+///
+/// # Panics
+/// When nothing comes within [`WAIT`], a data message is not text, or the text is not JSON.
+pub async fn next_json_or_close(ws: &mut Ws) -> Result<Value, Option<u16>> {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no message in time"));
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Ok(serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{e}")));
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(other)) => panic!("expected a text message, got {other:?}"),
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn since_query_percent_encodes_the_positions() {
+        let since = json!({"user:alice": {"epoch": "hD3kQz9a", "offset": 17}});
+        assert_eq!(
+            since_query(&since),
+            "since=%7B%22user%3Aalice%22%3A%7B%22epoch%22%3A%22hD3kQz9a%22%2C%22offset%22%3A17%7D%7D"
+        );
+        assert_eq!(percent_encode("a-b.c_d~e f/é"), "a-b.c_d~e%20f%2F%C3%A9");
+    }
+}

@@ -15,6 +15,7 @@ mod limits;
 mod logs;
 mod presence_events;
 mod publish_api;
+mod recovery_model;
 mod routing;
 mod smoke;
 mod streams;

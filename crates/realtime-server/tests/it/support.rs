@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
-use realtime_broker_mem::{InMemoryBroker, InMemoryPresence};
+use realtime_broker_mem::{InMemoryBroker, InMemoryBrokerConfig, InMemoryPresence};
 use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_server::{Config, Running};
@@ -85,7 +85,7 @@ pub async fn start_stack_with(
     service: ServiceConfig,
     inbound: Option<Arc<dyn InboundHandler>>,
 ) -> Stack {
-    start_stack_verifying(transport, service, inbound, JwtConfig::hs256(SECRET.to_vec())).await
+    start_stack_full(transport, service, InMemoryBrokerConfig::default(), inbound).await
 }
 
 /// [`start_stack_with`] with a JWT configuration of its own (for example, no leeway, so that
@@ -96,10 +96,33 @@ pub async fn start_stack_verifying(
     inbound: Option<Arc<dyn InboundHandler>>,
     jwt: JwtConfig,
 ) -> Stack {
+    start_stack_parts(transport, service, InMemoryBrokerConfig::default(), inbound, jwt).await
+}
+
+/// [`start_stack_with`] with the broker's configuration too (history limits, for tests of
+/// recovery).
+pub async fn start_stack_full(
+    transport: TransportConfig,
+    service: ServiceConfig,
+    broker: InMemoryBrokerConfig,
+    inbound: Option<Arc<dyn InboundHandler>>,
+) -> Stack {
+    let jwt = JwtConfig::hs256(SECRET.to_vec());
+    start_stack_parts(transport, service, broker, inbound, jwt).await
+}
+
+/// The stack from every part's configuration.
+async fn start_stack_parts(
+    transport: TransportConfig,
+    service: ServiceConfig,
+    broker: InMemoryBrokerConfig,
+    inbound: Option<Arc<dyn InboundHandler>>,
+    jwt: JwtConfig,
+) -> Stack {
     let registry = Arc::new(InMemoryRegistry::new());
     let adapters = Adapters::new(
         registry.clone() as Arc<dyn ConnectionRegistry>,
-        Arc::new(InMemoryBroker::default()),
+        Arc::new(InMemoryBroker::new(broker)),
         Arc::new(InMemoryPresence::new()),
     );
     let api: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service);
