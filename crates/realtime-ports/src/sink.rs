@@ -62,8 +62,10 @@ pub trait ConnectionSink: Send + Sync + 'static {
 
     /// Enqueues `frames` as one contiguous run (no other frame lands between them), in
     /// order: a reply followed by the publications a recovery replays. The batch is admitted
-    /// as a whole when the queue is not full, and may then take the queue beyond its bound by
-    /// its length (the service bounds a batch by its recovery limit); an empty batch is `Ok`.
+    /// as a whole when the queue is not full, and its frames do not count against the bound
+    /// until they are written: a recovery is queued before the connection's writer runs, and
+    /// the live frames behind it must not make the connection a slow consumer (the service
+    /// bounds a batch by its recovery limits). An empty batch is `Ok`.
     ///
     /// # Errors
     /// As [`send`](ConnectionSink::send), for the batch as a whole: on an error no frame of it

@@ -18,8 +18,9 @@ pub enum SinkClosed {
 /// - Every accepted frame is kept, in order; [`texts`](Self::texts) returns them as text.
 /// - The first [`close`](ConnectionSink::close) is recorded; later ones have no effect, as
 ///   the contract requires. After a close, `send` returns [`SendError::Closed`].
-/// - A sink made with [`bounded`](Self::bounded) accepts that many frames in total (nothing
-///   ever drains it); the next `send` returns [`SendError::QueueFull`] and records
+/// - A sink made with [`bounded`](Self::bounded) accepts that many frames in total through
+///   `send` (nothing ever drains it; `send_batch` frames do not count, as the contract says);
+///   the next `send` returns [`SendError::QueueFull`] and records
 ///   [`SinkClosed::SlowConsumer`], as the real transport closes with 4008; sends after that
 ///   return [`SendError::Closed`].
 #[derive(Debug, Default)]
@@ -32,7 +33,15 @@ pub struct RecordingSink {
 #[derive(Debug, Default)]
 struct State {
     frames: Vec<Frame>,
+    /// Frames accepted through `send_batch`, which do not count against the capacity.
+    batched: usize,
     closed: Option<SinkClosed>,
+}
+
+impl State {
+    fn full(&self, capacity: Option<usize>) -> bool {
+        capacity.is_some_and(|capacity| self.frames.len() - self.batched >= capacity)
+    }
 }
 
 impl RecordingSink {
@@ -78,7 +87,7 @@ impl ConnectionSink for RecordingSink {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
-        if self.capacity.is_some_and(|capacity| state.frames.len() >= capacity) {
+        if state.full(self.capacity) {
             state.closed = Some(SinkClosed::SlowConsumer);
             return Err(SendError::QueueFull);
         }
@@ -94,10 +103,11 @@ impl ConnectionSink for RecordingSink {
         if frames.is_empty() {
             return Ok(());
         }
-        if self.capacity.is_some_and(|capacity| state.frames.len() >= capacity) {
+        if state.full(self.capacity) {
             state.closed = Some(SinkClosed::SlowConsumer);
             return Err(SendError::QueueFull);
         }
+        state.batched += frames.len();
         state.frames.extend(frames);
         Ok(())
     }

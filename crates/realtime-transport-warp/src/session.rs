@@ -112,7 +112,7 @@ pub(crate) enum Outbound {
 /// writer goes idle after a burst, both buffers shrink back to [`IDLE_QUEUE_SLOTS`].
 #[derive(Debug)]
 pub(crate) struct WsSink {
-    queue: Mutex<VecDeque<Outbound>>,
+    queue: Mutex<Queue>,
     capacity: usize,
     /// Set by `enqueue`, cleared by the writer when it takes the queue.
     ready: AtomicBool,
@@ -123,11 +123,28 @@ pub(crate) struct WsSink {
     end: watch::Sender<Option<SessionEnd>>,
 }
 
-/// A new connection's sink, holding at most `capacity` queued items.
+/// The queued items, and how many of them came in replay batches (`send_batch`), which do
+/// not count against the capacity: a recovery of up to `max_recovery` frames per stream is
+/// queued before the writer runs, and a live frame behind it must not make the connection a
+/// slow consumer. The writer takes both at once.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    replayed: usize,
+}
+
+impl Queue {
+    /// Whether live items fill the capacity.
+    fn full(&self, capacity: usize) -> bool {
+        self.items.len().saturating_sub(self.replayed) >= capacity
+    }
+}
+
+/// A new connection's sink, holding at most `capacity` queued items (beyond replays).
 pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
     let (end, _) = watch::channel(None);
     Arc::new(WsSink {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue::default()),
         capacity: capacity.max(1),
         ready: AtomicBool::new(false),
         writer: AtomicWaker::new(),
@@ -163,13 +180,13 @@ impl WsSink {
         if self.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        if queue.len() >= self.capacity {
+        if queue.full(self.capacity) {
             drop(queue);
             // The close travels on the `end` signal, not on the full queue.
             self.end(SessionEnd::SlowConsumer);
             return Err(SendError::QueueFull);
         }
-        queue.push_back(item);
+        queue.items.push_back(item);
         drop(queue);
         // Only the first item since the writer last looked needs to wake it.
         if !self.ready.swap(true, Ordering::AcqRel) {
@@ -190,7 +207,9 @@ impl WsSink {
     /// Swaps everything queued into `batch` (which must be empty), keeping both buffers'
     /// capacity for the next round.
     fn take_queued(&self, batch: &mut VecDeque<Outbound>) {
-        std::mem::swap(&mut *self.queue.lock(), batch);
+        let mut queue = self.queue.lock();
+        std::mem::swap(&mut queue.items, batch);
+        queue.replayed = 0;
     }
 
     /// Called by the writer after a batch: when nothing more is queued, gives back what a
@@ -201,8 +220,8 @@ impl WsSink {
         }
         batch.shrink_to(IDLE_QUEUE_SLOTS);
         let mut queue = self.queue.lock();
-        if queue.is_empty() {
-            queue.shrink_to(IDLE_QUEUE_SLOTS);
+        if queue.items.is_empty() {
+            queue.items.shrink_to(IDLE_QUEUE_SLOTS);
         }
     }
 }
@@ -220,12 +239,13 @@ impl ConnectionSink for WsSink {
         if frames.is_empty() {
             return Ok(());
         }
-        if queue.len() >= self.capacity {
+        if queue.full(self.capacity) {
             drop(queue);
             self.end(SessionEnd::SlowConsumer);
             return Err(SendError::QueueFull);
         }
-        queue.extend(frames.into_iter().map(Outbound::Frame));
+        queue.replayed += frames.len();
+        queue.items.extend(frames.into_iter().map(Outbound::Frame));
         drop(queue);
         if !self.ready.swap(true, Ordering::AcqRel) {
             self.writer.wake();
@@ -1002,7 +1022,7 @@ mod tests {
             assert_eq!(batch.len(), 500);
             batch.clear();
         }
-        assert!(batch.capacity() >= 500 && sink.queue.lock().capacity() >= 500);
+        assert!(batch.capacity() >= 500 && sink.queue.lock().items.capacity() >= 500);
         // Mid-burst (something queued since the writer looked) nothing shrinks.
         assert_eq!(sink.send(frame.clone()), Ok(()));
         sink.release_idle(&mut batch);
@@ -1013,7 +1033,7 @@ mod tests {
         // Idle: both come back to the small size.
         sink.release_idle(&mut batch);
         assert!(batch.capacity() <= IDLE_QUEUE_SLOTS, "batch keeps {}", batch.capacity());
-        let queue = sink.queue.lock().capacity();
+        let queue = sink.queue.lock().items.capacity();
         assert!(queue <= IDLE_QUEUE_SLOTS, "queue keeps {queue}");
     }
 
@@ -1040,6 +1060,35 @@ mod tests {
         assert_eq!(raw.header().opcode, OpCode::Data(Data::Text));
         assert!(raw.header().is_final);
         assert_eq!(raw.payload(), frame.as_bytes());
+    }
+
+    /// A replay batch does not count against the capacity: the live frames behind it still
+    /// get the whole queue (the writer is not running yet when a recovery is queued).
+    #[test]
+    fn a_replay_batch_leaves_the_live_capacity_alone() {
+        let sink = outbound_channel(2);
+        let frame = Frame::from_text("{}".to_owned());
+        assert_eq!(sink.send_batch(vec![frame.clone(); 300]), Ok(()));
+        assert_eq!(sink.send(frame.clone()), Ok(()));
+        assert_eq!(sink.send(frame.clone()), Ok(()));
+        assert_eq!(
+            sink.send(frame.clone()),
+            Err(SendError::QueueFull),
+            "live frames still bounded"
+        );
+        let mut batch = VecDeque::new();
+        sink.take_queued(&mut batch);
+        assert_eq!(batch.len(), 302);
+        let fresh = outbound_channel(2);
+        assert_eq!(fresh.send_batch(vec![frame.clone(); 10]), Ok(()));
+        let mut taken = VecDeque::new();
+        fresh.take_queued(&mut taken);
+        assert_eq!((fresh.send(frame.clone()), fresh.send(frame.clone())), (Ok(()), Ok(())));
+        assert_eq!(
+            fresh.send(frame),
+            Err(SendError::QueueFull),
+            "the allowance went with the take"
+        );
     }
 
     #[test]
