@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use realtime_testkit::jwt::{Claims, now_unix_secs};
-
 use crate::support;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -50,11 +48,7 @@ async fn the_demo_page_recovers_what_it_missed_in_a_real_browser() {
     let mut config = support::config();
     config.demo = Some(true);
     let running = support::start(config).await;
-    let token = Claims::new("alice")
-        .roles(&["user"])
-        .topics(&["demo:*"])
-        .exp(now_unix_secs() + 3600)
-        .mint(support::SECRET);
+    let token = support::demo_token("alice");
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{e}"));
     let mut node = Command::new("node");

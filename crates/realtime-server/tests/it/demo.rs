@@ -55,17 +55,12 @@ async fn a_connection_runs_at_most_three_demo_jobs_at_once() {
 /// stays up), reconnects with `since`, and gets the three notifications once and in order.
 #[tokio::test]
 async fn the_demo_topic_and_notifications_sent_while_the_page_was_offline() {
-    use realtime_testkit::jwt::{Claims, now_unix_secs};
     use realtime_testkit::ws::{Connect, try_connect};
 
     let mut config = support::config();
     config.demo = Some(true);
     let running = support::start(config).await;
-    let token = Claims::new("alice")
-        .roles(&["user"])
-        .topics(&["demo:*"])
-        .exp(now_unix_secs() + 3600)
-        .mint(support::SECRET);
+    let token = support::demo_token("alice");
     let subprotocol = format!("realtime.v1, bearer.{token}");
     let open = |query: Option<String>| {
         let subprotocol = subprotocol.clone();
@@ -114,17 +109,8 @@ async fn the_demo_topic_and_notifications_sent_while_the_page_was_offline() {
     // The three go out 1, 2 and 3 s after the ack; whatever is not out yet when the page is
     // back arrives live. Either way: each once, in order.
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    let since = serde_json::json!({ "user:alice": positions["user:alice"] }).to_string();
-    let encoded: String = since
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let (mut ws, connected) = open(Some(format!("since={encoded}"))).await;
+    let since = serde_json::json!({ "user:alice": positions["user:alice"] });
+    let (mut ws, connected) = open(Some(realtime_testkit::ws::since_query(&since))).await;
     assert_eq!(connected["payload"]["streams"]["user:alice"]["recovered"], true, "{connected}");
     let mut texts = Vec::new();
     let mut offsets = Vec::new();

@@ -150,6 +150,12 @@ impl Stack {
 
 // ---------------------------------------------------------------- tokens
 
+/// A token as the development server mints them: role `user`, the demo's topics
+/// (`demo:*`), valid for an hour.
+pub fn demo_token(user: &str) -> String {
+    Claims::new(user).roles(&["user"]).topics(&["demo:*"]).exp(now_unix_secs() + 3600).mint(SECRET)
+}
+
 /// A valid HS256 token for `user` with `roles`, valid for an hour.
 pub fn token(user: &str, roles: &[&str]) -> String {
     Claims::new(user).roles(roles).exp(now_unix_secs() + 3600).mint(SECRET)
