@@ -212,6 +212,51 @@ async fn subscribes_allowed_by_the_topics_claim_exactly_or_by_prefix() {
     stack.stop().await;
 }
 
+/// The application's hook, asked only for topics the claim does not allow: it allows
+/// `org:<user>:*` topics of the connection's own user.
+struct OwnOrgTopics(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl realtime_ports::SubscribeAuthorizer for OwnOrgTopics {
+    async fn authorize(
+        &self,
+        connection: &realtime_core::Connection,
+        topic: &realtime_core::TopicName,
+    ) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        topic.as_str().starts_with(&format!("org:{}:", connection.user_id))
+    }
+}
+
+#[tokio::test]
+async fn the_subscribe_hook_decides_what_the_claim_does_not_allow() {
+    let hook = std::sync::Arc::new(OwnOrgTopics(std::sync::atomic::AtomicUsize::new(0)));
+    let parts = support::StackParts {
+        authorizer: Some(hook.clone() as std::sync::Arc<dyn realtime_ports::SubscribeAuthorizer>),
+        ..support::StackParts::default()
+    };
+    let stack = parts.start().await;
+    let (mut ws, _) = open_ok(stack.addr, &token("alice", &["orders"]), None).await;
+    let subscribe =
+        |id: u64, name: &str| json!({"type": "subscribe", "id": id, "payload": {"topic": name}});
+    let reply = request(&mut ws, subscribe(1, "orders")).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 0, "the claim sufficed");
+    let reply = request(&mut ws, subscribe(2, "org:alice:billing")).await;
+    assert_eq!((&reply["type"], &reply["id"]), (&json!("subscribed"), &json!(2)), "{reply}");
+    let reply = request(&mut ws, subscribe(3, "org:bob:billing")).await;
+    assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    to_topic(&*stack.api, "org:alice:billing", 9).await;
+    let got = next_json(&mut ws).await;
+    assert_eq!(
+        (&got["stream"], &got["payload"]["i"]),
+        (&json!("topic:org:alice:billing"), &json!(9)),
+        "{got}"
+    );
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_subscribe_the_token_does_not_allow_is_forbidden_and_the_connection_stays() {
     let stack = stack(ServiceConfig::default()).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use realtime_auth_jwt::{JwtConfig, JwtVerifier};
 use realtime_broker_mem::{InMemoryBroker, InMemoryBrokerConfig, InMemoryPresence};
-use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi};
+use realtime_ports::{ConnectionRegistry, InboundHandler, RealtimeApi, SubscribeAuthorizer};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_server::{Config, Running};
 use realtime_service::{Adapters, RealtimeService, ServiceConfig};
@@ -85,7 +85,7 @@ pub async fn start_stack_with(
     service: ServiceConfig,
     inbound: Option<Arc<dyn InboundHandler>>,
 ) -> Stack {
-    start_stack_full(transport, service, InMemoryBrokerConfig::default(), inbound).await
+    StackParts { transport, service, inbound, ..StackParts::default() }.start().await
 }
 
 /// [`start_stack_with`] with a JWT configuration of its own (for example, no leeway, so that
@@ -96,7 +96,7 @@ pub async fn start_stack_verifying(
     inbound: Option<Arc<dyn InboundHandler>>,
     jwt: JwtConfig,
 ) -> Stack {
-    start_stack_parts(transport, service, InMemoryBrokerConfig::default(), inbound, jwt).await
+    StackParts { transport, service, inbound, jwt, ..StackParts::default() }.start().await
 }
 
 /// [`start_stack_with`] with the broker's configuration too (history limits, for tests of
@@ -107,24 +107,50 @@ pub async fn start_stack_full(
     broker: InMemoryBrokerConfig,
     inbound: Option<Arc<dyn InboundHandler>>,
 ) -> Stack {
-    let jwt = JwtConfig::hs256(SECRET.to_vec());
-    start_stack_parts(transport, service, broker, inbound, jwt).await
+    StackParts { transport, service, broker, inbound, ..StackParts::default() }.start().await
+}
+
+/// Every part of a hand-assembled stack; `Default` is the test transport, the default
+/// service and broker, no inbound handler, no subscribe authorizer, HS256 with [`SECRET`].
+pub struct StackParts {
+    pub transport: TransportConfig,
+    pub service: ServiceConfig,
+    pub broker: InMemoryBrokerConfig,
+    pub inbound: Option<Arc<dyn InboundHandler>>,
+    pub authorizer: Option<Arc<dyn SubscribeAuthorizer>>,
+    pub jwt: JwtConfig,
+}
+
+impl Default for StackParts {
+    fn default() -> Self {
+        StackParts {
+            transport: transport(),
+            service: ServiceConfig::default(),
+            broker: InMemoryBrokerConfig::default(),
+            inbound: None,
+            authorizer: None,
+            jwt: JwtConfig::hs256(SECRET.to_vec()),
+        }
+    }
+}
+
+impl StackParts {
+    /// Builds the stack and serves it on 127.0.0.1 at a free port.
+    pub async fn start(self) -> Stack {
+        start_stack_parts(self).await
+    }
 }
 
 /// The stack from every part's configuration.
-async fn start_stack_parts(
-    transport: TransportConfig,
-    service: ServiceConfig,
-    broker: InMemoryBrokerConfig,
-    inbound: Option<Arc<dyn InboundHandler>>,
-    jwt: JwtConfig,
-) -> Stack {
+async fn start_stack_parts(parts: StackParts) -> Stack {
+    let StackParts { transport, service, broker, inbound, authorizer, jwt } = parts;
     let registry = Arc::new(InMemoryRegistry::new());
-    let adapters = Adapters::new(
+    let mut adapters = Adapters::new(
         registry.clone() as Arc<dyn ConnectionRegistry>,
         Arc::new(InMemoryBroker::new(broker)),
         Arc::new(InMemoryPresence::new()),
     );
+    adapters.authorizer = authorizer;
     let api: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service);
     let verifier = JwtVerifier::new(jwt).unwrap_or_else(|e| panic!("{e}"));
     let mut deps = Deps::new(api.clone(), Arc::new(verifier));
