@@ -15,8 +15,9 @@
 //!   broadcasts and user messages over HTTP and reports whether every delivery arrived
 //!   exactly once. It asserts nothing about timing.
 //!
-//! Wire formats shared by all of them live in [`wire`], and the HTTP/1.1 client (on hyper)
-//! in [`http`].
+//! Wire formats shared by all of them live in [`wire`], the check of what a client
+//! reconnecting with `since` must receive in [`recovery`], and the HTTP/1.1 client (on
+//! hyper) in [`http`].
 //!
 //! **Architecture Invariant:** this crate depends on no realtime adapter or service (only
 //! `realtime-core`); it sees the server only through its wire protocol.
@@ -25,6 +26,7 @@ pub mod baseline;
 mod error;
 pub mod hist;
 pub mod http;
+pub mod recovery;
 pub mod shard;
 mod smoke;
 pub mod wire;

@@ -15,6 +15,11 @@
 //! their token, left out of every round) that stop reading on [`Shard::pause_slow`], close
 //! every connection (half with a closing handshake, half by dropping the socket), and count
 //! how its connections ended, by close code ([`Shard::status`]).
+//!
+//! Every connection keeps the stream positions of its `connected` frame. After
+//! [`Shard::disconnect_all`] a shard can open the same connections again
+//! ([`Shard::reconnect`]), with those positions as `since` when asked to recover: each then
+//! checks that it received exactly the publications it missed ([`RecoveryCheck`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,7 +39,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::BenchError;
 use crate::hist::{HistPairs, new_hist, record};
-use crate::wire::{BENCH_TYPE, mint_token, parse_incoming, unix_micros};
+use crate::recovery::{RecoveryCheck, RecoveryError};
+use crate::wire::{
+    BENCH_TYPE, Positions, connected_streams, mint_token, parse_incoming, positions_of,
+    since_param, unix_micros,
+};
 
 /// Histogram shards per round (connections record into `index % HIST_SHARDS`).
 const HIST_SHARDS: usize = 16;
@@ -123,6 +132,32 @@ pub struct ConnectReport {
     /// Wall time of the whole batch, in microseconds.
     pub elapsed_us: u64,
     /// Handshake latency (TCP connect to `connected` frame), in microseconds.
+    pub latency: HistPairs,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// The outcome of [`Shard::reconnect`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconnectReport {
+    /// Connections asked for (those closed by the last [`Shard::disconnect_all`]).
+    pub requested: u32,
+    /// Connections open again (and, when recovering, with every missed publication checked).
+    pub ok: u32,
+    /// Connections that could not be opened (handshake, timeout).
+    pub failed: u32,
+    /// Recovering: connections whose `connected` said `recovered: false` for a stream of
+    /// their `since` (or a new epoch).
+    pub not_recovered: u32,
+    /// Recovering: connections that got a wrong count of missed publications, or them out
+    /// of order.
+    pub wrong_count: u32,
+    /// Recovering: missed publications received, over every connection.
+    pub recovered_messages: u64,
+    /// Wall time of the whole batch (until the last connection had everything), µs.
+    pub elapsed_us: u64,
+    /// Per connection: TCP connect until `connected` (and, recovering, the last missed
+    /// publication), µs.
     pub latency: HistPairs,
     /// The first failure, if any.
     pub first_error: Option<String>,
@@ -287,6 +322,34 @@ struct ConnState {
     seen: Mutex<Seen>,
     /// Asks the connection for a closing handshake.
     closer: Mutex<Option<oneshot::Sender<()>>>,
+    /// The stream positions of its `connected` frame.
+    positions: Positions,
+}
+
+/// A connection closed by [`Shard::disconnect_all`], remembered for [`Shard::reconnect`].
+struct Away {
+    index: u32,
+    slow: bool,
+    positions: Positions,
+}
+
+/// An open connection, its `connected` frame read (and, recovering, what it missed).
+struct Opened {
+    ws: WebSocketStream<TcpStream>,
+    positions: Positions,
+    recovered: u64,
+}
+
+/// Why a connection could not be opened: a failure, or a recovery that went wrong.
+enum OpenError {
+    Failed(BenchError),
+    Recovery(RecoveryError),
+}
+
+impl From<BenchError> for OpenError {
+    fn from(e: BenchError) -> Self {
+        OpenError::Failed(e)
+    }
 }
 
 /// State shared by all connection tasks of a shard.
@@ -317,6 +380,8 @@ pub struct Shard {
     shared: Arc<Shared>,
     conns: Vec<Arc<ConnState>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The connections the last [`Shard::disconnect_all`] closed.
+    away: Vec<Away>,
     /// The index the next connection gets (failed connections use up theirs too).
     next_index: u32,
     done_tx: mpsc::UnboundedSender<(u64, u32)>,
@@ -357,6 +422,7 @@ impl Shard {
             }),
             conns: Vec::new(),
             tasks: Vec::new(),
+            away: Vec::new(),
             next_index: 0,
             done_tx,
             done_rx: Some(done_rx),
@@ -413,7 +479,7 @@ impl Shard {
         let opens = futures_util::stream::iter(first..first.saturating_add(count))
             .map(|index| async move {
                 let started = Instant::now();
-                let result = open(cfg, index, slow).await;
+                let result = open(cfg, index, slow, None).await;
                 (index, result, started.elapsed())
             })
             .buffer_unordered(concurrency.max(1) as usize);
@@ -422,21 +488,30 @@ impl Shard {
         let mut opened_ok = Vec::new();
         for (index, result, took) in opened {
             match result {
-                Ok(ws) => {
+                Ok(o) => {
                     report.ok += 1;
                     record(&mut hist, duration_us(took));
-                    opened_ok.push((index, ws));
+                    opened_ok.push((index, o));
                 }
-                Err(e) => {
+                Err(OpenError::Failed(e)) => {
                     report.failed += 1;
-                    if report.first_error.is_none() {
-                        report.first_error = Some(e.to_string());
-                    }
+                    report.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(OpenError::Recovery(e)) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
-        opened_ok.sort_by_key(|(index, _)| *index);
-        for (index, ws) in opened_ok {
+        self.adopt(opened_ok, slow);
+        report.latency = HistPairs::of(&hist);
+        report
+    }
+
+    /// Starts the read loops of freshly opened connections, in index order.
+    fn adopt(&mut self, mut opened: Vec<(u32, Opened)>, slow: bool) {
+        opened.sort_by_key(|(index, _)| *index);
+        for (index, o) in opened {
             let (closer, close_asked) = oneshot::channel();
             let state = Arc::new(ConnState {
                 index,
@@ -445,10 +520,63 @@ impl Shard {
                 alive: AtomicBool::new(true),
                 seen: Mutex::new(Seen { round: 0, bits: Vec::new() }),
                 closer: Mutex::new(Some(closer)),
+                positions: o.positions,
             });
             self.conns.push(state.clone());
-            self.tasks.push(tokio::spawn(read_loop(ws, state, self.shared.clone(), close_asked)));
+            self.tasks.push(tokio::spawn(read_loop(o.ws, state, self.shared.clone(), close_asked)));
         }
+    }
+
+    /// Opens again, `concurrency` handshakes at a time, every connection the last
+    /// [`Shard::disconnect_all`] closed (same index, so same user and source address).
+    /// With `recover: Some(missed)` each presents the positions of its last `connected`
+    /// frame as `since` and must then receive exactly `missed` publications over its
+    /// streams, in order ([`RecoveryCheck`]); those that do not are counted as
+    /// `not_recovered` or `wrong_count`, and closed.
+    pub async fn reconnect(&mut self, concurrency: u32, recover: Option<u64>) -> ReconnectReport {
+        let away = std::mem::take(&mut self.away);
+        let mut report = ReconnectReport {
+            requested: u32::try_from(away.len()).unwrap_or(u32::MAX),
+            ..ReconnectReport::default()
+        };
+        let mut hist = new_hist();
+        let start = Instant::now();
+        let cfg = &self.cfg;
+        let opens = futures_util::stream::iter(away.iter())
+            .map(|a| async move {
+                let started = Instant::now();
+                let since = recover.map(|missed| (&a.positions, missed));
+                let result = open(cfg, a.index, a.slow, since).await;
+                (a, result, started.elapsed())
+            })
+            .buffer_unordered(concurrency.max(1) as usize);
+        let opened: Vec<_> = opens.collect().await;
+        report.elapsed_us = duration_us(start.elapsed());
+        let (mut plain, mut slow) = (Vec::new(), Vec::new());
+        for (a, result, took) in opened {
+            match result {
+                Ok(o) => {
+                    report.ok += 1;
+                    report.recovered_messages += o.recovered;
+                    record(&mut hist, duration_us(took));
+                    if a.slow { &mut slow } else { &mut plain }.push((a.index, o));
+                }
+                Err(OpenError::Failed(e)) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(OpenError::Recovery(e)) => {
+                    if e.is_not_recovered() {
+                        report.not_recovered += 1;
+                    } else {
+                        report.wrong_count += 1;
+                    }
+                    report.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        self.adopt(plain, false);
+        self.adopt(slow, true);
         report.latency = HistPairs::of(&hist);
         report
     }
@@ -533,6 +661,11 @@ impl Shard {
         let start = Instant::now();
         let mut report = DisconnectReport::default();
         let mut clean = Vec::new();
+        self.away = self
+            .conns
+            .iter()
+            .map(|c| Away { index: c.index, slow: c.slow, positions: c.positions.clone() })
+            .collect();
         for (conn, task) in self.conns.iter().zip(self.tasks.drain(..)) {
             let closer = lock(&conn.closer).take().filter(|_| conn.index % 2 == 0);
             match closer.map(|closer| closer.send(())) {
@@ -580,12 +713,15 @@ fn source_ip(shard: u32, index: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + n as u8))
 }
 
-/// Opens one connection: socket, upgrade, and the `connected` frame.
+/// Opens one connection: socket, upgrade, and the `connected` frame; with `since`
+/// (positions, publications missed), the upgrade carries them and the missed publications
+/// are read and checked before the connection counts as open.
 async fn open(
     cfg: &ShardConfig,
     index: u32,
     slow: bool,
-) -> Result<WebSocketStream<TcpStream>, BenchError> {
+    since: Option<(&Positions, u64)>,
+) -> Result<Opened, OpenError> {
     let user = user_of(cfg.shard, index);
     let token = if slow {
         let mut roles = cfg.roles.clone();
@@ -594,39 +730,63 @@ async fn open(
     } else {
         mint_token(&cfg.secret, &user, &cfg.roles, 3600)?
     };
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let work = async {
         let stream = tcp_connect(cfg, index).await?;
-        let url = format!("ws://{}/ws?token={token}", cfg.addr);
+        let mut url = format!("ws://{}/ws?token={token}", cfg.addr);
+        if let Some((positions, _)) = since {
+            url.push_str("&since=");
+            url.push_str(&since_param(positions));
+        }
         let (mut ws, _response) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(client_ws_config()))
-                .await?;
+                .await
+                .map_err(BenchError::from)?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    let first = parse_incoming(&text);
-                    return match first {
-                        Some(m) if m.kind == realtime_core::protocol::CONNECTED => Ok(ws),
-                        _ => Err(BenchError::Protocol(format!(
-                            "first frame is not `connected`: {}",
-                            text.chars().take(120).collect::<String>()
-                        ))),
-                    };
+                    let streams = connected_streams(&text)?;
+                    return Ok::<_, OpenError>((ws, streams));
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Err(BenchError::Protocol(format!(
                         "closed before `connected`: {:?}",
                         frame.map(|f| u16::from(f.code))
-                    )));
+                    ))
+                    .into());
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(BenchError::Protocol("closed before `connected`".into())),
+                Some(Err(e)) => return Err(BenchError::from(e).into()),
+                None => {
+                    return Err(BenchError::Protocol("closed before `connected`".into()).into());
+                }
             }
         }
     };
-    tokio::time::timeout(cfg.connect_timeout, work)
+    let (mut ws, streams) = tokio::time::timeout_at(deadline, work)
         .await
-        .map_err(|_| BenchError::Timeout("opening a connection".into()))?
+        .map_err(|_| BenchError::Timeout("opening a connection".into()))??;
+    let positions = positions_of(&streams);
+    let Some((since, missed)) = since else {
+        return Ok(Opened { ws, positions, recovered: 0 });
+    };
+    let mut check = RecoveryCheck::new(since, &streams, missed).map_err(OpenError::Recovery)?;
+    while !check.is_done() {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let m = parse_incoming(&text);
+                let position = m.as_ref().and_then(|m| {
+                    Some((m.stream.as_deref()?, m.offset?, m.epoch.as_deref().unwrap_or("")))
+                });
+                check.handle(position, &text).map_err(OpenError::Recovery)?;
+            }
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => {
+                return Err(OpenError::Recovery(check.missing()));
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    Ok(Opened { ws, positions, recovered: check.received() })
 }
 
 /// A TCP connection to the server, from a spread loopback source address when configured.
@@ -784,6 +944,7 @@ mod tests {
             alive: AtomicBool::new(true),
             seen: Mutex::new(Seen { round: 0, bits: Vec::new() }),
             closer: Mutex::new(None),
+            positions: Positions::new(),
         };
         let shared = &shard.shared;
         *shared.round.write().unwrap() =

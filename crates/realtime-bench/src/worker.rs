@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::shard::{
-    ConnectReport, DisconnectReport, RoundKind, RoundReport, Shard, ShardConfig, StatusReport,
+    ConnectReport, DisconnectReport, ReconnectReport, RoundKind, RoundReport, Shard, ShardConfig,
+    StatusReport,
 };
 
 /// Environment variable through which the driver hands workers the JWT secret (hex), so it
@@ -60,6 +61,16 @@ pub enum Command {
         /// Milliseconds allowed for the closing handshakes.
         timeout_ms: u64,
     },
+    /// Open again every connection the last [`Command::DisconnectAll`] closed (see
+    /// [`Shard::reconnect`]).
+    Reconnect {
+        /// Handshakes in flight.
+        concurrency: u32,
+        /// Present each connection's last positions as `since`; it must then receive this
+        /// many missed publications.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recover: Option<u64>,
+    },
     /// Close every connection and exit.
     Quit,
 }
@@ -101,6 +112,8 @@ pub enum Event {
     Status(StatusReport),
     /// Answer to [`Command::DisconnectAll`].
     Disconnected(DisconnectReport),
+    /// Answer to [`Command::Reconnect`].
+    Reconnected(ReconnectReport),
     /// A command could not be understood.
     Error {
         /// What went wrong.
@@ -195,6 +208,9 @@ pub async fn run_worker(addr: SocketAddr, secret: Vec<u8>, shard: u32) -> std::i
             Command::DisconnectAll { timeout_ms } => Event::Disconnected(
                 shard_state.disconnect_all(Duration::from_millis(timeout_ms)).await,
             ),
+            Command::Reconnect { concurrency, recover } => {
+                Event::Reconnected(shard_state.reconnect(concurrency, recover).await)
+            }
             Command::Quit => break,
         };
         if out_tx.send(event).is_err() {
@@ -234,6 +250,14 @@ mod tests {
                 r#"{"cmd":"begin_round","round":3,"kind":"user","seqs":9}"#,
             ),
             (Command::EndRound { settle_ms: 10 }, r#"{"cmd":"end_round","settle_ms":10}"#),
+            (
+                Command::Reconnect { concurrency: 8, recover: Some(10) },
+                r#"{"cmd":"reconnect","concurrency":8,"recover":10}"#,
+            ),
+            (
+                Command::Reconnect { concurrency: 8, recover: None },
+                r#"{"cmd":"reconnect","concurrency":8}"#,
+            ),
             (Command::Quit, r#"{"cmd":"quit"}"#),
         ];
         for (command, json) in cases {
