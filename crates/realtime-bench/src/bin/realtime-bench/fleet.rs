@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use realtime_bench::shard::{
-    ConnectReport, DisconnectReport, RoundKind, RoundReport, StatusReport,
+    ConnectReport, DisconnectReport, ReconnectReport, RoundKind, RoundReport, StatusReport,
 };
 use realtime_bench::worker::{Command, Event, SECRET_ENV};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -316,6 +316,42 @@ impl Fleet {
             .await?;
         self.open.iter_mut().for_each(|o| *o = 0);
         Ok(reports)
+    }
+
+    /// Opens again every connection the last [`Fleet::disconnect_all`] closed, `concurrency`
+    /// handshakes at a time over all workers, recovering `recover` missed publications each
+    /// when given (see `Shard::reconnect`); the merged report.
+    pub async fn reconnect(
+        &mut self,
+        concurrency: u32,
+        recover: Option<u64>,
+    ) -> anyhow::Result<ReconnectReport> {
+        let per_worker = (concurrency / self.len().max(1) as u32).max(1);
+        let command = Command::Reconnect { concurrency: per_worker, recover };
+        let reports = self
+            .all(&command, Duration::from_secs(300), |e| match e {
+                Event::Reconnected(r) => Some(r),
+                _ => None,
+            })
+            .await?;
+        let mut merged = ReconnectReport::default();
+        let mut hist = realtime_bench::hist::new_hist();
+        for (w, r) in reports.into_iter().enumerate() {
+            self.open[w] += r.ok;
+            merged.requested += r.requested;
+            merged.ok += r.ok;
+            merged.failed += r.failed;
+            merged.not_recovered += r.not_recovered;
+            merged.wrong_count += r.wrong_count;
+            merged.recovered_messages += r.recovered_messages;
+            merged.elapsed_us = merged.elapsed_us.max(r.elapsed_us);
+            r.latency.add_to(&mut hist);
+            if merged.first_error.is_none() {
+                merged.first_error = r.first_error;
+            }
+        }
+        merged.latency = realtime_bench::hist::HistPairs::of(&hist);
+        Ok(merged)
     }
 
     /// Asks every worker to quit and waits for them (killing those that linger).

@@ -1,9 +1,11 @@
 //! `realtime-bench`: the bench driver behind `cargo xtask bench`. It builds the binaries,
 //! runs realtime-server and the baseline interleaved through every scenario, then the soak
-//! scenarios (churn, slow consumers, drain) against a fresh realtime-server, writes
+//! scenarios (churn, slow consumers, drain) against a fresh realtime-server, then the streams
+//! scenarios (recovery cost, history on vs off) against fresh ones, writes
 //! `results/bench/<date>.json`, renders `docs/bench/*.png` and updates `docs/benchmarks.md`.
 //! Targets are reported, never asserted; the exit code is non-zero only when a delivery was
-//! missing or extra, or a session could not run.
+//! missing or extra, a reconnecting client did not recover exactly what it missed, or a
+//! session could not run.
 
 mod charts;
 mod fleet;
@@ -12,6 +14,7 @@ mod report;
 mod results;
 mod session;
 mod soak;
+mod streams;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,15 +61,20 @@ struct Args {
     /// Override the cycles of the churn scenario.
     #[arg(long, global = true)]
     churn_cycles: Option<u32>,
+    /// Whether to run the streams scenarios (recovery cost, history on vs off;
+    /// realtime-server only) after the others, instead of them, or not at all.
+    #[arg(long, global = true, value_enum, default_value = "on")]
+    streams: SoakMode,
 }
 
+/// Whether a group of scenarios (soak, streams) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SoakMode {
     /// After the comparison.
     On,
     /// Not at all.
     Off,
-    /// Only the soak scenarios.
+    /// Only this group.
     Only,
 }
 
@@ -94,7 +102,10 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("error: some deliveries were missing or extra (see the results)");
+            eprintln!(
+                "error: some deliveries were missing or extra, or some clients did not recover \
+                 exactly what they missed (see the results)"
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -170,11 +181,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if let Some(cycles) = args.churn_cycles {
         plan.churn_cycles = cycles;
     }
-    let run_soak = args.soak != SoakMode::Off
+    let run_soak = (args.soak == SoakMode::Only
+        || (args.soak == SoakMode::On && args.streams != SoakMode::Only))
         && plan.soak_n > 0
         && kinds.contains(&TargetKind::RealtimeServer);
     if !run_soak {
         plan.soak_n = 0;
+    }
+    let run_streams = (args.streams == SoakMode::Only
+        || (args.streams == SoakMode::On && args.soak != SoakMode::Only))
+        && plan.streams_reps > 0
+        && kinds.contains(&TargetKind::RealtimeServer);
+    if !run_streams {
+        plan.streams_reps = 0;
     }
     let command = std::env::var("REALTIME_BENCH_COMMAND").unwrap_or_else(|_| {
         let rest: Vec<String> = std::env::args().skip(1).collect();
@@ -186,7 +205,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut sessions = Vec::new();
-    let reps = if args.soak == SoakMode::Only { 0 } else { plan.reps };
+    let only = args.soak == SoakMode::Only || args.streams == SoakMode::Only;
+    let reps = if only { 0 } else { plan.reps };
     for rep in 0..reps {
         // Interleaved: the order alternates between repetitions.
         let mut order = kinds.clone();
@@ -210,11 +230,26 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     } else {
         None
     };
+    let streams = if run_streams {
+        eprintln!(
+            "streams: recovery N = {} ({} missed), history on/off N = {} at {}/s, {} repetition(s)",
+            plan.recovery_n,
+            plan.recovery_missed,
+            plan.history_n,
+            plan.history_rate,
+            plan.streams_reps
+        );
+        Some(runtime.block_on(streams::run_streams(&paths, &plan)).context("streams")?)
+    } else {
+        None
+    };
     drop(runtime);
 
     let summary = report::summarize(&plan, &sessions);
     let exactly_once = sessions.iter().all(|s| s.missing == 0 && s.extra == 0)
-        && soak.as_ref().is_none_or(|s| s.slow.missing == 0 && s.slow.extra == 0);
+        && soak.as_ref().is_none_or(|s| s.slow.missing == 0 && s.slow.extra == 0)
+        && streams.as_ref().is_none_or(|s| s.history.missing == 0 && s.history.extra == 0);
+    let recovered = streams.as_ref().is_none_or(|s| s.ok());
     let results = RunResults {
         date: report::utc_date(started_unix),
         started_unix,
@@ -224,6 +259,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         sessions,
         summary,
         soak,
+        streams,
         exactly_once,
     };
     let results_dir = root.join("results/bench");
@@ -244,6 +280,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
         if let (Some(soak), Some(existing)) = (&results.soak, &text) {
             text = Some(report::splice_soak(existing, &report::soak_markdown(&results, soak)));
+        }
+        if let (Some(streams), Some(existing)) = (&results.streams, &text) {
+            let generated = report::streams_markdown(&results, streams);
+            text = Some(report::splice_streams(existing, &generated));
         }
         if let Some(text) = text {
             std::fs::write(&md_path, text)?;
@@ -276,11 +316,35 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             }
         )?;
     }
+    if let Some(s) = &results.streams {
+        let (r, h) = (&s.recovery, &s.history);
+        writeln!(
+            out,
+            "recovery N={} ({} missed): with since {} s / {} CPU-s, plain {} s / {} CPU-s; clients in error: {}",
+            r.n,
+            r.missed,
+            report::fmt_num(r.recover_seconds),
+            report::fmt_num(r.recover_cpu_seconds),
+            report::fmt_num(r.plain_seconds),
+            report::fmt_num(r.plain_cpu_seconds),
+            r.errors
+        )?;
+        writeln!(
+            out,
+            "history N={} at {}/s: on {} deliveries/s, {} CPU-s/M; off {} deliveries/s, {} CPU-s/M",
+            h.n,
+            h.rate_per_s,
+            report::fmt_num(h.on_delivered_per_s),
+            report::fmt_num(h.on_cpu_s_per_million),
+            report::fmt_num(h.off_delivered_per_s),
+            report::fmt_num(h.off_cpu_s_per_million)
+        )?;
+    }
     writeln!(
         out,
-        "exactly once: {}; took {:.0} s",
+        "exactly once: {}; recovered exactly: {recovered}; took {:.0} s",
         results.exactly_once,
         started.elapsed().as_secs_f64()
     )?;
-    Ok(results.exactly_once)
+    Ok(results.exactly_once && recovered)
 }

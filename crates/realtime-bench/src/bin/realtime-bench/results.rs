@@ -336,6 +336,132 @@ pub struct SoakResult {
     pub notes: Vec<String>,
 }
 
+/// One reconnect of every client of the recovery scenario.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconnectPhase {
+    /// Connections asked to reconnect.
+    pub requested: u32,
+    /// Connections open again (recovering: with every missed publication, in order).
+    pub ok: u32,
+    /// Connections that could not be opened.
+    pub failed: u32,
+    /// Connections told `recovered: false` (or given a new epoch).
+    pub not_recovered: u32,
+    /// Connections that got a wrong count of missed publications, or them out of order.
+    pub wrong_count: u32,
+    /// Missed publications received over every connection.
+    pub recovered_messages: u64,
+    /// Until every client had `connected` (and, recovering, its missed publications), in
+    /// seconds; `None` when any client failed, so an error is never reported as a number.
+    pub seconds: Option<f64>,
+    /// Server CPU (user + system) during the reconnect, in seconds.
+    pub cpu_seconds: f64,
+    /// Per client: TCP connect until it had everything.
+    pub latency: Summary,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+impl ReconnectPhase {
+    /// Clients that did not get what they should have.
+    pub fn errors(&self) -> u32 {
+        self.failed + self.not_recovered + self.wrong_count
+    }
+}
+
+/// One repetition of the recovery scenario: the same clients reconnect with `since`, and
+/// without it, in an order that alternates between repetitions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryRep {
+    /// Repetition, from 0.
+    pub rep: usize,
+    /// Whether the plain reconnect ran first.
+    pub plain_first: bool,
+    /// Reconnect with `since`, each client missing the scenario's publications.
+    pub recover: ReconnectPhase,
+    /// Reconnect without `since`.
+    pub plain: ReconnectPhase,
+}
+
+/// Recovery cost: N clients away while broadcasts are published, reconnecting at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryResult {
+    /// Clients.
+    pub n: u32,
+    /// Broadcasts published while they were away (each client misses them all).
+    pub missed: u32,
+    /// Handshakes in flight over all load-generator workers.
+    pub concurrency: u32,
+    /// Every repetition.
+    pub reps: Vec<RecoveryRep>,
+    /// Median seconds until every client recovered.
+    pub recover_seconds: Option<f64>,
+    /// Median seconds until every client was connected, without `since`.
+    pub plain_seconds: Option<f64>,
+    /// Median server CPU-seconds of the reconnect with `since`.
+    pub recover_cpu_seconds: Option<f64>,
+    /// Median server CPU-seconds of the plain reconnect.
+    pub plain_cpu_seconds: Option<f64>,
+    /// Clients that failed, were not recovered or got a wrong count, over every repetition.
+    pub errors: u64,
+}
+
+/// One repetition of the history cost scenario against one server process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRep {
+    /// Repetition, from 0.
+    pub rep: usize,
+    /// History on (the default) or off for every stream kind.
+    pub history: bool,
+    /// The sustained broadcast load.
+    pub throughput: ThroughputResult,
+}
+
+/// Publish cost with history on and off: the same sustained broadcast load against two
+/// server processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryCostResult {
+    /// Clients.
+    pub n: u32,
+    /// Broadcasts per second.
+    pub rate_per_s: u32,
+    /// Seconds of publishing per repetition.
+    pub secs: u32,
+    /// Every repetition, in the order run.
+    pub reps: Vec<HistoryRep>,
+    /// Median deliveries per second, history on.
+    pub on_delivered_per_s: Option<f64>,
+    /// Median deliveries per second, history off.
+    pub off_delivered_per_s: Option<f64>,
+    /// Median server CPU-seconds per million deliveries, history on.
+    pub on_cpu_s_per_million: Option<f64>,
+    /// Median server CPU-seconds per million deliveries, history off.
+    pub off_cpu_s_per_million: Option<f64>,
+    /// Missing deliveries over every repetition.
+    pub missing: u64,
+    /// Extra deliveries over every repetition.
+    pub extra: u64,
+}
+
+/// The streams scenarios (realtime-server only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamsResult {
+    /// Recovery cost.
+    pub recovery: RecoveryResult,
+    /// Publish cost with history on and off.
+    pub history: HistoryCostResult,
+    /// Anything unusual.
+    pub notes: Vec<String>,
+}
+
+impl StreamsResult {
+    /// Whether every client recovered exactly what it missed and every delivery arrived
+    /// exactly once.
+    pub fn ok(&self) -> bool {
+        self.recovery.errors == 0 && self.history.missing == 0 && self.history.extra == 0
+    }
+}
+
 /// The settings of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -387,6 +513,27 @@ pub struct Plan {
     /// The server's shutdown grace period in the drain scenario, seconds.
     #[serde(default)]
     pub drain_grace_secs: u64,
+    /// Repetitions of each streams scenario; 0 skips them.
+    #[serde(default)]
+    pub streams_reps: usize,
+    /// Clients of the recovery scenario.
+    #[serde(default)]
+    pub recovery_n: u32,
+    /// Broadcasts published while they are away.
+    #[serde(default)]
+    pub recovery_missed: u32,
+    /// Handshakes in flight over all workers when they reconnect.
+    #[serde(default)]
+    pub reconnect_concurrency: u32,
+    /// Clients of the history cost scenario.
+    #[serde(default)]
+    pub history_n: u32,
+    /// Broadcasts per second of the history cost scenario.
+    #[serde(default)]
+    pub history_rate: u32,
+    /// Seconds of publishing per repetition of the history cost scenario.
+    #[serde(default)]
+    pub history_secs: u32,
 }
 
 impl Plan {
@@ -414,6 +561,13 @@ impl Plan {
             slow_broadcasts: 100,
             fill_bytes: 16 * 1024,
             drain_grace_secs: 5,
+            streams_reps: 3,
+            recovery_n: 1_000,
+            recovery_missed: 10,
+            reconnect_concurrency: 512,
+            history_n: 1_000,
+            history_rate: 50,
+            history_secs: 5,
         }
     }
 
@@ -431,6 +585,10 @@ impl Plan {
             rate_secs: 10,
             soak_n: 10_000,
             churn_cycles: 100,
+            recovery_n: 10_000,
+            history_n: 10_000,
+            history_rate: 20,
+            history_secs: 10,
             ..Plan::quick()
         }
     }
@@ -480,6 +638,9 @@ pub struct RunResults {
     /// The soak scenarios (realtime-server only), when run.
     #[serde(default)]
     pub soak: Option<SoakResult>,
+    /// The streams scenarios (realtime-server only), when run.
+    #[serde(default)]
+    pub streams: Option<StreamsResult>,
     /// Whether every delivery of every session arrived exactly once.
     pub exactly_once: bool,
 }

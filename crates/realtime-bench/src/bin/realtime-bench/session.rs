@@ -136,23 +136,15 @@ pub async fn run_session(
     let log_name = format!("{}-rep{rep}", kind.name());
     let mut running =
         start(kind, paths, &log_name, &secret_text, &api_key, max_connections, &[]).await?;
-    let result = Session {
-        plan,
-        kind,
-        pid: running.pid,
-        http: HttpClient::new(running.addr, Some(api_key), Duration::from_secs(30)),
-        round: 0,
-        rng: 0x9E37_79B9_7F4A_7C15 ^ (rep as u64 + 1),
-        notes: Vec::new(),
-    }
-    .run(paths, running.addr, &secret_text, rep)
-    .await;
+    let result = Session::new(plan, kind, &running, api_key, rep)
+        .run(paths, running.addr, &secret_text, rep)
+        .await;
     let _ = running.child.kill().await;
     result
 }
 
 /// The state of one session.
-struct Session<'a> {
+pub struct Session<'a> {
     plan: &'a Plan,
     kind: TargetKind,
     pid: u32,
@@ -237,7 +229,31 @@ impl Outcome {
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// A session against `running` (a `kind` server), publishing with `api_key`.
+    pub fn new(
+        plan: &'a Plan,
+        kind: TargetKind,
+        running: &Running,
+        api_key: String,
+        rep: usize,
+    ) -> Session<'a> {
+        Session {
+            plan,
+            kind,
+            pid: running.pid,
+            http: HttpClient::new(running.addr, Some(api_key), Duration::from_secs(30)),
+            round: 0,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (rep as u64 + 1),
+            notes: Vec::new(),
+        }
+    }
+
+    /// What was unusual so far.
+    pub fn into_notes(self) -> Vec<String> {
+        self.notes
+    }
+
     async fn run(
         mut self,
         paths: &Paths,
@@ -486,8 +502,18 @@ impl Session<'_> {
         fleet: &mut Fleet,
         rate: u32,
     ) -> anyhow::Result<ThroughputResult> {
-        let plan = self.plan;
-        let seqs = rate.max(1) * plan.rate_secs.max(1);
+        self.open_loop_for(fleet, rate, self.plan.rate_secs).await
+    }
+
+    /// Broadcasts at `rate` per second for `secs`, then waits until everything arrived;
+    /// deliveries per second and server CPU over that window.
+    pub async fn open_loop_for(
+        &mut self,
+        fleet: &mut Fleet,
+        rate: u32,
+        secs: u32,
+    ) -> anyhow::Result<ThroughputResult> {
+        let seqs = rate.max(1) * secs.max(1);
         let round = self.next_round();
         let expected = fleet.begin_round(round, RoundKind::Broadcast, seqs).await?;
         let needed = expected.iter().filter(|&&e| e > 0).count() as u32;
