@@ -445,6 +445,23 @@ pub fn streams_markdown(results: &RunResults, streams: &StreamsResult) -> String
         fmt_num(h.off_cpu_s_per_million),
         fmt_ratio(ratio(h.on_cpu_s_per_million, h.off_cpu_s_per_million))
     );
+    let achieved = |on: bool| {
+        median(
+            h.reps
+                .iter()
+                .filter(|x| x.history == on)
+                .map(|x| x.throughput.achieved_rate_per_s)
+                .collect(),
+        )
+    };
+    let _ = writeln!(
+        md,
+        "| broadcasts published per second (asked {}/s) | {} | {} | {} |",
+        h.rate_per_s,
+        fmt_num(achieved(true)),
+        fmt_num(achieved(false)),
+        fmt_ratio(ratio(achieved(true), achieved(false)))
+    );
     let runs = |on: bool| {
         h.reps
             .iter()
@@ -779,6 +796,31 @@ Run after the comparison against a fresh realtime-server (`--soak only` runs the
   (`REALTIME_SHUTDOWN_GRACE_SECS=5`); every client records the close code and when it
   arrived. Reported: how many got 1012, when the last one arrived after the signal (target:
   within the grace period), and when the process exited.
+
+## Streams scenarios (realtime-server only)
+
+Run after the soak against fresh realtime-servers (`--streams only` runs them alone,
+`--streams off` skips them); three repetitions in both modes, medians reported:
+
+- **Recovery cost**: N clients (10,000 with `--full`, 1,000 in the quick run) connect and
+  keep the positions of their `connected` frame (`payload.streams`: `broadcast` and their
+  `user:` stream); all disconnect and the driver waits until `/healthz` counts 0; 10
+  broadcasts are published; all reconnect at once (512 handshakes in flight over the
+  workers, under the server's 1,024 concurrent verifications) with
+  `since=<percent-encoded {\"broadcast\":{\"epoch\":..,\"offset\":..},\"user:..\":{..}}>`. Each
+  client must see `recovered: true` for every stream it named, positions exactly 10
+  publications ahead, and then exactly those 10 publications at the next offsets before
+  anything else; any other outcome is counted as an error (not recovered, wrong count)
+  and the repetition gets no time. Measured: time until every client had everything, and
+  server CPU-seconds (`/proc/<pid>/stat`) during the reconnect; against a plain reconnect
+  of the same clients (without `since`, time until all have `connected`) in the same run,
+  in alternating order.
+- **Publish cost, history on vs off**: the same open-loop broadcast load (N = 10,000 at
+  20/s for 10 s with `--full`; 1,000 at 50/s for 5 s in the quick run) against a fresh
+  server per repetition, the default (history on for every stream kind, 100 publications /
+  300 s; every delivered frame carries its `stream`, `offset` and `epoch`) and
+  `--history-off user,role,topic,broadcast` (`REALTIME_HISTORY_OFF`), interleaved.
+  Measured: deliveries per second and server CPU-seconds per million deliveries.
 ";
 
 const FOOTER: &str = "

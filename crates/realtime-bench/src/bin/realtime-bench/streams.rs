@@ -132,6 +132,11 @@ async fn recovery(
             let plain_first = rep % 2 == 1;
             let mut this = RecoveryRep { rep, plain_first, ..RecoveryRep::default() };
             for recover in if plain_first { [false, true] } else { [true, false] } {
+                // Clients lost to an error are replaced by new ones (with fresh positions).
+                let top_up = fleet.connect_to(n, plan.connect_concurrency).await?;
+                if top_up.failed > 0 {
+                    notes.push(format!("recovery rep {rep}: {} handshakes failed", top_up.failed));
+                }
                 fleet.disconnect_all(Duration::from_secs(10)).await?;
                 let left = server.wait_empty().await;
                 if left != Some(0) {
