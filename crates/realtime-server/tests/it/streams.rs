@@ -11,7 +11,7 @@ use realtime_core::{Envelope, TopicName, UnixMillis, UserId};
 use realtime_ports::RealtimeApi;
 use realtime_service::ServiceConfig;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
-use realtime_testkit::ws::Connect;
+use realtime_testkit::ws::{Connect, percent_encode};
 use serde_json::{Value, json};
 
 use crate::support::{self, SECRET, Stack, Ws, next_json, send_text};
@@ -27,22 +27,10 @@ fn token(user: &str, topics: &[&str]) -> String {
     Claims::new(user).topics(topics).exp(now_unix_secs() + 3600).mint(SECRET)
 }
 
-/// Percent-encodes everything but the unreserved characters.
-fn encode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Opens a WebSocket with `token` and, if given, `since`; returns it with its `connected`
 /// frame, or the refusal's status.
 async fn open(addr: SocketAddr, token: &str, since: Option<&Value>) -> Result<(Ws, Value), u16> {
-    let query = since.map(|since| format!("since={}", encode(&since.to_string())));
+    let query = since.map(realtime_testkit::ws::since_query);
     let options =
         Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
     let (mut ws, _) = realtime_testkit::ws::try_connect(addr, options).await?;
@@ -401,12 +389,18 @@ async fn a_bad_since_is_refused_with_400_and_a_text_that_does_not_echo_the_token
     // Just over 4 KiB once decoded (and far below the HTTP header limit encoded).
     let oversize = json!({"user:alice": position, "broadcast": "a".repeat(4100)});
     let cases = [
-        (encode(&oversize.to_string()), "bytes"),
-        (encode("{\"user:alice\":"), "JSON"),
-        (encode("[1]"), "object"),
-        (encode(&json!({"user:alice": {"epoch": "e1", "offset": -1}}).to_string()), "user:alice"),
-        (encode(&json!({"user:alice": {"epoch": "a-b", "offset": 1}}).to_string()), "user:alice"),
-        (encode(&json!({"nope:x": position}).to_string()), "stream"),
+        (percent_encode(&oversize.to_string()), "bytes"),
+        (percent_encode("{\"user:alice\":"), "JSON"),
+        (percent_encode("[1]"), "object"),
+        (
+            percent_encode(&json!({"user:alice": {"epoch": "e1", "offset": -1}}).to_string()),
+            "user:alice",
+        ),
+        (
+            percent_encode(&json!({"user:alice": {"epoch": "a-b", "offset": 1}}).to_string()),
+            "user:alice",
+        ),
+        (percent_encode(&json!({"nope:x": position}).to_string()), "stream"),
         ("%zz".to_owned(), "since"),
     ];
     for (since, says) in cases {
@@ -443,5 +437,38 @@ async fn a_revoked_connection_closes_with_4005_and_its_token_is_refused_after() 
     let (mut ws, _) = open_ok(stack.addr, &newer, None).await;
     ping_pong(&mut ws, "new-token").await;
     ping_pong(&mut bob, "other-user").await;
+    stack.stop().await;
+}
+
+/// A stream kind without history: its messages carry no position, `connected` lists no
+/// position for it, and a `since` for it cannot be honoured (it is not listed either).
+#[tokio::test]
+async fn a_stream_kind_without_history_carries_no_position() {
+    let broker = realtime_broker_mem::InMemoryBrokerConfig {
+        history: realtime_core::HistoryPolicy {
+            role: None,
+            ..realtime_core::HistoryPolicy::default()
+        },
+        ..realtime_broker_mem::InMemoryBrokerConfig::default()
+    };
+    let stack = support::StackParts { broker, ..support::StackParts::default() }.start().await;
+    let token = Claims::new("alice").roles(&["ops"]).exp(now_unix_secs() + 3600).mint(SECRET);
+    let (mut ws, hello) = open_ok(stack.addr, &token, None).await;
+    let streams = &hello["payload"]["streams"];
+    assert!(streams["user:alice"]["offset"].is_u64(), "{hello}");
+    assert!(streams.get("role:ops").is_none(), "no position for a stream without history: {hello}");
+    let ops = realtime_core::Role::new("ops").unwrap_or_else(|e| panic!("{e}"));
+    let receipt = stack
+        .api
+        .publish_with(
+            &realtime_core::Target::Role(ops),
+            &envelope("r", json!({})),
+            &Default::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((receipt.delivered, receipt.position), (1, None));
+    let got = next_json(&mut ws).await;
+    assert_eq!(got, json!({"type": "r", "payload": {}}), "delivered as published");
     stack.stop().await;
 }
