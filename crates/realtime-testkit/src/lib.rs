@@ -19,6 +19,7 @@
 //! - [`http`]: a minimal HTTP/1.1 client on a plain TCP stream, for well-formed and
 //!   hand-made requests.
 //! - [`logs`]: an in-memory log capture and the TRACE subscriber that writes into it.
+//! - [`RedisProcess`]: a `redis-server` of the test's own on a free port, killed on drop.
 //!
 //! Network helpers bound every wait by [`WAIT`]. Helpers here panic with a descriptive
 //! message on bad input: they are for tests.
@@ -33,6 +34,7 @@ pub mod jwt;
 pub mod logs;
 pub mod presence_contract;
 pub mod raw_ws;
+mod redis;
 pub mod registry_contract;
 pub mod registry_model;
 mod sink;
@@ -42,6 +44,7 @@ pub mod ws;
 #[cfg(test)]
 mod self_test;
 
+pub use redis::RedisProcess;
 pub use registry_model::check_registry_against_model;
 pub use sink::{RecordingSink, SinkClosed};
 

@@ -1,0 +1,95 @@
+//! [`RedisProcess`]: a `redis-server` of the test's own, on a free port, without persistence,
+//! killed when dropped. Tests never touch a shared Redis (the one on 6379 may be anyone's),
+//! and a test can kill its own server to inject a failure.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::WAIT;
+
+/// A running `redis-server`, killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct RedisProcess {
+    child: Child,
+    port: u16,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server --port <free> --save "" --appendonly no` on 127.0.0.1 and waits
+    /// (at most [`WAIT`]) until it answers `PING`.
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed (with a message saying how to get it), cannot be
+    /// started, or does not answer in time.
+    pub fn start() -> RedisProcess {
+        let port = free_port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed: these tests start their own Redis 7 \
+                 (`apt-get install redis-server`; CI's .ci/run installs it)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let mut process = RedisProcess { child, port };
+        process.wait_ready();
+        process
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("redis-server on port {} exited at start: {status}", self.port);
+            }
+            if self.ping() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {} did not answer", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server answers `PING` with `+PONG`.
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the kernel's pick for 127.0.0.1:0).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
+}
