@@ -1,0 +1,588 @@
+//! [`RedisBroker`]: the [`Broker`] of many nodes sharing one Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use realtime_core::{
+    ConnectionId, Epoch, Frame, HistoryLimits, HistoryPolicy, IdempotencyKey, Position, StreamName,
+    UnixMillis, UserId,
+};
+use realtime_ports::{Broker, BrokerError, LocalDelivery, Published, Recovered};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+
+use crate::pubsub::{self, Shared};
+use crate::scripts;
+use crate::wire::{self, Names, RevocationMessage};
+
+/// How a [`RedisBroker`] reaches Redis and keeps streams.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisBrokerConfig {
+    /// `redis://[user:password@]host:port[/db]`. Never printed: [`Debug`] hides it.
+    pub url: String,
+    /// Prefix of every key and channel (`rt`): 1 to 64 ASCII letters, digits, `-`, `_`, `.`
+    /// or `:`, so that it never breaks a hash tag.
+    pub prefix: String,
+    /// Which streams keep history, and how much.
+    pub history: HistoryPolicy,
+    /// How long an idempotency key is remembered (300 s).
+    pub idempotency_ttl: Duration,
+    /// How long a stream keeps its epoch and offset after it was last published to or read
+    /// (1 h, and never less than its history's age limit); after that a client coming back
+    /// with a position in it gets `recovered: false`.
+    pub idle_stream_ttl: Duration,
+    /// How long `recover` waits for Redis to confirm the stream's SUBSCRIBE (5 s) before it
+    /// fails with [`BrokerError::Unavailable`].
+    pub subscribe_timeout: Duration,
+    /// This node's id on the control channel (1 to 64 ASCII letters, digits, `-` or `_`);
+    /// drawn at random when `None`.
+    pub node_id: Option<String>,
+}
+
+impl std::fmt::Debug for RedisBrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBrokerConfig")
+            .field("url", &"<hidden>")
+            .field("prefix", &self.prefix)
+            .field("history", &self.history)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("idle_stream_ttl", &self.idle_stream_ttl)
+            .field("subscribe_timeout", &self.subscribe_timeout)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl RedisBrokerConfig {
+    /// The defaults, for the Redis at `url`.
+    pub fn new(url: impl Into<String>) -> RedisBrokerConfig {
+        RedisBrokerConfig {
+            url: url.into(),
+            prefix: "rt".to_owned(),
+            history: HistoryPolicy::default(),
+            idempotency_ttl: Duration::from_secs(300),
+            idle_stream_ttl: Duration::from_secs(3600),
+            subscribe_timeout: Duration::from_secs(5),
+            node_id: None,
+        }
+    }
+}
+
+/// Why [`RedisBroker::connect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The prefix breaks the rule of [`RedisBrokerConfig::prefix`].
+    #[error("the key prefix must be 1 to 64 ASCII letters, digits, '-', '_', '.' or ':'")]
+    InvalidPrefix,
+    /// The node id breaks the rule of [`RedisBrokerConfig::node_id`].
+    #[error("the node id must be 1 to 64 ASCII letters, digits, '-' or '_'")]
+    InvalidNodeId,
+    /// Redis could not be reached (the text never holds the URL).
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Longest key or message TTL and latest time passed to Redis: 2^53 - 1 ms, which Lua's
+/// numbers hold exactly (about 285,000 years).
+const MAX_MILLIS: u64 = (1 << 53) - 1;
+/// Length of a drawn epoch or node id.
+const RANDOM_LEN: usize = 16;
+
+/// The [`Broker`] of many nodes sharing one Redis (7 or later).
+///
+/// - `publish` runs one Lua script per publication: idempotency check, epoch, offset,
+///   exactly trimmed history with a TTL, PUBLISH to the stream's channel, idempotency result.
+///   It answers `delivered: 0`: delivery is asynchronous (through pub/sub, to every
+///   interested node, this one included), so when it answers the broker knows of none.
+/// - `recover` reads the position and the history in one script and decides as
+///   `StreamHistory::recover` does (all or nothing); for a stream this node is interested
+///   in, it first waits for Redis to confirm the stream's SUBSCRIBE, so every publication
+///   after the read is received.
+/// - One dedicated pub/sub connection, read by one task: messages reach
+///   [`LocalDelivery`] in the order Redis delivers them (per channel: offset order).
+///
+/// Not yet: reconnecting the pub/sub connection (once lost, `recover` of an interested
+/// stream fails with [`BrokerError::Unavailable`]), gap detection, presence, sharding.
+pub struct RedisBroker {
+    config: RedisBrokerConfig,
+    shared: Arc<Shared>,
+    commands: ConnectionManager,
+    ephemeral: mpsc::UnboundedSender<(String, String)>,
+    publish_script: Script,
+    recover_script: Script,
+    revoke_script: Script,
+    tasks: Vec<AbortHandle>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("config", &self.config)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `BrokerError::Unavailable` for a failed Redis call: the error's category and detail,
+/// never the URL.
+fn unavailable(what: &str, error: &RedisError) -> BrokerError {
+    let detail = error.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    BrokerError::Unavailable(format!("redis {what}: {}{detail}", error.category()))
+}
+
+fn random(len: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// Wall-clock now; 0 if the clock is set before 1970.
+fn now() -> UnixMillis {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    UnixMillis(millis)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_MILLIS)
+}
+
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+impl RedisBroker {
+    /// Connects to Redis: a command connection and a dedicated pub/sub connection, subscribed
+    /// to this prefix's connection and control channels before it returns. Spawns the
+    /// broker's tasks on the current tokio runtime; they end when the broker is dropped.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when the configuration is invalid or Redis cannot be reached.
+    pub async fn connect(config: RedisBrokerConfig) -> Result<RedisBroker, ConnectError> {
+        if !valid_prefix(&config.prefix) {
+            return Err(ConnectError::InvalidPrefix);
+        }
+        let node_id = match &config.node_id {
+            Some(id) if wire::valid_node_id(id) => id.clone(),
+            Some(_) => return Err(ConnectError::InvalidNodeId),
+            None => random(RANDOM_LEN),
+        };
+        let connect_error = |what: &str, error: &RedisError| {
+            let detail = error.detail().map(|d| format!(": {d}")).unwrap_or_default();
+            ConnectError::Unavailable(format!("{what}: {}{detail}", error.category()))
+        };
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| connect_error("invalid url", &e))?;
+        // Fail fast while Redis is down (a publisher gets its error within about 2 s, not
+        // after a long backoff); the manager reconnects on the next command.
+        let manager = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let commands = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(|e| connect_error("command connection", &e))?;
+        let (mut sink, messages) = client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| connect_error("pub/sub connection", &e))?
+            .split();
+        let names = Names::new(&config.prefix);
+        sink.subscribe(&[names.connections(), names.control()])
+            .await
+            .map_err(|e| connect_error("subscribe", &e))?;
+
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            delivery: OnceLock::new(),
+            names,
+            node_id,
+            subscriptions: Mutex::new((HashMap::new(), 0)),
+            commands: command_tx,
+            progress: watch::Sender::new(0),
+            alive: AtomicBool::new(true),
+            revocations: RwLock::new(HashMap::new()),
+        });
+        let (ephemeral, ephemeral_rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(pubsub::read(Arc::clone(&shared), messages)).abort_handle(),
+            tokio::spawn(pubsub::subscribe(Arc::clone(&shared), sink, command_rx)).abort_handle(),
+            tokio::spawn(publish_ephemeral(commands.clone(), ephemeral_rx)).abort_handle(),
+        ];
+        Ok(RedisBroker {
+            config,
+            shared,
+            commands,
+            ephemeral,
+            publish_script: Script::new(scripts::PUBLISH),
+            recover_script: Script::new(scripts::RECOVER),
+            revoke_script: Script::new(scripts::REVOKE),
+            tasks,
+        })
+    }
+
+    /// This node's id on the control channel.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// How long the stream's meta outlives its last use: the idle TTL, and at least the
+    /// history's age.
+    fn meta_ttl(&self, limits: &HistoryLimits) -> u64 {
+        millis(self.config.idle_stream_ttl).max(limits.max_age_millis.clamp(1, MAX_MILLIS))
+    }
+
+    /// For a stream this node is interested in: waits until Redis confirmed its SUBSCRIBE.
+    async fn subscribed(&self, channel: &str) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + self.config.subscribe_timeout;
+        let mut progress = self.shared.progress.subscribe();
+        loop {
+            let target = {
+                let guard = self.shared.subscriptions.lock();
+                match guard.0.get(channel) {
+                    Some(entry) if entry.wanted => {
+                        (entry.confirmed < entry.seq).then_some(entry.seq)
+                    }
+                    _ => return Ok(()),
+                }
+            };
+            if !self.shared.alive.load(Ordering::Acquire) {
+                return Err(BrokerError::Unavailable("redis pub/sub connection lost".to_owned()));
+            }
+            let Some(target) = target else { return Ok(()) };
+            let done = tokio::time::timeout_at(deadline, progress.wait_for(|done| *done >= target));
+            match done.await {
+                Ok(Ok(_)) => {
+                    let guard = self.shared.subscriptions.lock();
+                    let failed = guard
+                        .0
+                        .get(channel)
+                        .is_some_and(|e| e.wanted && e.seq == target && e.confirmed < target);
+                    if failed {
+                        return Err(BrokerError::Unavailable("redis SUBSCRIBE failed".to_owned()));
+                    }
+                    // Confirmed, or a newer command to wait for: look again.
+                }
+                Ok(Err(_)) => {
+                    return Err(BrokerError::Unavailable("redis broker stopped".to_owned()));
+                }
+                Err(_) => {
+                    return Err(BrokerError::Unavailable(
+                        "redis SUBSCRIBE not confirmed in time".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Sends ephemeral frames in the order they were queued; a failure is logged (they are at
+/// most once).
+async fn publish_ephemeral(
+    mut connection: ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((channel, message)) = queue.recv().await {
+        let sent: Result<(), RedisError> =
+            redis::cmd("PUBLISH").arg(&channel).arg(&message).query_async(&mut connection).await;
+        if let Err(error) = sent {
+            tracing::warn!(
+                channel,
+                category = error.category(),
+                "redis broker: ephemeral PUBLISH failed"
+            );
+        }
+    }
+}
+
+/// One XRANGE entry: `(id, [field, value, ...])`.
+type Entry = (String, Vec<String>);
+
+/// The all-or-nothing rule of `StreamHistory::recover`, on what the recover script read:
+/// the epoch matches, `since` is not ahead, at most `max` are missed, and every missed
+/// offset is there, in order, no older than the age limit.
+fn decide(
+    stream: &StreamName,
+    position: &Position,
+    since: &Position,
+    now: UnixMillis,
+    entries: &[Entry],
+    limits: &HistoryLimits,
+    max: usize,
+) -> Option<Vec<Frame>> {
+    if since.epoch != position.epoch || since.offset > position.offset {
+        return None;
+    }
+    let missed = position.offset - since.offset;
+    if missed == 0 {
+        return Some(Vec::new());
+    }
+    if usize::try_from(missed).map_or(true, |missed| missed > max) {
+        return None;
+    }
+    let oldest_allowed = now.0.saturating_sub(limits.max_age_millis);
+    let mut expected = since.offset + 1;
+    let mut frames = Vec::with_capacity(entries.len());
+    for (_, fields) in entries {
+        let field = |name: &str| {
+            fields.chunks_exact(2).find(|pair| pair[0] == name).map(|pair| pair[1].as_str())
+        };
+        let offset: u64 = field("o")?.parse().ok()?;
+        let published_at: u64 = field("t")?.parse().ok()?;
+        if offset != expected || published_at < oldest_allowed {
+            return None;
+        }
+        let at = Position { epoch: position.epoch.clone(), offset };
+        frames.push(Frame::from_text(field("d")?.to_owned()).with_position(stream, &at));
+        expected += 1;
+    }
+    (expected == position.offset + 1).then_some(frames)
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn attach(&self, delivery: Weak<dyn LocalDelivery>) {
+        // Only the first attach counts: one broker serves one service.
+        let _ = self.shared.delivery.set(delivery);
+    }
+
+    async fn publish(
+        &self,
+        stream: &StreamName,
+        frame: Frame,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Published, BrokerError> {
+        let names = &self.shared.names;
+        let limits = self.config.history.limits(stream);
+        let mut invocation = self.publish_script.prepare_invoke();
+        invocation.key(names.meta(stream)).key(names.history(stream));
+        if let Some(key) = idempotency_key {
+            invocation.key(names.idempotency(stream, key));
+        }
+        let (max_len, history_ttl, meta_ttl) = match &limits {
+            Some(limits) => {
+                (limits.max_len, limits.max_age_millis.clamp(1, MAX_MILLIS), self.meta_ttl(limits))
+            }
+            None => (0, 1, 1),
+        };
+        invocation
+            .arg(if limits.is_some() { "h" } else { "n" })
+            .arg(random(RANDOM_LEN))
+            .arg(max_len)
+            .arg(history_ttl)
+            .arg(meta_ttl)
+            .arg(self.config.idempotency_ttl.as_secs().clamp(1, MAX_MILLIS / 1000))
+            .arg(names.channel(stream))
+            .arg(frame.as_str());
+        let (duplicate, result): (i64, String) = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(|e| unavailable("publish", &e))?;
+        let position = if result.is_empty() {
+            None
+        } else {
+            let parsed = result.split_once(':').and_then(|(epoch, offset)| {
+                Some(Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? })
+            });
+            Some(parsed.ok_or_else(|| {
+                BrokerError::Unavailable("redis publish: an unexpected answer".to_owned())
+            })?)
+        };
+        Ok(Published { position, delivered: 0, duplicate: duplicate == 1 })
+    }
+
+    fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {
+        let message = (self.shared.names.channel(stream), wire::plain(&frame));
+        // Closed only when the broker is dropped.
+        let _ = self.ephemeral.send(message);
+    }
+
+    async fn send_to_connection(
+        &self,
+        id: ConnectionId,
+        frame: Frame,
+    ) -> Result<usize, BrokerError> {
+        // Here first: exact when this node holds the connection.
+        if self.shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
+            return Ok(1);
+        }
+        let sent: Result<i64, RedisError> = redis::cmd("PUBLISH")
+            .arg(self.shared.names.connections())
+            .arg(wire::to_connection(id, &frame))
+            .query_async(&mut self.commands.clone())
+            .await;
+        sent.map_err(|e| unavailable("send to connection", &e))?;
+        // Another node may have delivered it; counting it needs receipts (not yet).
+        Ok(0)
+    }
+
+    async fn recover(
+        &self,
+        stream: &StreamName,
+        since: Option<&Position>,
+        max: usize,
+    ) -> Result<Recovered, BrokerError> {
+        let names = &self.shared.names;
+        self.subscribed(&names.channel(stream)).await?;
+        let Some(limits) = self.config.history.limits(stream) else {
+            return Ok(Recovered { position: None, publications: None });
+        };
+        let mut invocation = self.recover_script.prepare_invoke();
+        invocation
+            .key(names.meta(stream))
+            .key(names.history(stream))
+            .arg(random(RANDOM_LEN))
+            .arg(self.meta_ttl(&limits))
+            .arg(since.map(|s| s.offset.to_string()).unwrap_or_default())
+            .arg(since.map_or("", |s| s.epoch.as_str()))
+            .arg(max);
+        let (epoch, top, now, entries): (String, String, String, Vec<Entry>) = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(|e| unavailable("recover", &e))?;
+        let unexpected =
+            || BrokerError::Unavailable("redis recover: an unexpected answer".to_owned());
+        let position = Position {
+            epoch: Epoch::new(epoch).map_err(|_| unexpected())?,
+            offset: top.parse().map_err(|_| unexpected())?,
+        };
+        let now = UnixMillis(now.parse().map_err(|_| unexpected())?);
+        let publications =
+            since.and_then(|since| decide(stream, &position, since, now, &entries, &limits, max));
+        Ok(Recovered { position: Some(position), publications })
+    }
+
+    fn interest(&self, stream: &StreamName, interested: bool) {
+        self.shared.interest(self.shared.names.channel(stream), interested);
+    }
+
+    async fn revoke(
+        &self,
+        user: &UserId,
+        issued_before: UnixMillis,
+        keep_until: UnixMillis,
+    ) -> Result<(), BrokerError> {
+        let issued_before = UnixMillis(issued_before.0.min(MAX_MILLIS));
+        let keep_until = UnixMillis(keep_until.0.min(MAX_MILLIS));
+        let message = RevocationMessage {
+            node: self.shared.node_id.clone(),
+            user: user.clone(),
+            issued_before,
+            keep_until,
+        };
+        let mut invocation = self.revoke_script.prepare_invoke();
+        invocation
+            .key(self.shared.names.revoked(user))
+            .arg(issued_before.0)
+            .arg(keep_until.0)
+            .arg(self.shared.names.control())
+            .arg(wire::revocation(&message));
+        let _recorded: i64 = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(|e| unavailable("revoke", &e))?;
+        self.shared.remember(user, issued_before, keep_until);
+        Ok(())
+    }
+
+    fn revoked_before(&self, user: &UserId) -> Option<UnixMillis> {
+        let revocation = *self.shared.revocations.read().get(user)?;
+        (revocation.keep_until > now()).then_some(revocation.issued_before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamName {
+        StreamName::parse("topic:t").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn at(epoch: &str, offset: u64) -> Position {
+        Position { epoch: Epoch::new(epoch).unwrap_or_else(|e| panic!("{e}")), offset }
+    }
+
+    fn entry(offset: u64, published_at: u64) -> Entry {
+        let fields =
+            ["o", &offset.to_string(), "t", &published_at.to_string(), "d", r#"{"type":"n"}"#];
+        (format!("{offset}-0"), fields.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[track_caller]
+    fn check(since: Position, entries: &[Entry], max: usize, expected: Option<Vec<u64>>) {
+        let limits = HistoryLimits { max_len: 100, max_age_millis: 1_000 };
+        let decided =
+            decide(&stream(), &at("e", 5), &since, UnixMillis(10_000), entries, &limits, max);
+        let offsets = decided.map(|frames| {
+            frames
+                .iter()
+                .map(|f| {
+                    let value: serde_json::Value =
+                        serde_json::from_str(f.as_str()).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(value["epoch"], "e");
+                    assert_eq!(value["stream"], "topic:t");
+                    value["offset"].as_u64().unwrap_or_else(|| panic!("{value}"))
+                })
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(offsets, expected);
+    }
+
+    #[test]
+    fn recovery_is_all_or_nothing() {
+        let fresh: Vec<Entry> = (3..=5).map(|o| entry(o, 9_500)).collect();
+        check(at("e", 2), &fresh, 300, Some(vec![3, 4, 5]));
+        check(at("e", 5), &[], 300, Some(vec![]));
+        check(at("x", 2), &fresh, 300, None);
+        check(at("e", 6), &[], 300, None);
+        check(at("e", 2), &fresh, 2, None);
+        check(at("e", 1), &fresh, 300, None);
+        check(at("e", 2), &fresh[1..], 300, None);
+        check(at("e", 2), &fresh[..2], 300, None);
+        let aged = [entry(3, 8_999), entry(4, 9_500), entry(5, 9_500)];
+        check(at("e", 2), &aged, 300, None);
+        let exactly_at_the_limit = [entry(3, 9_000), entry(4, 9_500), entry(5, 9_500)];
+        check(at("e", 2), &exactly_at_the_limit, 300, Some(vec![3, 4, 5]));
+        let mut broken = fresh.clone();
+        broken[1].1.truncate(2);
+        check(at("e", 2), &broken, 300, None);
+    }
+
+    #[test]
+    fn config_debug_hides_the_url() {
+        let config = RedisBrokerConfig::new("redis://:s3cret@localhost:6379");
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(valid_prefix("rt") && valid_prefix("app.v2:rt"));
+        for bad in ["", "a{b", "a}b", "a b"] {
+            assert!(!valid_prefix(bad), "{bad:?}");
+        }
+    }
+}

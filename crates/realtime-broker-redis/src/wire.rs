@@ -1,0 +1,233 @@
+//! Key and channel names, and the compact messages carried on pub/sub channels: pure
+//! functions, encoded and parsed here only, so both sides agree.
+//!
+//! A stream's keys share one hash tag (`{<stream>}`), so they live in one Redis Cluster slot:
+//! `<prefix>:{<stream>}:meta` (hash: `epoch`, `offset`), `<prefix>:{<stream>}:hist` (the
+//! history, a Redis stream), `<prefix>:{<stream>}:idem:<key>` (an idempotency result) and
+//! the pub/sub channel `<prefix>:{<stream>}:ch`.
+
+use realtime_core::{
+    ConnectionId, Epoch, Frame, IdempotencyKey, Position, StreamName, UnixMillis, UserId,
+};
+
+/// The names of one broker's keys and channels, under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str) -> Names {
+        Names { prefix: prefix.to_owned() }
+    }
+
+    /// `<prefix>:{<stream>}:meta`.
+    pub(crate) fn meta(&self, stream: &StreamName) -> String {
+        format!("{}:{{{stream}}}:meta", self.prefix)
+    }
+
+    /// `<prefix>:{<stream>}:hist`.
+    pub(crate) fn history(&self, stream: &StreamName) -> String {
+        format!("{}:{{{stream}}}:hist", self.prefix)
+    }
+
+    /// `<prefix>:{<stream>}:idem:<key>`.
+    pub(crate) fn idempotency(&self, stream: &StreamName, key: &IdempotencyKey) -> String {
+        format!("{}:{{{stream}}}:idem:{}", self.prefix, key.as_str())
+    }
+
+    /// `<prefix>:{<stream>}:ch`.
+    pub(crate) fn channel(&self, stream: &StreamName) -> String {
+        format!("{}:{{{stream}}}:ch", self.prefix)
+    }
+
+    /// `<prefix>:revoked:{<user>}`.
+    pub(crate) fn revoked(&self, user: &UserId) -> String {
+        format!("{}:revoked:{{{user}}}", self.prefix)
+    }
+
+    /// `<prefix>:conn`: messages to one connection, which every node subscribes to.
+    pub(crate) fn connections(&self) -> String {
+        format!("{}:conn", self.prefix)
+    }
+
+    /// `<prefix>:control`: revocations, which every node subscribes to.
+    pub(crate) fn control(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// The stream whose channel is `channel`, if it is one of this prefix's stream channels.
+    /// The stream name is everything between `<prefix>:{` and the final `}:ch`, so a name
+    /// holding braces (a user id may) still comes back whole.
+    pub(crate) fn stream_of(&self, channel: &str) -> Option<StreamName> {
+        let inner =
+            channel.strip_prefix(self.prefix.as_str())?.strip_prefix(":{")?.strip_suffix("}:ch")?;
+        StreamName::parse(inner).ok()
+    }
+}
+
+/// A message on a stream's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamMessage {
+    /// A publication with its position: `p:<epoch>:<offset>:<envelope>` (the publish script
+    /// writes it).
+    Positioned(Position, Frame),
+    /// A frame without a position (history off, or ephemeral): `e:<envelope>`.
+    Plain(Frame),
+}
+
+/// `e:<frame>`, a stream message without a position.
+pub(crate) fn plain(frame: &Frame) -> String {
+    format!("e:{}", frame.as_str())
+}
+
+/// Parses a stream channel's message; `None` when it is not one (a foreign publisher).
+pub(crate) fn parse_stream_message(raw: &str) -> Option<StreamMessage> {
+    if let Some(frame) = raw.strip_prefix("e:") {
+        return Some(StreamMessage::Plain(Frame::from_text(frame.to_owned())));
+    }
+    let rest = raw.strip_prefix("p:")?;
+    let (epoch, rest) = rest.split_once(':')?;
+    let (offset, frame) = rest.split_once(':')?;
+    let position = Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? };
+    Some(StreamMessage::Positioned(position, Frame::from_text(frame.to_owned())))
+}
+
+/// `<connection id>:<frame>` on the connections channel.
+pub(crate) fn to_connection(id: ConnectionId, frame: &Frame) -> String {
+    format!("{id}:{}", frame.as_str())
+}
+
+/// Parses a connections channel's message.
+pub(crate) fn parse_to_connection(raw: &str) -> Option<(ConnectionId, Frame)> {
+    let (id, frame) = raw.split_once(':')?;
+    Some((ConnectionId::parse(id).ok()?, Frame::from_text(frame.to_owned())))
+}
+
+/// A revocation on the control channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RevocationMessage {
+    /// The node that revoked (it ignores its own message).
+    pub(crate) node: String,
+    /// Whose tokens.
+    pub(crate) user: UserId,
+    /// Tokens issued before this are revoked.
+    pub(crate) issued_before: UnixMillis,
+    /// Until when the revocation is kept.
+    pub(crate) keep_until: UnixMillis,
+}
+
+/// `r:<node>:<issued_before>:<keep_until>:<user>` (the user last: it may hold colons). A node
+/// id holds no colon (see [`valid_node_id`]).
+pub(crate) fn revocation(message: &RevocationMessage) -> String {
+    format!(
+        "r:{}:{}:{}:{}",
+        message.node, message.issued_before.0, message.keep_until.0, message.user
+    )
+}
+
+/// Parses a control channel's message.
+pub(crate) fn parse_revocation(raw: &str) -> Option<RevocationMessage> {
+    let rest = raw.strip_prefix("r:")?;
+    let mut parts = rest.splitn(4, ':');
+    let node = parts.next()?.to_owned();
+    let issued_before = UnixMillis(parts.next()?.parse().ok()?);
+    let keep_until = UnixMillis(parts.next()?.parse().ok()?);
+    let user = UserId::new(parts.next()?).ok()?;
+    Some(RevocationMessage { node, user, issued_before, keep_until })
+}
+
+/// Whether `id` can name a node: 1 to 64 ASCII letters, digits, `-` or `_`.
+pub(crate) fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(raw: &str) -> StreamName {
+        StreamName::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    fn position(epoch: &str, offset: u64) -> Position {
+        Position { epoch: Epoch::new(epoch).unwrap_or_else(|e| panic!("{e}")), offset }
+    }
+
+    #[test]
+    fn keys_of_one_stream_share_a_hash_tag() {
+        let names = Names::new("rt");
+        let to = stream("topic:chat:room-7");
+        let key = IdempotencyKey::new("k 1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names.meta(&to), "rt:{topic:chat:room-7}:meta");
+        assert_eq!(names.history(&to), "rt:{topic:chat:room-7}:hist");
+        assert_eq!(names.idempotency(&to, &key), "rt:{topic:chat:room-7}:idem:k 1");
+        assert_eq!(names.channel(&to), "rt:{topic:chat:room-7}:ch");
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names.revoked(&alice), "rt:revoked:{alice}");
+        assert_eq!((names.connections(), names.control()), ("rt:conn".into(), "rt:control".into()));
+    }
+
+    #[test]
+    fn a_channel_gives_back_its_stream_and_nothing_else_does() {
+        let names = Names::new("rt");
+        for raw in ["broadcast", "user:a}b{c", "topic:x:y", "role:ops"] {
+            let to = stream(raw);
+            assert_eq!(names.stream_of(&names.channel(&to)), Some(to), "{raw}");
+        }
+        for channel in
+            ["rt:conn", "rt:control", "other:{broadcast}:ch", "rt:{broadcast}:meta", "rt:{nope}:ch"]
+        {
+            assert_eq!(names.stream_of(channel), None, "{channel}");
+        }
+    }
+
+    #[test]
+    fn stream_messages_parse_back() {
+        let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"a:b"}}"#.to_owned());
+        let positioned = format!("p:Ep0ch:42:{}", frame.as_str());
+        assert_eq!(
+            parse_stream_message(&positioned),
+            Some(StreamMessage::Positioned(position("Ep0ch", 42), frame.clone()))
+        );
+        assert_eq!(parse_stream_message(&plain(&frame)), Some(StreamMessage::Plain(frame)));
+        for raw in ["", "x:{}", "p:", "p:bad-epoch:1:{}", "p:e:notanumber:{}", "p:e:1"] {
+            assert_eq!(parse_stream_message(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn connection_messages_parse_back() {
+        let id = ConnectionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"a:b"}}"#.to_owned());
+        assert_eq!(parse_to_connection(&to_connection(id, &frame)), Some((id, frame)));
+        assert_eq!(parse_to_connection("not-a-uuid:{}"), None);
+        assert_eq!(parse_to_connection("no colon"), None);
+    }
+
+    #[test]
+    fn revocations_parse_back_with_colons_in_the_user() {
+        let message = RevocationMessage {
+            node: "node-1".to_owned(),
+            user: UserId::new("urn:user:7").unwrap_or_else(|e| panic!("{e}")),
+            issued_before: UnixMillis(2_000),
+            keep_until: UnixMillis(9_000),
+        };
+        assert_eq!(revocation(&message), "r:node-1:2000:9000:urn:user:7");
+        assert_eq!(parse_revocation(&revocation(&message)), Some(message));
+        for raw in ["", "r:", "r:n:x:1:u", "r:n:1:2:", "x:n:1:2:u"] {
+            assert_eq!(parse_revocation(raw), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn node_ids() {
+        assert!(valid_node_id("a-B_9"));
+        for bad in ["", "a:b", "a b", &"x".repeat(65)] {
+            assert!(!valid_node_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! What the broker answers when Redis is not there: an error, never a silent success, and
+//! never the URL (it may carry a password).
+
+use realtime_broker_redis::{ConnectError, RedisBroker, RedisBrokerConfig};
+use realtime_core::{Envelope, Frame, StreamName};
+use realtime_ports::{Broker, BrokerError};
+use realtime_testkit::RedisProcess;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+fn message() -> Frame {
+    let envelope =
+        Envelope::from_parts("n", serde_json::json!({})).unwrap_or_else(|e| panic!("{e}"));
+    Frame::encode(&envelope)
+}
+
+#[test]
+fn connecting_to_no_redis_fails_without_the_password() {
+    runtime().block_on(async {
+        // A port nobody listens on: a server started and killed.
+        let url = {
+            let server = RedisProcess::start();
+            format!("redis://:s3cret-pass@127.0.0.1:{}/", server.port())
+        };
+        let result = RedisBroker::connect(RedisBrokerConfig::new(url)).await;
+        let Err(ConnectError::Unavailable(text)) = result else {
+            panic!("connected to nothing: {result:?}");
+        };
+        assert!(!text.contains("s3cret"), "{text}");
+    });
+}
+
+#[test]
+fn a_publish_after_redis_died_is_an_error() {
+    runtime().block_on(async {
+        let server = RedisProcess::start();
+        let url = server.url();
+        let broker = RedisBroker::connect(RedisBrokerConfig::new(url.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let to = StreamName::parse("topic:x").unwrap_or_else(|e| panic!("{e}"));
+        let first = broker.publish(&to, message(), None).await;
+        assert!(first.is_ok(), "{first:?}");
+        drop(server);
+        let publish = broker.publish(&to, message(), None).await;
+        assert!(matches!(publish, Err(BrokerError::Unavailable(_))), "{publish:?}");
+        let recover = broker.recover(&to, None, 300).await;
+        assert!(matches!(recover, Err(BrokerError::Unavailable(_))), "{recover:?}");
+        broker.interest(&to, true);
+        let interested = broker.recover(&to, None, 300).await;
+        assert!(matches!(interested, Err(BrokerError::Unavailable(_))), "{interested:?}");
+    });
+}
+
+#[test]
+fn an_invalid_prefix_or_node_id_is_refused() {
+    runtime().block_on(async {
+        let bad_prefix = RedisBrokerConfig {
+            prefix: "a{b}".to_owned(),
+            ..RedisBrokerConfig::new("redis://127.0.0.1:1/")
+        };
+        assert!(matches!(RedisBroker::connect(bad_prefix).await, Err(ConnectError::InvalidPrefix)));
+        let bad_node = RedisBrokerConfig {
+            node_id: Some("a:b".to_owned()),
+            ..RedisBrokerConfig::new("redis://127.0.0.1:1/")
+        };
+        assert!(matches!(RedisBroker::connect(bad_node).await, Err(ConnectError::InvalidNodeId)));
+    });
+}
