@@ -22,9 +22,20 @@ impl RedisProcess {
     ///
     /// # Panics
     /// When `redis-server` is not installed (with a message saying how to get it), cannot be
-    /// started, or does not answer in time.
+    /// started (five tries), or does not answer in time.
     pub fn start() -> RedisProcess {
-        let port = free_port();
+        // The port was free when the kernel picked it; another process may take it before
+        // redis-server binds it, so a server that exits at start is tried again elsewhere.
+        for _ in 0..5 {
+            if let Some(process) = RedisProcess::try_start(free_port()) {
+                return process;
+            }
+        }
+        panic!("redis-server exited at start five times (ports taken?)");
+    }
+
+    /// Starts a server on `port`; `None` when it exits before it answers.
+    fn try_start(port: u16) -> Option<RedisProcess> {
         let spawned = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"])
@@ -41,8 +52,7 @@ impl RedisProcess {
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
         let mut process = RedisProcess { child, port };
-        process.wait_ready();
-        process
+        process.wait_ready().then_some(process)
     }
 
     /// The server's port on 127.0.0.1.
@@ -55,14 +65,15 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits (at most [`WAIT`]) until the server answers; false when it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("redis-server on port {} exited at start: {status}", self.port);
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             if self.ping() {
-                return;
+                return true;
             }
             assert!(Instant::now() < deadline, "redis-server on port {} did not answer", self.port);
             std::thread::sleep(Duration::from_millis(10));
