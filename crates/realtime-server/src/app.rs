@@ -20,6 +20,10 @@ use crate::config::{Config, JwtAlgorithm};
 use crate::demo::{DEMO_PAGE, DemoHandler};
 use crate::dev::{self, DevCredentials};
 
+/// The JavaScript client (`clients/js/src/index.js`), served at `/client.js` whether or not
+/// the demo is on: it is public code, and any page of the application may import it.
+pub(crate) const CLIENT_SCRIPT: &str = include_str!("../../../clients/js/src/index.js");
+
 /// A started server.
 pub struct Running {
     /// The address it listens on (useful with port 0).
@@ -144,6 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         api_key: key,
         demo_page: demo.then_some(DEMO_PAGE),
+        client_script: Some(CLIENT_SCRIPT),
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         max_header_bytes: config.max_header_bytes,
         max_http_connections: config.max_http_connections,

@@ -68,6 +68,10 @@ pub struct TransportConfig {
     /// HTML served at `GET /` (the demo page), if any; with `None`, [`routes`](crate::routes)
     /// leaves `/` to the application.
     pub demo_page: Option<&'static str>,
+    /// JavaScript served at `GET /client.js` (the realtime JavaScript client, so a page can
+    /// import it without a build step), if any; with `None`, [`routes`](crate::routes)
+    /// leaves `/client.js` to the application.
+    pub client_script: Option<&'static str>,
     /// How long the token verifier may take for one upgrade request; a slower one gets 503.
     pub verify_timeout: Duration,
     /// Most upgrade requests being verified at once; more get 503 at once, so a slow or
@@ -165,6 +169,7 @@ impl Default for TransportConfig {
             api_key: ApiKey::disabled(),
             listen_backlog: 4096,
             demo_page: None,
+            client_script: None,
             verify_timeout: Duration::from_secs(5),
             max_concurrent_verifications: 1024,
             metadata_query_params: Vec::new(),
@@ -192,6 +197,10 @@ impl fmt::Debug for TransportConfig {
             .field("api_key", &self.api_key)
             .field("listen_backlog", &self.listen_backlog)
             .field("demo_page", &self.demo_page.map(|page| format!("<{} bytes>", page.len())))
+            .field(
+                "client_script",
+                &self.client_script.map(|script| format!("<{} bytes>", script.len())),
+            )
             .field("verify_timeout", &self.verify_timeout)
             .field("max_concurrent_verifications", &self.max_concurrent_verifications)
             .field("metadata_query_params", &self.metadata_query_params)

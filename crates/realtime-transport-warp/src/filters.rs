@@ -119,6 +119,11 @@ pub fn demo(page: &'static str) -> BoxedFilter<(Response,)> {
     http_api::demo(page).boxed()
 }
 
+/// `GET /client.js`: the JavaScript client `script`, as `application/javascript`.
+pub fn client_script(script: &'static str) -> BoxedFilter<(Response,)> {
+    http_api::client_script(script).boxed()
+}
+
 /// The transport's answer to a rejection: JSON `{"error": ..}` with 404, 405, 413, 415 or
 /// 400. For embedders who want the same answers as the bundled server
 /// (`routes.recover(filters::recover)`).
@@ -130,7 +135,8 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
 }
 
 /// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics()`] (behind the API key) when
-/// `deps` has a renderer and [`demo`] when `config` has a page (without them those paths are rejected,
+/// `deps` has a renderer, [`demo`] when `config` has a page and [`client_script`] when it has
+/// a script (without them those paths are rejected,
 /// so they stay free for the application). Rejections are not recovered (see [`recover`]).
 ///
 /// Connections opened through it are tracked by `shutdown`: call [`ShutdownHandle::drain`]
@@ -152,6 +158,9 @@ pub fn routes(
     }
     if let Some(page) = config.demo_page {
         all = all.or(demo(page)).unify().boxed();
+    }
+    if let Some(script) = config.client_script {
+        all = all.or(client_script(script)).unify().boxed();
     }
     all
 }

@@ -367,6 +367,19 @@ pub(crate) fn demo(
     })
 }
 
+/// `GET /client.js`: `script`, as `application/javascript`.
+pub(crate) fn client_script(
+    script: &'static str,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path("client.js").and(warp::path::end()).and(warp::get()).map(move || {
+        wire::text_response(
+            StatusCode::OK,
+            "application/javascript; charset=utf-8",
+            script.to_owned(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ fn browser_dir() -> PathBuf {
 
 /// Runs `command` to its end (off the runtime's thread, so the server keeps serving) and
 /// returns its status and output; panics if it cannot start or takes longer than `limit`.
-async fn run(mut command: Command, limit: Duration) -> (bool, String) {
+pub(crate) async fn run(mut command: Command, limit: Duration) -> (bool, String) {
     let what = format!("{command:?}");
     let output = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || command.output()))
         .await

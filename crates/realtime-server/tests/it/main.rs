@@ -9,6 +9,7 @@ mod demo;
 mod disconnect;
 mod http_limits;
 mod http_streams;
+mod js_client;
 mod kick;
 mod lifecycle;
 mod limits;

@@ -128,7 +128,11 @@ async fn publish_counts_what_it_delivered() {
 async fn health_metrics_demo_and_unknown_routes() {
     let metrics: realtime_transport_warp::MetricsRenderer =
         Arc::new(|| "realtime_connections_active 1\n".to_owned());
-    let config = TransportConfig { demo_page: Some("<html>demo</html>"), ..test_config() };
+    let config = TransportConfig {
+        demo_page: Some("<html>demo</html>"),
+        client_script: Some("export class RealtimeClient {}"),
+        ..test_config()
+    };
     let server = support::start_with(config, 100, Some(metrics)).await;
     let (_ws, _) = support::connect(server.addr, "good.alice").await;
 
@@ -154,6 +158,11 @@ async fn health_metrics_demo_and_unknown_routes() {
     assert_eq!(demo.status, 200);
     assert_eq!(demo.text(), "<html>demo</html>");
     assert!(demo.header("content-type").is_some_and(|t| t.starts_with("text/html")));
+
+    let script = http(server.addr, "GET", "/client.js", &[], b"").await;
+    assert_eq!(script.status, 200);
+    assert_eq!(script.text(), "export class RealtimeClient {}");
+    assert!(script.header("content-type").is_some_and(|t| t.starts_with("application/javascript")));
 
     let unknown = http(server.addr, "GET", "/nope?token=secret-in-url", &[], b"").await;
     assert_eq!(unknown.status, 404);
