@@ -309,7 +309,7 @@ export class RealtimeClient {
     const url = base ? new URL(this._url, base) : new URL(this._url);
     if (url.protocol === "http:") url.protocol = "ws:";
     if (url.protocol === "https:") url.protocol = "wss:";
-    url.searchParams.delete("since");
+    if (url.searchParams.has("since")) url.searchParams.delete("since");
     const since = {};
     for (const [stream, position] of this._positions) {
       if (!stream.startsWith("topic:")) since[stream] = position;

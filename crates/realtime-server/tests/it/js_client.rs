@@ -1,6 +1,6 @@
 //! The JavaScript client (`clients/js`): the server serves it at `/client.js`, and its Node
-//! tests (`node --test`, no npm packages needed) pass against this crate's server binary,
-//! which they start, kill and restart themselves.
+//! tests (`node --test`; the `ws` package, a dev dependency, is installed with `npm ci` when
+//! missing) pass against this crate's server binary, which they start, kill and restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,9 +38,16 @@ async fn the_server_serves_the_javascript_client_at_client_js() {
 
 #[tokio::test]
 async fn the_javascript_client_passes_its_node_tests_against_the_server_binary() {
+    let dir = client_dir();
+    if !dir.join("node_modules/ws").exists() {
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+        let (ok, output) = run(npm, Duration::from_secs(300)).await;
+        assert!(ok, "npm ci in {}:\n{output}", dir.display());
+    }
     let mut node = Command::new("node");
     node.args(["--experimental-websocket", "--test"])
-        .current_dir(client_dir())
+        .current_dir(&dir)
         .env("REALTIME_SERVER_BIN", env!("CARGO_BIN_EXE_realtime-server"));
     let (ok, output) = run(node, Duration::from_secs(60)).await;
     assert!(ok, "the JavaScript client's tests failed:\n{output}");
