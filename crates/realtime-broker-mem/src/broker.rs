@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -208,11 +208,7 @@ fn unreachable_epoch() -> Epoch {
 
 /// Wall-clock now; the epoch if the clock is set before it.
 fn now() -> UnixMillis {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    UnixMillis(millis)
+    UnixMillis::from_system_time(SystemTime::now())
 }
 
 #[async_trait]

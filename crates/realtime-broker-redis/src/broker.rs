@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -153,11 +153,7 @@ fn random(len: usize) -> String {
 
 /// Wall-clock now; 0 if the clock is set before 1970.
 fn now() -> UnixMillis {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    UnixMillis(millis)
+    UnixMillis::from_system_time(SystemTime::now())
 }
 
 fn millis(duration: Duration) -> u64 {

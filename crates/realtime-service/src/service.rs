@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use realtime_core::protocol;
@@ -363,11 +363,7 @@ fn new_id() -> ConnectionId {
 
 /// Wall-clock now; the epoch if the clock is set before it.
 fn now() -> UnixMillis {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    UnixMillis(millis)
+    UnixMillis::from_system_time(SystemTime::now())
 }
 
 #[async_trait]

@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::task::AtomicWaker;
@@ -934,11 +934,8 @@ async fn read_half<'a>(
 /// or it lies beyond what the clock can represent.
 fn expiry_instant(expires_at: Option<UnixMillis>, now: Instant) -> Option<std::time::Instant> {
     let expires_at = expires_at?;
-    let wall_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let remaining = Duration::from_millis(expires_at.0.saturating_sub(wall_now));
+    let wall_now = UnixMillis::from_system_time(SystemTime::now());
+    let remaining = Duration::from_millis(expires_at.0.saturating_sub(wall_now.0));
     now.into_std().checked_add(remaining)
 }
 
@@ -1109,11 +1106,7 @@ mod tests {
         let far = expiry_instant(Some(UnixMillis(u64::MAX)), now);
         let a_century = Duration::from_secs(100 * 365 * 24 * 3600);
         assert!(far.is_none_or(|at| at > now.into_std() + a_century), "{far:?}");
-        let in_a_minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
-            .unwrap_or(0)
-            + 60_000;
+        let in_a_minute = UnixMillis::from_system_time(SystemTime::now()).0 + 60_000;
         let at = expiry_instant(Some(UnixMillis(in_a_minute)), now)
             .unwrap_or_else(|| panic!("no expiry"));
         assert!(at > now.into_std() + Duration::from_secs(50));
