@@ -13,6 +13,7 @@ const CORE: &str = "realtime-core";
 const PORTS: &str = "realtime-ports";
 const REGISTRY_MEM: &str = "realtime-registry-mem";
 const BROKER_MEM: &str = "realtime-broker-mem";
+const BROKER_REDIS: &str = "realtime-broker-redis";
 const AUTH_JWT: &str = "realtime-auth-jwt";
 const TRANSPORT_WARP: &str = "realtime-transport-warp";
 const SERVICE: &str = "realtime-service";
@@ -65,13 +66,22 @@ const ALLOW_LIST: &[Allow] = &[
     Allow { krate: AUTH_JWT, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: TRANSPORT_WARP, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: BROKER_MEM, deps: &[CORE, PORTS], dev: Dev::Testkit },
-    Allow { krate: "realtime-broker-redis", deps: &[CORE, PORTS], dev: Dev::Testkit },
+    Allow { krate: BROKER_REDIS, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: SERVICE, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: TESTKIT, deps: &[CORE, PORTS], dev: Dev::Testkit },
     // The binary is where adapters are wired together.
     Allow {
         krate: "realtime-server",
-        deps: &[CORE, PORTS, REGISTRY_MEM, BROKER_MEM, AUTH_JWT, SERVICE, TRANSPORT_WARP],
+        deps: &[
+            CORE,
+            PORTS,
+            REGISTRY_MEM,
+            BROKER_MEM,
+            BROKER_REDIS,
+            AUTH_JWT,
+            SERVICE,
+            TRANSPORT_WARP,
+        ],
         dev: Dev::Anything,
     },
     // Load generator and baseline: drives the system from outside, through the ports.

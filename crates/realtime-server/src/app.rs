@@ -7,8 +7,9 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use realtime_auth_jwt::{JwtConfig, JwtKey, JwtVerifier};
 use realtime_broker_mem::{InMemoryBroker, InMemoryBrokerConfig, InMemoryPresence};
+use realtime_broker_redis::{RedisBroker, RedisBrokerConfig};
 use realtime_core::{LivenessConfig, RateLimitConfig};
-use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
+use realtime_ports::{Broker, InboundHandler, RealtimeApi, TokenVerifier};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_service::{Adapters, RealtimeService, ServiceConfig};
 use realtime_transport_warp::{
@@ -16,7 +17,7 @@ use realtime_transport_warp::{
 };
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{BrokerKind, Config, JwtAlgorithm};
 use crate::demo::{DEMO_PAGE, DemoHandler};
 use crate::dev::{self, DevCredentials};
 
@@ -105,13 +106,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..ServiceConfig::default()
     };
     service_config.validate().context("invalid service configuration")?;
-    let broker = InMemoryBroker::new(InMemoryBrokerConfig {
-        history: config.history_policy().map_err(anyhow::Error::msg)?,
-        ..InMemoryBrokerConfig::default()
-    });
+    let history = config.history_policy().map_err(anyhow::Error::msg)?;
+    let broker: Arc<dyn Broker> = match (config.broker, &config.redis_url) {
+        (BrokerKind::Redis, Some(url)) => {
+            let redis = RedisBrokerConfig {
+                prefix: config.redis_prefix.clone(),
+                history,
+                node_id: config.node_id.clone(),
+                ..RedisBrokerConfig::new(url.clone())
+            };
+            let broker = RedisBroker::connect(redis)
+                .await
+                .context("cannot use Redis (REALTIME_BROKER=redis, REALTIME_REDIS_URL)")?;
+            tracing::info!(node_id = broker.node_id(), "streams on Redis");
+            Arc::new(broker)
+        }
+        _ => Arc::new(InMemoryBroker::new(InMemoryBrokerConfig {
+            history,
+            ..InMemoryBrokerConfig::default()
+        })),
+    };
     let adapters = Adapters {
         registry: Arc::new(InMemoryRegistry::new()),
-        broker: Arc::new(broker),
+        broker,
         presence: Arc::new(InMemoryPresence::new()),
         authorizer: None,
     };

@@ -80,6 +80,23 @@ pub struct Config {
     #[arg(long, env = "REALTIME_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Where streams live: `memory` (one node, nothing else needed) or `redis` (any number of
+    /// nodes sharing `--redis-url`).
+    #[arg(long, env = "REALTIME_BROKER", value_enum, default_value = "memory")]
+    pub broker: BrokerKind,
+
+    /// The Redis of `--broker redis`, e.g. `redis://:password@127.0.0.1:6379/0`.
+    #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel (letters, digits, `_ - .`).
+    #[arg(long, env = "REALTIME_REDIS_PREFIX", default_value = "rt")]
+    pub redis_prefix: String,
+
+    /// This node's id on Redis (letters, digits, `_ - .`); generated when unset.
+    #[arg(long, env = "REALTIME_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Publications kept per stream for recovery after a reconnect (0 keeps none but still
     /// counts offsets).
     #[arg(long, env = "REALTIME_HISTORY_SIZE", default_value_t = 100)]
@@ -174,6 +191,15 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Where streams (positions, history, fan-out) live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerKind {
+    /// In this process: one node.
+    Memory,
+    /// In Redis: every node sharing it is one system.
+    Redis,
 }
 
 /// JWT signature algorithms the server accepts (one at a time).
@@ -342,6 +368,10 @@ impl Config {
         self.permissions()?;
         self.history_policy()?;
         self.presence_event_prefixes()?;
+        if self.broker == BrokerKind::Redis && self.redis_url.is_none() {
+            return Err("--broker redis (REALTIME_BROKER) needs --redis-url (REALTIME_REDIS_URL)"
+                .to_owned());
+        }
         if self.is_dev() {
             let listeners = [
                 ("--listen (REALTIME_LISTEN)", Some(self.listen)),
@@ -525,6 +555,11 @@ mod tests {
         assert!(
             error.starts_with("--presence-events (REALTIME_PRESENCE_EVENTS): \"a b\""),
             "{error}"
+        );
+        let error = parse(&["--broker", "redis"]).validate().err().unwrap_or_default();
+        assert_eq!(
+            error,
+            "--broker redis (REALTIME_BROKER) needs --redis-url (REALTIME_REDIS_URL)"
         );
         let error = parse(&["--max-topics", "0"]).validate().err().unwrap_or_default();
         assert!(

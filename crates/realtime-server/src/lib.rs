@@ -13,5 +13,5 @@ mod demo;
 mod dev;
 
 pub use app::{Running, start};
-pub use config::{Config, JwtAlgorithm, LogFormat};
+pub use config::{BrokerKind, Config, JwtAlgorithm, LogFormat};
 pub use dev::DevCredentials;

@@ -17,6 +17,7 @@ mod logs;
 mod presence_events;
 mod publish_api;
 mod recovery_model;
+mod redis_nodes;
 mod routing;
 mod smoke;
 mod streams;

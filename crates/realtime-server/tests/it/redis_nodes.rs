@@ -1,0 +1,88 @@
+//! Two realtime-server nodes on one Redis (`--broker redis`; a `redis-server` of the test's
+//! own): a message published on one node reaches a client on the other with its position, a
+//! topic works across nodes, and a client that comes back on the other node recovers from
+//! Redis history what it missed.
+
+use realtime_server::{BrokerKind, Config};
+use realtime_testkit::RedisProcess;
+use realtime_testkit::jwt::{Claims, now_unix_secs};
+use realtime_testkit::ws::{Connect, since_query, try_connect};
+use serde_json::{Value, json};
+
+use crate::support::{self, Ws, next_json, send_text};
+
+fn node(redis: &RedisProcess, id: &str) -> Config {
+    let mut config = support::config();
+    config.broker = BrokerKind::Redis;
+    config.redis_url = Some(redis.url());
+    config.node_id = Some(id.to_owned());
+    config
+}
+
+async fn open(addr: std::net::SocketAddr, token: &str, since: Option<&Value>) -> (Ws, Value) {
+    let query = since.map(since_query);
+    let options =
+        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
+    let (mut ws, _) = try_connect(addr, options).await.unwrap_or_else(|s| panic!("refused: {s}"));
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["type"], "connected", "{hello}");
+    (ws, hello)
+}
+
+async fn publish(addr: std::net::SocketAddr, target: Value, i: u64) -> Value {
+    let body = json!({"target": target, "message": {"type": "n", "payload": {"i": i}}});
+    let response = support::publish(addr, &body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_deliver_across_and_recover_from_redis_history() {
+    let redis = RedisProcess::start();
+    let a = support::start(node(&redis, "node-a")).await;
+    let b = support::start(node(&redis, "node-b")).await;
+    let token =
+        Claims::new("alice").topics(&["*"]).exp(now_unix_secs() + 3600).mint(support::SECRET);
+
+    // A client on node B; a publish on node A reaches it, with its position.
+    let (mut ws, hello) = open(b.addr, &token, None).await;
+    let start = hello["payload"]["streams"]["user:alice"].clone();
+    assert!(start["offset"].is_u64(), "{hello}");
+    let receipt = publish(a.addr, json!({"user": "alice"}), 1).await;
+    assert_eq!(receipt["stream"], "user:alice", "{receipt}");
+    let got = next_json(&mut ws).await;
+    assert_eq!((&got["payload"]["i"], &got["stream"]), (&json!(1), &json!("user:alice")), "{got}");
+    assert_eq!((&got["offset"], &got["epoch"]), (&receipt["offset"], &receipt["epoch"]), "{got}");
+
+    // A topic across nodes.
+    send_text(&mut ws, r#"{"type":"subscribe","id":1,"payload":{"topic":"orders"}}"#).await;
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(
+        (&subscribed["type"], &subscribed["id"]),
+        (&json!("subscribed"), &json!(1)),
+        "{subscribed}"
+    );
+    publish(a.addr, json!({"topic": "orders"}), 2).await;
+    let got = next_json(&mut ws).await;
+    assert_eq!(
+        (&got["payload"]["i"], &got["stream"]),
+        (&json!(2), &json!("topic:orders")),
+        "{got}"
+    );
+
+    // Gone from node B; two more are published on node A; back on node A with `since`.
+    let seen = json!({"user:alice": {"epoch": receipt["epoch"], "offset": receipt["offset"]}});
+    drop(ws);
+    publish(a.addr, json!({"user": "alice"}), 3).await;
+    publish(a.addr, json!({"user": "alice"}), 4).await;
+    let (mut ws, hello) = open(a.addr, &token, Some(&seen)).await;
+    assert_eq!(hello["payload"]["streams"]["user:alice"]["recovered"], true, "{hello}");
+    let replayed = [next_json(&mut ws).await, next_json(&mut ws).await];
+    let values: Vec<&Value> = replayed.iter().map(|f| &f["payload"]["i"]).collect();
+    assert_eq!(values, [&json!(3), &json!(4)], "missed ones, once, in order: {replayed:?}");
+    send_text(&mut ws, r#"{"type":"ping","id":"end"}"#).await;
+    assert_eq!(next_json(&mut ws).await["type"], "pong", "nothing more");
+    drop(ws);
+    support::stop(a).await;
+    support::stop(b).await;
+}
