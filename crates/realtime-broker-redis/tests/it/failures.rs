@@ -2,23 +2,11 @@
 //! never the URL (it may carry a password).
 
 use realtime_broker_redis::{ConnectError, RedisBroker, RedisBrokerConfig};
-use realtime_core::{Envelope, Frame, StreamName};
+use realtime_core::StreamName;
 use realtime_ports::{Broker, BrokerError};
 use realtime_testkit::RedisProcess;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
-fn message() -> Frame {
-    let envelope =
-        Envelope::from_parts("n", serde_json::json!({})).unwrap_or_else(|e| panic!("{e}"));
-    Frame::encode(&envelope)
-}
+use crate::support::{message, runtime};
 
 #[test]
 fn connecting_to_no_redis_fails_without_the_password() {

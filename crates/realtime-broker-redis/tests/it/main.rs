@@ -4,3 +4,4 @@
 mod contract;
 mod failures;
 mod nodes;
+mod support;

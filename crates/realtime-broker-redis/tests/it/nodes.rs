@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use realtime_broker_redis::{RedisBroker, RedisBrokerConfig};
-use realtime_core::{ConnectionId, Envelope, Frame, Position, StreamName, UnixMillis, UserId};
+use realtime_core::{ConnectionId, Frame, Position, StreamName, UnixMillis, UserId};
 use realtime_ports::{Broker, LocalDelivery};
 use realtime_testkit::fixtures::{connection_id, user};
 use realtime_testkit::{RedisProcess, WAIT};
+
+use crate::support::{message, runtime};
 
 /// A node's delivery: records stream offsets, holds the connections in `local`.
 #[derive(Debug, Default)]
@@ -39,20 +41,6 @@ impl LocalDelivery for Node {
         self.revoked.lock().push((user.clone(), issued_before));
         0
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
-
-fn message() -> Frame {
-    let envelope =
-        Envelope::from_parts("n", serde_json::json!({})).unwrap_or_else(|e| panic!("{e}"));
-    Frame::encode(&envelope)
 }
 
 fn stream(raw: &str) -> StreamName {
