@@ -32,6 +32,17 @@ pub(crate) async fn run(mut command: Command, limit: Duration) -> (bool, String)
     (output.status.success(), text)
 }
 
+/// Runs `npm ci` in `dir` unless its `node_modules` already holds `package`.
+pub(crate) async fn npm_ci_unless(dir: &Path, package: &str) {
+    if dir.join("node_modules").join(package).exists() {
+        return;
+    }
+    let mut npm = Command::new("npm");
+    npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let (ok, output) = run(npm, Duration::from_secs(300)).await;
+    assert!(ok, "npm ci in {}:\n{output}", dir.display());
+}
+
 #[tokio::test]
 async fn the_demo_page_recovers_what_it_missed_in_a_real_browser() {
     assert!(
@@ -39,12 +50,7 @@ async fn the_demo_page_recovers_what_it_missed_in_a_real_browser() {
         "{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`; .ci/run does)"
     );
     let dir = browser_dir();
-    if !dir.join("node_modules/playwright-core").exists() {
-        let mut npm = Command::new("npm");
-        npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
-        let (ok, output) = run(npm, Duration::from_secs(300)).await;
-        assert!(ok, "npm ci in {}:\n{output}", dir.display());
-    }
+    npm_ci_unless(&dir, "playwright-core").await;
     let mut config = support::config();
     config.demo = Some(true);
     let running = support::start(config).await;

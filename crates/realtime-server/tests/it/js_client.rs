@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::browser::run;
+use crate::browser::{npm_ci_unless, run};
 use crate::support;
 
 /// The client's source, as the server embeds it.
@@ -39,12 +39,7 @@ async fn the_server_serves_the_javascript_client_at_client_js() {
 #[tokio::test]
 async fn the_javascript_client_passes_its_node_tests_against_the_server_binary() {
     let dir = client_dir();
-    if !dir.join("node_modules/ws").exists() {
-        let mut npm = Command::new("npm");
-        npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
-        let (ok, output) = run(npm, Duration::from_secs(300)).await;
-        assert!(ok, "npm ci in {}:\n{output}", dir.display());
-    }
+    npm_ci_unless(&dir, "ws").await;
     let mut node = Command::new("node");
     node.args(["--experimental-websocket", "--test"])
         .current_dir(&dir)
