@@ -739,22 +739,15 @@ impl<'a> Inbound<'a> {
                 reply_id: id.clone(),
                 origin: SubscribeOrigin::Client { topics },
             };
-            let frame = match tokio::time::timeout(settings.inbound_timeout, api.subscribe(request))
-                .await
-            {
-                Ok(Ok(_)) | Ok(Err(SubscribeError::NotConnected)) => None,
-                Ok(Err(error)) => {
+            let outcome = api.subscribe(request);
+            let refused = |error: &SubscribeError| match error {
+                SubscribeError::NotConnected => None,
+                error => {
                     debug!(%error, "subscribe refused");
-                    Some(ClientFault::Subscribe(&error, id.as_ref()).frame())
-                }
-                Err(_elapsed) => {
-                    warn!("subscribe timed out; answered unavailable");
-                    Some(ClientFault::ProtocolTimeout(protocol::SUBSCRIBE, id.as_ref()).frame())
+                    Some(ClientFault::Subscribe(error, id.as_ref()).frame())
                 }
             };
-            if let Some(frame) = frame {
-                let _ = sink.send(frame);
-            }
+            answer(sink, settings, protocol::SUBSCRIBE, id.as_ref(), outcome, refused).await;
             None
         })
     }
@@ -763,18 +756,12 @@ impl<'a> Inbound<'a> {
     fn unsubscribe(&self, id: Option<RequestId>, topic: TopicName) -> HandlerCall<'a> {
         let Inbound { sink, settings, connection, api, .. } = *self;
         Box::pin(async move {
-            let unsubscribed = api.unsubscribe(connection.id, &topic, id.clone());
-            let frame = match tokio::time::timeout(settings.inbound_timeout, unsubscribed).await {
-                Ok(Ok(())) | Ok(Err(UnsubscribeError::NotConnected)) => None,
-                Ok(Err(error)) => Some(ClientFault::Unsubscribe(&error, id.as_ref()).frame()),
-                Err(_elapsed) => {
-                    warn!("unsubscribe timed out; answered unavailable");
-                    Some(ClientFault::ProtocolTimeout(protocol::UNSUBSCRIBE, id.as_ref()).frame())
-                }
+            let outcome = api.unsubscribe(connection.id, &topic, id.clone());
+            let refused = |error: &UnsubscribeError| match error {
+                UnsubscribeError::NotConnected => None,
+                error => Some(ClientFault::Unsubscribe(error, id.as_ref()).frame()),
             };
-            if let Some(frame) = frame {
-                let _ = sink.send(frame);
-            }
+            answer(sink, settings, protocol::UNSUBSCRIBE, id.as_ref(), outcome, refused).await;
             None
         })
     }
@@ -812,6 +799,30 @@ impl<'a> Inbound<'a> {
             let _ = sink.send(reply);
             grants
         })
+    }
+}
+
+/// Awaits a protocol request (`kind`) within the inbound timeout; on success the service has
+/// queued the reply itself. A refusal is answered with what `refused` makes of it (nothing
+/// for a connection that is ending), a timeout with `unavailable`.
+async fn answer<T, E>(
+    sink: &WsSink,
+    settings: &SessionSettings,
+    kind: &'static str,
+    id: Option<&RequestId>,
+    outcome: impl Future<Output = Result<T, E>>,
+    refused: impl FnOnce(&E) -> Option<Frame>,
+) {
+    let frame = match tokio::time::timeout(settings.inbound_timeout, outcome).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => refused(&error),
+        Err(_elapsed) => {
+            warn!(kind, "request timed out; answered unavailable");
+            Some(ClientFault::ProtocolTimeout(kind, id).frame())
+        }
+    };
+    if let Some(frame) = frame {
+        let _ = sink.send(frame);
     }
 }
 
