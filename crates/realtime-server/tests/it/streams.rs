@@ -440,13 +440,15 @@ async fn a_revoked_connection_closes_with_4005_and_its_token_is_refused_after() 
     stack.stop().await;
 }
 
-/// A stream kind without history: its messages carry no position, `connected` lists no
-/// position for it, and a `since` for it cannot be honoured (it is not listed either).
+/// A stream kind without history, and a topic prefix without history: their messages carry
+/// no position and `connected` lists none for them; other topics keep theirs; a message to
+/// one connection is no stream at all.
 #[tokio::test]
 async fn a_stream_kind_without_history_carries_no_position() {
     let broker = realtime_broker_mem::InMemoryBrokerConfig {
         history: realtime_core::HistoryPolicy {
             role: None,
+            topic_prefixes: vec![("chat:".to_owned(), None)],
             ..realtime_core::HistoryPolicy::default()
         },
         ..realtime_broker_mem::InMemoryBrokerConfig::default()
@@ -470,5 +472,27 @@ async fn a_stream_kind_without_history_carries_no_position() {
     assert_eq!((receipt.delivered, receipt.position), (1, None));
     let got = next_json(&mut ws).await;
     assert_eq!(got, json!({"type": "r", "payload": {}}), "delivered as published");
+
+    let alice = hello["payload"]["connection_id"].as_str().unwrap_or_default();
+    let alice = realtime_core::ConnectionId::parse(alice).unwrap_or_else(|e| panic!("{e}"));
+    let one = realtime_core::Target::Connection(alice);
+    let receipt =
+        stack.api.publish_with(&one, &envelope("c", json!({})), &Default::default()).await;
+    let receipt = receipt.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((receipt.delivered, &receipt.stream, &receipt.position), (1, &None, &None));
+    assert_eq!(next_json(&mut ws).await, json!({"type": "c", "payload": {}}), "no stream fields");
+
+    for (name, positioned) in [("chat:room", false), ("orders", true)] {
+        let target = realtime_core::ConnectionsOf::Connection(alice);
+        let subscribed = stack.api.subscribe_connections(&target, &topic(name)).await;
+        assert_eq!(subscribed, Ok(1), "{name}");
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        assert_eq!(reply["payload"]["offset"].is_u64(), positioned, "{reply}");
+        to_topic(&*stack.api, name, 1).await;
+        let got = next_json(&mut ws).await;
+        assert_eq!(got["payload"]["i"], 1, "{got}");
+        assert_eq!(got.get("offset").is_some(), positioned, "{name}: {got}");
+    }
     stack.stop().await;
 }
