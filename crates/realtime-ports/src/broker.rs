@@ -53,6 +53,8 @@ pub enum BrokerError {
 /// - Synchronous and non-blocking: it only enqueues on sinks (it never awaits, never does
 ///   I/O), so a broker may call it from its read loop or while holding a per-stream lock.
 /// - A broker calls `deliver` for the publications of one stream in offset order, each once.
+/// - A broker that may have missed publications of a stream calls `lost` for it before it
+///   delivers anything more of it: loss is reported, never silent.
 pub trait LocalDelivery: Send + Sync + 'static {
     /// Hands `frame` (already carrying `stream`, `offset` and `epoch` when `position` is
     /// `Some`) to this node's connections in `stream`; returns how many accepted it.
@@ -64,6 +66,14 @@ pub trait LocalDelivery: Send + Sync + 'static {
     /// Another node revoked `user`'s tokens issued before `issued_before`: closes this node's
     /// matching connections (tokens without an `iat` included); returns how many.
     fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> usize;
+
+    /// The broker may have missed publications of `stream` (its bus connection was lost, a
+    /// bounded queue dropped one, the stream's offsets jumped or went back, its epoch
+    /// changed): closes this node's connections in `stream`, those still recovering
+    /// included, with [`CloseReason::StreamLagged`](crate::CloseReason::StreamLagged), so
+    /// that each reconnects and recovers from history or learns `recovered: false`; returns
+    /// how many.
+    fn lost(&self, stream: &StreamName) -> usize;
 }
 
 /// The publication side of streams: positions, history and fan-out across nodes.

@@ -30,7 +30,8 @@ pub const PUBLISH_REFUSED_TOTAL: &str = "realtime_publish_refused_total";
 /// [`OUTCOME_RECOVERED`] or [`OUTCOME_NOT_RECOVERED`].
 pub const RECOVERIES_TOTAL: &str = "realtime_recoveries_total";
 /// Counter: connections closed because more live publications arrived during their
-/// recovery than the buffer holds, or a held publication did not continue the stream.
+/// recovery than the buffer holds, a held publication did not continue the stream, or the
+/// broker reported that it may have missed publications of one of their streams.
 pub const STREAM_LAGGED_TOTAL: &str = "realtime_stream_lagged_total";
 /// Counter: subscribes refused, by [`LABEL_REASON`]: [`REASON_FORBIDDEN`] or
 /// [`REASON_TOO_MANY_TOPICS`].
@@ -107,7 +108,7 @@ pub fn describe_metrics() {
     describe_counter!(
         STREAM_LAGGED_TOTAL,
         Unit::Count,
-        "Connections closed to recover again: their recovery buffer overflowed."
+        "Connections closed to recover again (recovery buffer overflowed, a gap, or a loss the broker reported)."
     );
     describe_counter!(
         SUBSCRIBES_REFUSED_TOTAL,

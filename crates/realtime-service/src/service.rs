@@ -716,6 +716,16 @@ impl LocalDelivery for RealtimeService {
     fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> usize {
         self.revoke_local(user, issued_before)
     }
+
+    fn lost(&self, stream: &StreamName) -> usize {
+        let holds = self.streams.for_delivery();
+        let recipients = members(&*self.registry, stream);
+        let closed = holds.lose(stream, &recipients);
+        drop(holds);
+        ::metrics::counter!(m::STREAM_LAGGED_TOTAL).increment(closed as u64);
+        warn!(%stream, connections = closed, "the broker may have missed publications: closing the stream's connections so they recover");
+        closed
+    }
 }
 
 /// The most bytes [`Frame::with_position`] adds for `stream`: the field names and

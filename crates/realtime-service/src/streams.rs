@@ -172,6 +172,22 @@ impl StreamState {
     }
 }
 
+impl Holds {
+    /// The broker may have missed publications of `stream`: closes every recipient
+    /// ([`CloseReason::StreamLagged`]); one still recovering is marked overflowed instead,
+    /// so its release closes it. Returns how many.
+    pub(crate) fn lose(&self, stream: &StreamName, recipients: &[Registered]) -> usize {
+        let held = self.streams.get(stream);
+        for recipient in recipients {
+            match held.and_then(|h| h.get(&recipient.connection.id)) {
+                Some(hold) => hold.lock().overflowed = true,
+                None => recipient.sink.close(CloseReason::StreamLagged),
+            }
+        }
+        recipients.len()
+    }
+}
+
 /// What one delivery did, for the metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {

@@ -54,6 +54,11 @@ pub enum Delivered {
         /// Issued before.
         issued_before: UnixMillis,
     },
+    /// [`LocalDelivery::lost`].
+    Lost {
+        /// The stream whose publications may have been missed.
+        stream: StreamName,
+    },
 }
 
 /// A [`LocalDelivery`] that records every call, answering `deliver` with 1.
@@ -87,6 +92,18 @@ impl RecordingDelivery {
             .collect()
     }
 
+    /// The streams the broker reported as possibly missing publications, in order.
+    pub fn lost(&self) -> Vec<StreamName> {
+        self.calls
+            .lock()
+            .iter()
+            .filter_map(|call| match call {
+                Delivered::Lost { stream } => Some(stream.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Attaches this recorder to `broker`.
     pub fn attach_to(self: &Arc<Self>, broker: &dyn Broker) {
         let weak: Weak<dyn LocalDelivery> = Arc::downgrade(self) as Weak<dyn LocalDelivery>;
@@ -113,6 +130,11 @@ impl LocalDelivery for RecordingDelivery {
         self.calls.lock().push(Delivered::Revoke { user: user.clone(), issued_before });
         0
     }
+
+    fn lost(&self, stream: &StreamName) -> usize {
+        self.calls.lock().push(Delivered::Lost { stream: stream.clone() });
+        0
+    }
 }
 
 /// How long a check waits, after the expected deliveries arrived, for any that should not
@@ -131,6 +153,8 @@ async fn delivered(
         let offsets = recorder.offsets(to);
         if done(&offsets) {
             tokio::time::sleep(SETTLE).await;
+            let lost = recorder.lost();
+            assert!(lost.is_empty(), "the broker reported a loss in normal operation: {lost:?}");
             return recorder.offsets(to);
         }
         assert!(

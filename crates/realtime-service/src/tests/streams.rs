@@ -128,6 +128,28 @@ async fn an_overflowing_hold_closes_the_connection_as_lagged() {
     assert_eq!(sink.closed(), Some(SinkClosed::By(CloseReason::StreamLagged)));
 }
 
+/// A loss the broker reports closes the stream's connections as lagged (4010), one still
+/// recovering included (at its release), and leaves the others alone.
+#[tokio::test]
+async fn a_loss_the_broker_reports_closes_the_streams_connections_as_lagged() {
+    let (service, broker) =
+        service_over(Arc::new(MapRegistry::default()), ServiceConfig::default());
+    let ops = stream("role:ops");
+    broker.tops.lock().unwrap_or_else(|e| e.into_inner()).insert(ops.clone(), position(0));
+    let (open_id, open_sink) = connect(&service, identity("alice", &["ops"], &[]));
+    service.open_streams(open_id, &BTreeMap::new()).await.unwrap_or_else(|e| panic!("{e}"));
+    let (other_id, other_sink) = connect(&service, identity("bob", &[], &[]));
+    service.open_streams(other_id, &BTreeMap::new()).await.unwrap_or_else(|e| panic!("{e}"));
+    // Connected, its streams not open yet: held.
+    let (held_id, held_sink) = connect(&service, identity("carol", &["ops"], &[]));
+    assert_eq!(LocalDelivery::lost(&*service, &ops), 2);
+    assert_eq!(open_sink.closed(), Some(SinkClosed::By(CloseReason::StreamLagged)));
+    assert_eq!(held_sink.closed(), None, "closed at its release");
+    service.open_streams(held_id, &BTreeMap::new()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held_sink.closed(), Some(SinkClosed::By(CloseReason::StreamLagged)));
+    assert_eq!(other_sink.closed(), None, "not in the stream");
+}
+
 struct AllowOnly(&'static str, Arc<std::sync::atomic::AtomicUsize>);
 
 #[async_trait]
