@@ -1,12 +1,10 @@
 //! [`RedisBroker`]: the [`Broker`] of many nodes sharing one Redis.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use realtime_core::{
@@ -16,10 +14,10 @@ use realtime_core::{
 use realtime_ports::{Broker, BrokerError, LocalDelivery, Published, Recovered};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::pubsub::{self, Shared};
+use crate::pubsub::{self, Settings, Shared};
 use crate::scripts;
 use crate::wire::{self, Names, RevocationMessage};
 
@@ -45,6 +43,17 @@ pub struct RedisBrokerConfig {
     /// This node's id on the control channel (1 to 64 ASCII letters, digits, `-` or `_`);
     /// drawn at random when `None`.
     pub node_id: Option<String>,
+    /// How long the pub/sub connection may stay silent before the node probes it by
+    /// publishing to itself (15 s); a probe not heard back within as long again makes the
+    /// node reconnect.
+    pub probe_interval: Duration,
+    /// Stream messages each pub/sub worker queues (4096); one more is dropped, and the loss
+    /// reported to the stream's clients, rather than block the read loop.
+    pub queue_capacity: usize,
+    /// Longest wait between two pub/sub reconnection attempts (1 s, so a node is back within
+    /// about a second of Redis; each wait is drawn at
+    /// random below a ceiling that doubles from 100 ms).
+    pub max_reconnect_delay: Duration,
 }
 
 impl std::fmt::Debug for RedisBrokerConfig {
@@ -57,6 +66,9 @@ impl std::fmt::Debug for RedisBrokerConfig {
             .field("idle_stream_ttl", &self.idle_stream_ttl)
             .field("subscribe_timeout", &self.subscribe_timeout)
             .field("node_id", &self.node_id)
+            .field("probe_interval", &self.probe_interval)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
             .finish()
     }
 }
@@ -72,6 +84,9 @@ impl RedisBrokerConfig {
             idle_stream_ttl: Duration::from_secs(3600),
             subscribe_timeout: Duration::from_secs(5),
             node_id: None,
+            probe_interval: Duration::from_secs(15),
+            queue_capacity: 4096,
+            max_reconnect_delay: Duration::from_secs(1),
         }
     }
 }
@@ -86,6 +101,9 @@ pub enum ConnectError {
     /// The node id breaks the rule of [`RedisBrokerConfig::node_id`].
     #[error("the node id must be 1 to 64 ASCII letters, digits, '-' or '_'")]
     InvalidNodeId,
+    /// A probe interval, queue capacity or reconnect delay of zero.
+    #[error("the probe interval, queue capacity and reconnect delay must be above zero")]
+    InvalidLimits,
     /// Redis could not be reached (the text never holds the URL).
     #[error("redis unavailable: {0}")]
     Unavailable(String),
@@ -110,8 +128,12 @@ const RANDOM_LEN: usize = 16;
 /// - One dedicated pub/sub connection, read by one task: messages reach
 ///   [`LocalDelivery`] in the order Redis delivers them (per channel: offset order).
 ///
-/// Not yet: reconnecting the pub/sub connection (once lost, `recover` of an interested
-/// stream fails with [`BrokerError::Unavailable`]), gap detection, presence, sharding.
+/// - The pub/sub connection is supervised (see the crate documentation): while it is down,
+///   `recover` of an interested stream fails at once with [`BrokerError::Unavailable`];
+///   once it is back, every stream that may have missed publications is reported to the
+///   node's [`LocalDelivery::lost`].
+///
+/// Not yet: presence, sharding over several Redis servers.
 pub struct RedisBroker {
     config: RedisBrokerConfig,
     shared: Arc<Shared>,
@@ -121,6 +143,22 @@ pub struct RedisBroker {
     recover_script: Script,
     revoke_script: Script,
     tasks: Vec<AbortHandle>,
+}
+
+/// What [`RedisBroker::state`] reports, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerState {
+    /// The pub/sub connection is up and every wanted channel subscribed.
+    pub connected: bool,
+    /// Pub/sub reconnections since the broker started.
+    pub reconnects: u64,
+    /// Stream messages dropped because a worker queue was full.
+    pub dropped: u64,
+    /// Possible losses reported to the node.
+    pub gaps: u64,
+    /// How long the last (re)connection and resubscription took, in milliseconds.
+    pub last_resubscribe_millis: u64,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -147,12 +185,17 @@ fn unavailable(what: &str, error: &RedisError) -> BrokerError {
     BrokerError::Unavailable(format!("redis {what}: {}{detail}", error.category()))
 }
 
+/// A fresh epoch.
+pub(crate) fn random_epoch() -> String {
+    random(RANDOM_LEN)
+}
+
 fn random(len: usize) -> String {
     rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// Wall-clock now; 0 if the clock is set before 1970.
-fn now() -> UnixMillis {
+pub(crate) fn now() -> UnixMillis {
     UnixMillis::from_system_time(SystemTime::now())
 }
 
@@ -201,33 +244,52 @@ impl RedisBroker {
             .get_connection_manager_with_config(manager)
             .await
             .map_err(|e| connect_error("command connection", &e))?;
-        let (mut sink, messages) = client
-            .get_async_pubsub()
+        if config.probe_interval.is_zero()
+            || config.queue_capacity == 0
+            || config.max_reconnect_delay.is_zero()
+        {
+            return Err(ConnectError::InvalidLimits);
+        }
+        let first = pubsub::open(&client)
             .await
-            .map_err(|e| connect_error("pub/sub connection", &e))?
-            .split();
-        let names = Names::new(&config.prefix);
-        sink.subscribe(&[names.connections(), names.control()])
-            .await
-            .map_err(|e| connect_error("subscribe", &e))?;
-
+            .map_err(|e| ConnectError::Unavailable(format!("pub/sub connection: {e}")))?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let settings = Settings {
+            workers,
+            queue_capacity: config.queue_capacity,
+            probe_interval: config.probe_interval,
+            max_reconnect_delay: config.max_reconnect_delay,
+            barrier_timeout: config.subscribe_timeout,
+        };
         let (command_tx, command_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            delivery: OnceLock::new(),
-            names,
+        let shared = Arc::new(Shared::new(
+            Names::new(&config.prefix),
             node_id,
-            subscriptions: Mutex::new((HashMap::new(), 0)),
-            commands: command_tx,
-            progress: watch::Sender::new(0),
-            alive: AtomicBool::new(true),
-            revocations: RwLock::new(HashMap::new()),
-        });
+            config.history.clone(),
+            settings,
+            commands.clone(),
+            command_tx,
+        ));
         let (ephemeral, ephemeral_rx) = mpsc::unbounded_channel();
+        let supervisor =
+            pubsub::supervise(Arc::clone(&shared), client, commands.clone(), command_rx, first);
         let tasks = vec![
-            tokio::spawn(pubsub::read(Arc::clone(&shared), messages)).abort_handle(),
-            tokio::spawn(pubsub::subscribe(Arc::clone(&shared), sink, command_rx)).abort_handle(),
+            tokio::spawn(supervisor).abort_handle(),
             tokio::spawn(publish_ephemeral(commands.clone(), ephemeral_rx)).abort_handle(),
         ];
+        // Up once the node-wide channels are subscribed.
+        let mut progress = shared.progress.subscribe();
+        let up = tokio::time::timeout(
+            config.subscribe_timeout,
+            progress.wait_for(|_| shared.alive.load(Ordering::Acquire)),
+        )
+        .await;
+        if !matches!(up, Ok(Ok(_))) {
+            for task in &tasks {
+                task.abort();
+            }
+            return Err(ConnectError::Unavailable("pub/sub SUBSCRIBE not confirmed".to_owned()));
+        }
         Ok(RedisBroker {
             config,
             shared,
@@ -251,37 +313,41 @@ impl RedisBroker {
         millis(self.config.idle_stream_ttl).max(limits.max_age_millis.clamp(1, MAX_MILLIS))
     }
 
-    /// For a stream this node is interested in: waits until Redis confirmed its SUBSCRIBE.
-    async fn subscribed(&self, channel: &str) -> Result<(), BrokerError> {
+    /// The pub/sub side's state and counters.
+    pub fn state(&self) -> BrokerState {
+        let stats = &self.shared.stats;
+        BrokerState {
+            connected: self.shared.alive.load(Ordering::Acquire),
+            reconnects: stats.reconnects.load(Ordering::Relaxed),
+            dropped: stats.dropped.load(Ordering::Relaxed),
+            gaps: stats.gaps.load(Ordering::Relaxed),
+            last_resubscribe_millis: stats.last_resubscribe_millis.load(Ordering::Relaxed),
+        }
+    }
+
+    /// For a stream this node is interested in: waits until Redis confirmed its SUBSCRIBE;
+    /// returns whether the node is interested.
+    async fn subscribed(&self, channel: &str) -> Result<bool, BrokerError> {
         let deadline = tokio::time::Instant::now() + self.config.subscribe_timeout;
         let mut progress = self.shared.progress.subscribe();
         loop {
-            let target = {
+            let confirmed = {
                 let guard = self.shared.subscriptions.lock();
                 match guard.0.get(channel) {
-                    Some(entry) if entry.wanted => {
-                        (entry.confirmed < entry.seq).then_some(entry.seq)
-                    }
-                    _ => return Ok(()),
+                    Some(entry) if entry.wanted => entry.confirmed >= entry.seq,
+                    _ => return Ok(false),
                 }
             };
             if !self.shared.alive.load(Ordering::Acquire) {
-                return Err(BrokerError::Unavailable("redis pub/sub connection lost".to_owned()));
+                return Err(BrokerError::Unavailable(
+                    "redis pub/sub connection down (reconnecting)".to_owned(),
+                ));
             }
-            let Some(target) = target else { return Ok(()) };
-            let done = tokio::time::timeout_at(deadline, progress.wait_for(|done| *done >= target));
-            match done.await {
-                Ok(Ok(_)) => {
-                    let guard = self.shared.subscriptions.lock();
-                    let failed = guard
-                        .0
-                        .get(channel)
-                        .is_some_and(|e| e.wanted && e.seq == target && e.confirmed < target);
-                    if failed {
-                        return Err(BrokerError::Unavailable("redis SUBSCRIBE failed".to_owned()));
-                    }
-                    // Confirmed, or a newer command to wait for: look again.
-                }
+            if confirmed {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     return Err(BrokerError::Unavailable("redis broker stopped".to_owned()));
                 }
@@ -442,10 +508,12 @@ impl Broker for RedisBroker {
         max: usize,
     ) -> Result<Recovered, BrokerError> {
         let names = &self.shared.names;
-        self.subscribed(&names.channel(stream)).await?;
+        let channel = names.channel(stream);
+        let interested = self.subscribed(&channel).await?;
         let Some(limits) = self.config.history.limits(stream) else {
             return Ok(Recovered { position: None, publications: None });
         };
+        let before = if interested { self.shared.seen(&channel) } else { None };
         let mut invocation = self.recover_script.prepare_invoke();
         invocation
             .key(names.meta(stream))
@@ -466,6 +534,17 @@ impl Broker for RedisBroker {
             offset: top.parse().map_err(|_| unexpected())?,
         };
         let now = UnixMillis(now.parse().map_err(|_| unexpected())?);
+        if interested {
+            // Everything Redis sent before the read is handled once the barrier is back: no
+            // publication at or below the top is delivered after this returns, and one the
+            // node never received is reported.
+            let mut commands = self.commands.clone();
+            self.shared
+                .barrier(&mut commands, Some(&channel))
+                .await
+                .map_err(BrokerError::Unavailable)?;
+            self.shared.settle(&channel, stream, before.as_ref(), &position);
+        }
         let publications =
             since.and_then(|since| decide(stream, &position, since, now, &entries, &limits, max));
         Ok(Recovered { position: Some(position), publications })

@@ -6,17 +6,27 @@
 //! - A publication is one Lua script: idempotency, epoch, offset, exactly trimmed history,
 //!   PUBLISH. Its position therefore never depends on which node published it.
 //! - A node subscribes to a stream's channel while it is interested in the stream
-//!   (`interest`), and to two node-wide channels: `<prefix>:conn` (messages to one
-//!   connection) and `<prefix>:control` (revocations).
+//!   (`interest`), and to three node-wide channels: `<prefix>:conn` (messages to one
+//!   connection), `<prefix>:control` (revocations) and `<prefix>:node:<id>` (its own:
+//!   barriers and idle probes).
+//! - The pub/sub connection is supervised: lost, killed or silent (an idle probe is not
+//!   heard back), it is opened again with full-jitter backoff, every wanted channel is
+//!   subscribed again in batches, and every stream that may have missed publications while
+//!   it was down is reported to the node ([`LocalDelivery::lost`](realtime_ports::LocalDelivery::lost)),
+//!   which closes its clients so they recover from history.
 //!
-//! **Architecture Invariant:** the pub/sub read loop never awaits a consumer: it calls the
-//! node's `LocalDelivery`, which only enqueues.
+//! **Architecture Invariant:** the pub/sub read loop never awaits: stream messages go to
+//! bounded worker queues chosen by channel (a full queue drops the message and reports the
+//! loss); the workers check each publication's position and call the node's
+//! `LocalDelivery`, which only enqueues. No publication is skipped silently.
 //!
 //! **Architecture Invariant:** no error text holds the Redis URL (it may carry a password).
 
 mod broker;
+pub mod metrics;
 mod pubsub;
 mod scripts;
 mod wire;
 
-pub use broker::{ConnectError, RedisBroker, RedisBrokerConfig};
+pub use broker::{BrokerState, ConnectError, RedisBroker, RedisBrokerConfig};
+pub use metrics::describe_metrics;

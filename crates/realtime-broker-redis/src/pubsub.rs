@@ -1,19 +1,29 @@
-//! This node's side of pub/sub: one dedicated connection, read by one task that hands every
-//! message to `LocalDelivery` in the order Redis sends it, and a second task that sends
-//! SUBSCRIBE and UNSUBSCRIBE in the order `interest` asked for them and records which were
-//! confirmed, so that `recover` can wait for its stream's subscription.
+//! This node's side of pub/sub: one dedicated connection at a time, kept up by a supervisor
+//! that reconnects with backoff and resubscribes everything the node wants; a reader that
+//! never blocks (it hands stream messages to bounded worker queues, chosen by channel, so
+//! each channel keeps its order); workers that check every publication's position against
+//! the last one seen and deliver it; and barriers, which tell when everything Redis sent
+//! before a moment has been handled.
+//!
+//! Loss is reported, never silent ([`LocalDelivery::lost`]): a dropped message (full
+//! queue), an offset that jumps or goes back, an epoch that changes, and after a reconnect
+//! every stream whose top moved while the node was away (or that keeps no history, so
+//! nobody can tell).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
-use realtime_core::{UnixMillis, UserId};
+use rand::Rng;
+use realtime_core::{HistoryPolicy, Position, StreamName, UnixMillis, UserId};
 use realtime_ports::LocalDelivery;
-use redis::aio::{PubSubSink, PubSubStream};
-use tokio::sync::{mpsc, watch};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::metrics as m;
 use crate::wire::{self, Names, StreamMessage};
 
 /// One SUBSCRIBE or UNSUBSCRIBE, numbered in the order `interest` asked for it.
@@ -21,6 +31,104 @@ use crate::wire::{self, Names, StreamMessage};
 pub(crate) enum Command {
     Subscribe { channel: String, seq: u64 },
     Unsubscribe { channel: String, seq: u64 },
+}
+
+/// Why the node may have missed publications of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gap {
+    /// A publication's offset is more than one above the last seen.
+    Skipped,
+    /// A publication's offset is at or below the last seen (an old snapshot restored).
+    WentBack,
+    /// The stream's epoch changed (its history was lost).
+    EpochChanged,
+    /// A worker queue was full: the message was dropped.
+    Dropped,
+    /// The pub/sub connection was lost and the stream keeps no history to check.
+    Outage,
+}
+
+impl Gap {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Gap::Skipped => "skipped",
+            Gap::WentBack => "went_back",
+            Gap::EpochChanged => "epoch_changed",
+            Gap::Dropped => "dropped",
+            Gap::Outage => "outage",
+        }
+    }
+}
+
+/// The positions seen on one stream channel.
+#[derive(Debug, Default)]
+pub(crate) struct Track {
+    /// The last position delivered or read (after a barrier).
+    seen: Option<Position>,
+    /// A loss was reported: the next position is taken as it comes.
+    reset: bool,
+    /// A message of this channel was dropped (full queue) and the loss not yet reported: the
+    /// worker reports it in order, at the next message or at the marker queued after it.
+    dropped: bool,
+}
+
+impl Track {
+    /// A live publication at `at`: whether it continues what was seen.
+    pub(crate) fn observe(&mut self, at: &Position) -> Option<(Gap, Position)> {
+        let previous = self.seen.replace(at.clone());
+        if std::mem::take(&mut self.reset) {
+            return None;
+        }
+        let previous = previous?;
+        let gap = if previous.epoch != at.epoch {
+            Gap::EpochChanged
+        } else if at.offset == previous.offset + 1 {
+            return None;
+        } else if at.offset > previous.offset {
+            Gap::Skipped
+        } else {
+            Gap::WentBack
+        };
+        Some((gap, previous))
+    }
+
+    /// The stream's top was read as `top`; `before` is what had been seen just before the
+    /// read, and this track now holds what was seen after a barrier (so every publication
+    /// Redis sent before the read has been handled). Anything at or below the top that was
+    /// not seen is lost; a top below what was seen before means the offsets went back.
+    pub(crate) fn settle(
+        &mut self,
+        before: Option<&Position>,
+        top: &Position,
+    ) -> Option<(Gap, Position)> {
+        if std::mem::take(&mut self.reset) {
+            self.seen = Some(top.clone());
+            return None;
+        }
+        let Some(after) = self.seen.clone() else {
+            // Nothing seen yet: delivery continues from the top.
+            self.seen = Some(top.clone());
+            return None;
+        };
+        // Publications after the read may have come before the barrier: only what was seen
+        // before the read must be at or below the top.
+        let seen = before.cloned().unwrap_or_else(|| after.clone());
+        let gap = if seen.epoch != top.epoch || after.epoch != top.epoch {
+            Gap::EpochChanged
+        } else if before.is_some_and(|before| top.offset < before.offset) {
+            Gap::WentBack
+        } else if after.offset < top.offset {
+            Gap::Skipped
+        } else {
+            return None;
+        };
+        self.reset = true;
+        Some((gap, seen))
+    }
+
+    pub(crate) fn seen(&self) -> Option<Position> {
+        self.seen.clone()
+    }
 }
 
 /// What this node wants from one stream channel, and what Redis confirmed.
@@ -32,6 +140,7 @@ pub(crate) struct Subscription {
     pub(crate) seq: u64,
     /// The number of the last SUBSCRIBE Redis confirmed.
     pub(crate) confirmed: u64,
+    pub(crate) track: Track,
 }
 
 /// The latest revocation of one user this node knows of.
@@ -41,19 +150,59 @@ pub(crate) struct Revocation {
     pub(crate) keep_until: UnixMillis,
 }
 
+/// A barrier waited for: how many workers still have to reach it.
+struct Barrier {
+    remaining: usize,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// How the pub/sub side behaves (from [`RedisBrokerConfig`](crate::RedisBrokerConfig)).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) probe_interval: Duration,
+    pub(crate) max_reconnect_delay: Duration,
+    pub(crate) barrier_timeout: Duration,
+}
+
+/// Channels per SUBSCRIBE when resubscribing.
+const RESUBSCRIBE_BATCH: usize = 512;
+/// First reconnect delay (the upper bound of the first jittered wait).
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// Longest wait for a pub/sub connection to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// State shared by the broker and its tasks.
 pub(crate) struct Shared {
     pub(crate) delivery: OnceLock<Weak<dyn LocalDelivery>>,
     pub(crate) names: Names,
     pub(crate) node_id: String,
+    pub(crate) history: HistoryPolicy,
+    pub(crate) settings: Settings,
+    /// The command connection (for epoch rotations).
+    connection: ConnectionManager,
     /// Stream channels, by channel name, with the next command number.
     pub(crate) subscriptions: Mutex<(HashMap<String, Subscription>, u64)>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
-    /// The number of the last command handled (confirmed or failed).
+    /// The number of the last command handled (confirmed or failed); also bumped when the
+    /// connection goes up or down, to wake waiters.
     pub(crate) progress: watch::Sender<u64>,
-    /// False once the pub/sub connection is lost (no reconnect yet).
+    /// Whether a pub/sub connection is up and resubscribed.
     pub(crate) alive: AtomicBool,
     pub(crate) revocations: RwLock<HashMap<UserId, Revocation>>,
+    barriers: Mutex<HashMap<u64, Barrier>>,
+    next_barrier: AtomicU64,
+    pub(crate) stats: Stats,
+}
+
+/// What `/healthz` and the metrics report of the pub/sub side.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) gaps: AtomicU64,
+    pub(crate) last_resubscribe_millis: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -65,7 +214,57 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// One unit of a worker's queue.
+enum Item {
+    Message {
+        channel: String,
+        stream: StreamName,
+        message: StreamMessage,
+        lag: Option<u64>,
+    },
+    Barrier(u64),
+    /// Queued (waiting for room) after a message of `channel` was dropped.
+    Dropped {
+        channel: String,
+        stream: StreamName,
+    },
+}
+
+/// Which worker handles `channel`: FNV-1a of the name.
+fn worker_of(channel: &str, workers: usize) -> usize {
+    let hash = channel
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    usize::try_from(hash % workers.max(1) as u64).unwrap_or(0)
+}
+
 impl Shared {
+    pub(crate) fn new(
+        names: Names,
+        node_id: String,
+        history: HistoryPolicy,
+        settings: Settings,
+        connection: ConnectionManager,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Shared {
+        Shared {
+            delivery: OnceLock::new(),
+            names,
+            node_id,
+            history,
+            settings,
+            connection,
+            subscriptions: Mutex::new((HashMap::new(), 0)),
+            commands,
+            progress: watch::Sender::new(0),
+            alive: AtomicBool::new(false),
+            revocations: RwLock::new(HashMap::new()),
+            barriers: Mutex::new(HashMap::new()),
+            next_barrier: AtomicU64::new(1),
+            stats: Stats::default(),
+        }
+    }
+
     pub(crate) fn delivery(&self) -> Option<Arc<dyn LocalDelivery>> {
         self.delivery.get().and_then(Weak::upgrade)
     }
@@ -99,11 +298,12 @@ impl Shared {
             wanted: false,
             seq: 0,
             confirmed: 0,
+            track: Track::default(),
         });
         entry.wanted = interested;
         entry.seq = seq;
-        // Sent under the lock, so commands reach the task in number order. A closed channel
-        // means the task ended with the connection: `recover` then reports it.
+        // Sent under the lock, so commands reach the task in number order. While the
+        // connection is down they wait; the resubscription covers them anyway.
         let command = if interested {
             Command::Subscribe { channel, seq }
         } else {
@@ -112,33 +312,157 @@ impl Shared {
         let _ = self.commands.send(command);
     }
 
-    /// Hands one pub/sub message to this node's delivery.
-    fn handle(&self, channel: &str, payload: &[u8]) {
+    /// What was last seen on `channel`, if the node wants it.
+    pub(crate) fn seen(&self, channel: &str) -> Option<Position> {
+        self.subscriptions.lock().0.get(channel).filter(|s| s.wanted)?.track.seen()
+    }
+
+    /// After a barrier: checks the read `top` of `stream` against what was seen (see
+    /// [`Track::settle`]) and reports a loss.
+    pub(crate) fn settle(
+        &self,
+        channel: &str,
+        stream: &StreamName,
+        before: Option<&Position>,
+        top: &Position,
+    ) {
+        let gap = {
+            let mut guard = self.subscriptions.lock();
+            let Some(entry) = guard.0.get_mut(channel).filter(|s| s.wanted) else { return };
+            entry.track.settle(before, top)
+        };
+        if let Some((gap, seen)) = gap {
+            self.report(stream, gap, Some(&seen));
+        }
+    }
+
+    /// Reports a possible loss on `stream` to the node; when its offsets went back below
+    /// `seen` (an old snapshot), gives the stream a new epoch in Redis first.
+    pub(crate) fn report(&self, stream: &StreamName, gap: Gap, seen: Option<&Position>) {
+        if gap == Gap::WentBack
+            && let Some(seen) = seen
+        {
+            self.rotate(stream, seen);
+        }
+        self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(m::GAPS_TOTAL, m::LABEL_REASON => gap.as_str()).increment(1);
+        tracing::warn!(%stream, reason = gap.as_str(), "redis broker: publications may be missing");
+        if let Some(delivery) = self.delivery() {
+            delivery.lost(stream);
+        }
+    }
+
+    /// Waits until every worker (or, with a `channel`, the one that handles it) has handled
+    /// everything Redis sent this node before the barrier's PUBLISH.
+    ///
+    /// # Errors
+    /// A text for [`BrokerError::Unavailable`](realtime_ports::BrokerError::Unavailable)
+    /// when the barrier did not come back in time.
+    pub(crate) async fn barrier(
+        &self,
+        commands: &mut ConnectionManager,
+        channel: Option<&str>,
+    ) -> Result<(), String> {
+        let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let (done, wait) = oneshot::channel();
+        let remaining = if channel.is_some() { 1 } else { self.settings.workers };
+        self.barriers.lock().insert(token, Barrier { remaining, done: Some(done) });
+        let message = wire::barrier(token, channel);
+        let sent: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
+            .arg(self.names.node(&self.node_id))
+            .arg(message)
+            .query_async(commands)
+            .await;
+        let outcome = match sent {
+            Err(error) => Err(format!("redis barrier: {}", error.category())),
+            Ok(_) => match tokio::time::timeout(self.settings.barrier_timeout, wait).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err("redis pub/sub did not answer in time".to_owned()),
+            },
+        };
+        self.barriers.lock().remove(&token);
+        outcome
+    }
+
+    /// Rotates `stream`'s epoch in Redis if its offset is still below `seen` in the same
+    /// epoch (in the background: a worker never awaits).
+    fn rotate(&self, stream: &StreamName, seen: &Position) {
+        let mut commands = self.connection.clone();
+        let script = redis::Script::new(crate::scripts::ROTATE);
+        let (meta, history) = (self.names.meta(stream), self.names.history(stream));
+        let (epoch, offset) = (seen.epoch.as_str().to_owned(), seen.offset);
+        let fresh = crate::broker::random_epoch();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let rotated: Result<i64, redis::RedisError> = script
+                .key(meta)
+                .key(history)
+                .arg(epoch)
+                .arg(offset)
+                .arg(fresh)
+                .invoke_async(&mut commands)
+                .await;
+            match rotated {
+                Ok(1) => tracing::warn!(%stream, "redis broker: offsets went back; new epoch"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
+                    %stream,
+                    category = error.category(),
+                    "redis broker: rotating the epoch failed"
+                ),
+            }
+        });
+    }
+
+    /// A worker reached barrier `token`.
+    fn reached(&self, token: u64) {
+        let mut barriers = self.barriers.lock();
+        if let Some(barrier) = barriers.get_mut(&token) {
+            barrier.remaining = barrier.remaining.saturating_sub(1);
+            if barrier.remaining == 0
+                && let Some(done) = barrier.done.take()
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Hands one pub/sub message on: control and connection messages at once, stream
+    /// messages and barriers to their worker's queue (never waiting: a full queue drops the
+    /// message and reports the loss).
+    fn dispatch(&self, workers: &[mpsc::Sender<Item>], channel: &str, payload: &[u8]) {
         let Ok(payload) = std::str::from_utf8(payload) else {
             tracing::warn!(channel, "redis broker: a message that is not UTF-8, dropped");
             return;
         };
         if channel == self.names.control() {
-            let Some(message) = wire::parse_revocation(payload) else {
-                tracing::warn!(channel, "redis broker: an unknown control message, dropped");
-                return;
-            };
-            if message.node == self.node_id {
-                return;
-            }
-            self.remember(&message.user, message.issued_before, message.keep_until);
-            if let Some(delivery) = self.delivery() {
-                delivery.revoke(&message.user, message.issued_before);
-            }
+            self.handle_control(payload);
             return;
         }
-        let Some(delivery) = self.delivery() else { return };
         if channel == self.names.connections() {
             match wire::parse_to_connection(payload) {
                 Some((id, frame)) => {
-                    delivery.deliver_to_connection(id, &frame);
+                    if let Some(delivery) = self.delivery() {
+                        delivery.deliver_to_connection(id, &frame);
+                    }
                 }
                 None => tracing::warn!(channel, "redis broker: an unknown connection message"),
+            }
+            return;
+        }
+        if channel == self.names.node(&self.node_id) {
+            match wire::parse_barrier(payload) {
+                Some((token, Some(for_channel))) => {
+                    let worker = &workers[worker_of(for_channel, workers.len())];
+                    let _ = worker.try_send(Item::Barrier(token));
+                }
+                Some((token, None)) => {
+                    for worker in workers {
+                        let _ = worker.try_send(Item::Barrier(token));
+                    }
+                }
+                // A probe: its arrival was the point.
+                None => {}
             }
             return;
         }
@@ -146,80 +470,502 @@ impl Shared {
             tracing::warn!(channel, "redis broker: a message on an unknown channel, dropped");
             return;
         };
-        match wire::parse_stream_message(payload) {
-            Some(StreamMessage::Positioned(position, envelope)) => {
-                let frame = envelope.with_position(&stream, &position);
-                delivery.deliver(&stream, Some(&position), &frame);
+        let Some((message, published_at)) = wire::parse_stream_message(payload) else {
+            tracing::warn!(channel, "redis broker: an unknown stream message, dropped");
+            return;
+        };
+        let lag = published_at.map(|at| crate::broker::now().0.saturating_sub(at.0));
+        let item = Item::Message { channel: channel.to_owned(), stream, message, lag };
+        let worker = &workers[worker_of(channel, workers.len())];
+        if let Err(mpsc::error::TrySendError::Full(Item::Message { channel, stream, .. })) =
+            worker.try_send(item)
+        {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(m::DROPPED_TOTAL).increment(1);
+            let first = match self.subscriptions.lock().0.get_mut(&channel) {
+                Some(entry) => !std::mem::replace(&mut entry.track.dropped, true),
+                None => false,
+            };
+            if first {
+                // Reported by the worker, in order with what it still holds; this marker
+                // waits for room outside the read loop, so that an idle channel is told too.
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let _ = worker.send(Item::Dropped { channel, stream }).await;
+                });
             }
-            Some(StreamMessage::Plain(frame)) => {
-                delivery.deliver(&stream, None, &frame);
-            }
-            None => tracing::warn!(channel, "redis broker: an unknown stream message, dropped"),
         }
     }
 
-    /// The connection is gone: waiters of `recover` are woken to report it.
-    fn lost(&self) {
+    fn handle_control(&self, payload: &str) {
+        let Some(message) = wire::parse_revocation(payload) else {
+            tracing::warn!("redis broker: an unknown control message, dropped");
+            return;
+        };
+        if message.node == self.node_id {
+            return;
+        }
+        self.remember(&message.user, message.issued_before, message.keep_until);
+        if let Some(delivery) = self.delivery() {
+            delivery.revoke(&message.user, message.issued_before);
+        }
+    }
+
+    /// A worker's handling of one stream message: checks its position, then delivers it or
+    /// reports the loss (and does not deliver it: the clients recover it from history).
+    fn handle(&self, channel: &str, stream: &StreamName, message: StreamMessage) {
+        let Some(delivery) = self.delivery() else { return };
+        match message {
+            StreamMessage::Positioned(position, envelope) => {
+                let gap = {
+                    let mut guard = self.subscriptions.lock();
+                    let Some(entry) = guard.0.get_mut(channel).filter(|s| s.wanted) else {
+                        return;
+                    };
+                    let gap = entry.track.observe(&position);
+                    if gap.is_some() && std::mem::take(&mut entry.track.dropped) {
+                        gap.map(|(_, seen)| (Gap::Dropped, seen))
+                    } else {
+                        gap
+                    }
+                };
+                if let Some((gap, seen)) = gap {
+                    self.report(stream, gap, Some(&seen));
+                    return;
+                }
+                let frame = envelope.with_position(stream, &position);
+                delivery.deliver(stream, Some(&position), &frame);
+            }
+            StreamMessage::Plain(frame) => {
+                delivery.deliver(stream, None, &frame);
+            }
+        }
+    }
+
+    /// The connection is down: waiters of `recover` are woken to report it.
+    fn down(&self) {
         self.alive.store(false, Ordering::Release);
         self.progress.send_modify(|_| {});
     }
 }
 
-/// Reads every message of the pub/sub connection, in order, until it closes. Never blocks on
-/// a consumer: `LocalDelivery` only enqueues.
-pub(crate) async fn read(shared: Arc<Shared>, mut messages: PubSubStream) {
-    while let Some(message) = messages.next().await {
-        shared.handle(message.get_channel_name(), message.get_payload_bytes());
+/// Handles one worker's queue, in order.
+async fn work(shared: Arc<Shared>, mut queue: mpsc::Receiver<Item>) {
+    while let Some(item) = queue.recv().await {
+        match item {
+            Item::Message { channel, stream, message, lag } => {
+                if let Some(lag) = lag {
+                    ::metrics::histogram!(m::PUBSUB_LAG_SECONDS).record(lag as f64 / 1000.0);
+                }
+                shared.handle(&channel, &stream, message);
+            }
+            Item::Barrier(token) => shared.reached(token),
+            Item::Dropped { channel, stream } => {
+                let unreported = shared
+                    .subscriptions
+                    .lock()
+                    .0
+                    .get_mut(&channel)
+                    .is_some_and(|entry| std::mem::take(&mut entry.track.dropped));
+                if unreported {
+                    shared.report(&stream, Gap::Dropped, None);
+                }
+            }
+        }
     }
-    tracing::warn!("redis broker: the pub/sub connection closed");
-    shared.lost();
 }
 
-/// Sends the subscription commands in order and records what Redis confirmed.
-pub(crate) async fn subscribe(
+/// Keeps a pub/sub connection up for as long as the broker lives: connects (with full-jitter
+/// backoff), subscribes the node's channels and every wanted stream channel in batches,
+/// checks what may have been missed while it was down, then reads until the connection is
+/// lost or an idle probe goes unanswered, and starts again.
+pub(crate) async fn supervise(
     shared: Arc<Shared>,
-    mut sink: PubSubSink,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    client: redis::Client,
+    mut commands: ConnectionManager,
+    mut requests: mpsc::UnboundedReceiver<Command>,
+    first: (PubSubSink, PubSubStream),
 ) {
-    while let Some(command) = commands.recv().await {
-        let seq = match command {
-            Command::Subscribe { channel, seq } => {
-                match sink.subscribe(&channel).await {
-                    Ok(()) => {
-                        let mut guard = shared.subscriptions.lock();
-                        if let Some(entry) = guard.0.get_mut(&channel) {
-                            entry.confirmed = entry.confirmed.max(seq);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            channel,
-                            category = error.category(),
-                            "redis broker: SUBSCRIBE failed"
-                        );
-                    }
+    let mut next = Some(first);
+    let mut generation: u64 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        let connection = match next.take() {
+            Some(connection) => Ok(connection),
+            None => open(&client).await,
+        };
+        let started = Instant::now();
+        let up = match connection {
+            Ok((mut sink, messages)) => match resubscribe(&shared, &mut sink).await {
+                Ok(()) => Some((sink, messages)),
+                Err(error) => {
+                    tracing::warn!(error, "redis broker: resubscribing failed");
+                    None
                 }
-                seq
-            }
-            Command::Unsubscribe { channel, seq } => {
-                match sink.unsubscribe(&channel).await {
-                    Ok(()) => {
-                        let mut guard = shared.subscriptions.lock();
-                        if guard.0.get(&channel).is_some_and(|e| !e.wanted && e.seq == seq) {
-                            guard.0.remove(&channel);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            channel,
-                            category = error.category(),
-                            "redis broker: UNSUBSCRIBE failed"
-                        );
-                    }
-                }
-                seq
+            },
+            Err(error) => {
+                tracing::warn!(error, "redis broker: pub/sub connection failed");
+                None
             }
         };
-        shared.progress.send_modify(|done| *done = (*done).max(seq));
+        let Some((sink, messages)) = up else {
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(backoff(failures, shared.settings.max_reconnect_delay)).await;
+            continue;
+        };
+        failures = 0;
+        let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.stats.last_resubscribe_millis.store(millis, Ordering::Relaxed);
+        ::metrics::histogram!(m::RESUBSCRIBE_SECONDS).record(millis as f64 / 1000.0);
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..shared.settings.workers)
+            .map(|_| mpsc::channel(shared.settings.queue_capacity))
+            .unzip();
+        let workers: Vec<_> =
+            receivers.into_iter().map(|rx| tokio::spawn(work(Arc::clone(&shared), rx))).collect();
+        shared.alive.store(true, Ordering::Release);
+        shared.progress.send_modify(|_| {});
+        let after_outage = generation > 0;
+        if after_outage {
+            shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(m::RECONNECTS_TOTAL).increment(1);
+            tracing::info!(resubscribe_millis = millis, "redis broker: pub/sub connection back");
+        }
+        generation += 1;
+        let checks = tokio::spawn(catch_up(Arc::clone(&shared), commands.clone(), after_outage));
+        let stopped = tokio::select! {
+            () = read(&shared, messages, &queues, &mut commands) => false,
+            stopped = send_commands(&shared, sink, &mut requests) => stopped,
+        };
+        checks.abort();
+        shared.down();
+        drop(queues);
+        for worker in workers {
+            // The queues are closed: each worker ends once it has handled what it holds.
+            let _ = worker.await;
+        }
+        if stopped {
+            return;
+        }
+        tracing::warn!("redis broker: the pub/sub connection was lost; reconnecting");
+    }
+}
+
+/// `min(max, 100 ms × 2^failures)`, drawn uniformly from zero up to it (full jitter).
+fn backoff(failures: u32, max: Duration) -> Duration {
+    let ceiling = MIN_RECONNECT_DELAY.saturating_mul(1 << failures.min(16)).min(max);
+    ceiling.mul_f64(rand::rng().random::<f64>())
+}
+
+/// Opens a pub/sub connection and subscribes the node-wide channels.
+pub(crate) async fn open(client: &redis::Client) -> Result<(PubSubSink, PubSubStream), String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => Ok(pubsub.split()),
+        Ok(Err(error)) => Err(error.category().to_owned()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// Subscribes the node's own channels and every wanted stream channel, in batches, and
+/// records each as confirmed.
+async fn resubscribe(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
+    let names = &shared.names;
+    let own = [names.connections(), names.control(), names.node(&shared.node_id)];
+    sink.subscribe(&own).await.map_err(|e| format!("SUBSCRIBE: {}", e.category()))?;
+    let wanted: Vec<(String, u64)> = {
+        let mut guard = shared.subscriptions.lock();
+        // What the node no longer wants is not subscribed on a new connection.
+        guard.0.retain(|_, s| s.wanted);
+        guard.0.iter().filter(|(_, s)| s.wanted).map(|(c, s)| (c.clone(), s.seq)).collect()
+    };
+    for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
+        let channels: Vec<&str> = batch.iter().map(|(c, _)| c.as_str()).collect();
+        sink.subscribe(&channels).await.map_err(|e| format!("SUBSCRIBE: {}", e.category()))?;
+        let mut guard = shared.subscriptions.lock();
+        for (channel, seq) in batch {
+            if let Some(entry) = guard.0.get_mut(channel) {
+                entry.confirmed = entry.confirmed.max(*seq);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every message of the connection, in order, until it closes or an idle probe (a
+/// PUBLISH to this node's own channel) is not heard back within the probe interval.
+async fn read(
+    shared: &Shared,
+    mut messages: PubSubStream,
+    workers: &[mpsc::Sender<Item>],
+    commands: &mut ConnectionManager,
+) {
+    let interval = shared.settings.probe_interval;
+    let mut probing = false;
+    loop {
+        match tokio::time::timeout(interval, messages.next()).await {
+            Ok(Some(message)) => {
+                probing = false;
+                shared.dispatch(workers, message.get_channel_name(), message.get_payload_bytes());
+            }
+            Ok(None) => {
+                tracing::warn!("redis broker: the pub/sub connection closed");
+                return;
+            }
+            Err(_) if probing => {
+                tracing::warn!("redis broker: an idle probe went unanswered");
+                return;
+            }
+            Err(_) => {
+                probing = true;
+                let mut commands = commands.clone();
+                let channel = shared.names.node(&shared.node_id);
+                tokio::spawn(async move {
+                    let _: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(wire::PROBE)
+                        .query_async(&mut commands)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Sends the subscription commands in order (consecutive ones of a kind in one batch) and
+/// records what Redis confirmed. Ends when a command fails (the connection is gone: false)
+/// or the broker is gone (true).
+async fn send_commands(
+    shared: &Shared,
+    mut sink: PubSubSink,
+    requests: &mut mpsc::UnboundedReceiver<Command>,
+) -> bool {
+    while let Some(command) = requests.recv().await {
+        let mut batch = vec![command];
+        while batch.len() < RESUBSCRIBE_BATCH {
+            match requests.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut last = 0;
+        for run in batch.chunk_by(|a, b| {
+            matches!(
+                (a, b),
+                (Command::Subscribe { .. }, Command::Subscribe { .. })
+                    | (Command::Unsubscribe { .. }, Command::Unsubscribe { .. })
+            )
+        }) {
+            let channels: Vec<&str> =
+                run.iter()
+                    .map(|c| match c {
+                        Command::Subscribe { channel, .. }
+                        | Command::Unsubscribe { channel, .. } => channel.as_str(),
+                    })
+                    .collect();
+            let subscribe = matches!(run[0], Command::Subscribe { .. });
+            let sent = if subscribe {
+                sink.subscribe(&channels).await
+            } else {
+                sink.unsubscribe(&channels).await
+            };
+            if let Err(error) = sent {
+                tracing::warn!(category = error.category(), "redis broker: (UN)SUBSCRIBE failed");
+                return false;
+            }
+            let mut guard = shared.subscriptions.lock();
+            for command in run {
+                match command {
+                    Command::Subscribe { channel, seq } => {
+                        if let Some(entry) = guard.0.get_mut(channel) {
+                            entry.confirmed = entry.confirmed.max(*seq);
+                        }
+                        last = last.max(*seq);
+                    }
+                    Command::Unsubscribe { channel, seq } => {
+                        if guard.0.get(channel).is_some_and(|e| !e.wanted && e.seq == *seq) {
+                            guard.0.remove(channel);
+                        }
+                        last = last.max(*seq);
+                    }
+                }
+            }
+        }
+        shared.progress.send_modify(|done| *done = (*done).max(last));
+    }
+    true
+}
+
+/// After a (re)connection: loads the revocations kept in Redis (a node may have missed or
+/// never seen them) and, after an outage, checks every wanted stream for what was missed.
+async fn catch_up(shared: Arc<Shared>, mut commands: ConnectionManager, after_outage: bool) {
+    if let Err(error) = load_revocations(&shared, &mut commands).await {
+        tracing::warn!(error, "redis broker: loading revocations failed");
+    }
+    if after_outage && let Err(error) = check_streams(&shared, &mut commands).await {
+        tracing::warn!(error, "redis broker: checking streams after a reconnect failed");
+    }
+}
+
+/// Reads every `<prefix>:revoked:{<user>}` key, remembers it and closes matching local
+/// connections.
+async fn load_revocations(shared: &Shared, commands: &mut ConnectionManager) -> Result<(), String> {
+    let pattern = shared.names.revoked_pattern();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(commands)
+            .await
+            .map_err(|e| format!("SCAN: {}", e.category()))?;
+        for key in keys {
+            let Some(user) = shared.names.revoked_user(&key) else { continue };
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
+            let (issued, expires): (Option<u64>, i64) =
+                pipe.query_async(commands).await.map_err(|e| format!("GET: {}", e.category()))?;
+            let (Some(issued), Ok(expires)) = (issued, u64::try_from(expires)) else { continue };
+            shared.remember(&user, UnixMillis(issued), UnixMillis(expires));
+            if let Some(delivery) = shared.delivery() {
+                delivery.revoke(&user, UnixMillis(issued));
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// After an outage: for each wanted stream with history, reads its top and, after a barrier,
+/// compares it with what was seen (offsets that moved on unseen, went back, or an epoch that
+/// changed are reported); every wanted stream without history is reported as it stands.
+async fn check_streams(shared: &Shared, commands: &mut ConnectionManager) -> Result<(), String> {
+    let wanted: Vec<(String, StreamName, Option<Position>)> = {
+        let guard = shared.subscriptions.lock();
+        guard
+            .0
+            .iter()
+            .filter(|(_, s)| s.wanted)
+            .filter_map(|(channel, s)| {
+                let stream = shared.names.stream_of(channel)?;
+                Some((channel.clone(), stream, s.track.seen()))
+            })
+            .collect()
+    };
+    let mut checked = Vec::new();
+    for (channel, stream, before) in wanted {
+        if shared.history.limits(&stream).is_none() {
+            shared.report(&stream, Gap::Outage, None);
+        } else if let Some(before) = before {
+            checked.push((channel, stream, before));
+        }
+    }
+    for batch in checked.chunks(RESUBSCRIBE_BATCH) {
+        let mut pipe = redis::pipe();
+        for (_, stream, _) in batch {
+            pipe.cmd("HMGET").arg(shared.names.meta(stream)).arg("epoch").arg("offset");
+        }
+        let tops: Vec<(Option<String>, Option<u64>)> =
+            pipe.query_async(commands).await.map_err(|e| format!("HMGET: {}", e.category()))?;
+        shared.barrier(commands, None).await?;
+        for ((channel, stream, before), (epoch, offset)) in batch.iter().zip(tops) {
+            let top = epoch
+                .and_then(|e| realtime_core::Epoch::new(e).ok())
+                .map(|epoch| Position { epoch, offset: offset.unwrap_or(0) });
+            match top {
+                Some(top) => shared.settle(channel, stream, Some(before), &top),
+                // The stream is gone from Redis (a restart without persistence, an expiry).
+                None => {
+                    if let Some(entry) = shared.subscriptions.lock().0.get_mut(channel) {
+                        entry.track.reset = true;
+                    }
+                    shared.report(stream, Gap::EpochChanged, None);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use realtime_core::Epoch;
+
+    use super::*;
+
+    fn at(epoch: &str, offset: u64) -> Position {
+        Position { epoch: Epoch::new(epoch).unwrap_or_else(|e| panic!("{e}")), offset }
+    }
+
+    #[test]
+    fn observe_accepts_only_the_next_offset_of_the_same_epoch() {
+        let mut track = Track::default();
+        let mut observe = |p: Position| track.observe(&p).map(|(gap, _)| gap);
+        assert_eq!(observe(at("e", 7)), None, "the first one sets the start");
+        assert_eq!(observe(at("e", 8)), None);
+        assert_eq!(observe(at("e", 10)), Some(Gap::Skipped));
+        assert_eq!(observe(at("e", 11)), None, "continues from what came");
+        assert_eq!(observe(at("e", 11)), Some(Gap::WentBack));
+        assert_eq!(observe(at("e", 3)), Some(Gap::WentBack));
+        assert_eq!(observe(at("f", 4)), Some(Gap::EpochChanged));
+        let mut track = Track { seen: Some(at("f", 4)), ..Track::default() };
+        track.reset = true;
+        assert_eq!(track.observe(&at("f", 40)), None, "after a reported loss: taken as it is");
+        assert_eq!(track.observe(&at("f", 41)), None);
+    }
+
+    #[test]
+    fn settle_finds_what_was_missed_went_back_or_changed() {
+        let settle = |seen: Option<Position>, before: Option<Position>, top: Position| {
+            let mut track = Track { seen, ..Track::default() };
+            (track.settle(before.as_ref(), &top).map(|(gap, _)| gap), track.seen())
+        };
+        // Nothing seen yet: the top is where delivery continues.
+        assert_eq!(settle(None, None, at("e", 5)), (None, Some(at("e", 5))));
+        // Everything up to the top was seen (some after it too: published after the read).
+        assert_eq!(settle(Some(at("e", 5)), Some(at("e", 5)), at("e", 5)).0, None);
+        assert_eq!(settle(Some(at("e", 7)), Some(at("e", 5)), at("e", 6)).0, None);
+        assert_eq!(settle(Some(at("e", 7)), None, at("e", 6)).0, None);
+        // The top moved on and the barrier did not bring what is below it.
+        assert_eq!(settle(Some(at("e", 5)), Some(at("e", 5)), at("e", 8)).0, Some(Gap::Skipped));
+        // The top is below what was seen before the read: an old snapshot.
+        assert_eq!(settle(Some(at("e", 9)), Some(at("e", 9)), at("e", 4)).0, Some(Gap::WentBack));
+        assert_eq!(
+            settle(Some(at("e", 9)), Some(at("e", 9)), at("x", 9)).0,
+            Some(Gap::EpochChanged)
+        );
+        let mut track = Track { seen: Some(at("e", 9)), ..Track::default() };
+        assert_eq!(
+            track.settle(Some(&at("e", 9)), &at("e", 2)),
+            Some((Gap::WentBack, at("e", 9))),
+            "the offset seen is what the epoch rotation compares with"
+        );
+        assert_eq!(track.observe(&at("e", 3)), None, "after the report: taken as it is");
+    }
+
+    #[test]
+    fn backoff_is_jittered_below_a_growing_capped_ceiling() {
+        let max = Duration::from_secs(2);
+        for failures in 0..20 {
+            let ceiling = MIN_RECONNECT_DELAY.saturating_mul(1 << failures.min(16)).min(max);
+            let draws: Vec<Duration> = (0..200).map(|_| backoff(failures, max)).collect();
+            assert!(draws.iter().all(|d| *d <= ceiling), "{failures}: {draws:?}");
+            let distinct: std::collections::HashSet<_> = draws.iter().collect();
+            assert!(distinct.len() > 100, "not spread: {failures}");
+        }
+    }
+
+    #[test]
+    fn a_channel_always_goes_to_the_same_worker() {
+        for workers in 1..5 {
+            for channel in ["rt:{broadcast}:ch", "rt:{user:a}:ch", ""] {
+                let first = worker_of(channel, workers);
+                assert!(first < workers);
+                assert_eq!(worker_of(channel, workers), first);
+            }
+        }
     }
 }

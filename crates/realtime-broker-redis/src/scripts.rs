@@ -32,15 +32,15 @@ end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local offset_text = string.format('%d', offset)
+local time = redis.call('TIME')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 if tonumber(ARGV[3]) > 0 then
-  local time = redis.call('TIME')
-  local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset_text .. '-0',
     'o', offset_text, 't', now, 'd', ARGV[8])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 local result = epoch .. ':' .. offset_text
-redis.call('PUBLISH', ARGV[7], 'p:' .. result .. ':' .. ARGV[8])
+redis.call('PUBLISH', ARGV[7], 'p:' .. result .. ':' .. now .. ':' .. ARGV[8])
 if idem then redis.call('SET', idem, result, 'EX', ARGV[6]) end
 return {0, result}
 ";
@@ -95,5 +95,20 @@ if expires > keep then keep = expires end
 if keep <= now then return 0 end
 redis.call('SET', KEYS[1], string.format('%d', issued), 'PXAT', string.format('%d', keep))
 redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+/// Gives a stream whose offsets went back (an old snapshot restored) a new epoch, so that
+/// no client takes the restored offsets for the ones it saw: each then gets
+/// `recovered: false` instead of publications that are not the ones it missed.
+///
+/// KEYS: 1 meta, 2 history. ARGV: 1 the epoch seen, 2 the offset seen, 3 a fresh epoch.
+/// Returns 1 when rotated, 0 when the stream moved on meanwhile (nothing changed).
+pub(crate) const ROTATE: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if epoch ~= ARGV[1] or offset >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'offset', 0)
+redis.call('DEL', KEYS[2])
 return 1
 ";

@@ -56,6 +56,34 @@ impl Names {
         format!("{}:control", self.prefix)
     }
 
+    /// `<prefix>:node:<id>`: this node's own channel (barriers and idle probes).
+    pub(crate) fn node(&self, id: &str) -> String {
+        format!("{}:node:{id}", self.prefix)
+    }
+
+    /// The SCAN pattern of every revocation key.
+    pub(crate) fn revoked_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 10);
+        for c in self.prefix.chars() {
+            // Glob characters in a prefix are matched as themselves.
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":revoked:*");
+        pattern
+    }
+
+    /// The user of a revocation key, if `key` is one.
+    pub(crate) fn revoked_user(&self, key: &str) -> Option<UserId> {
+        let inner = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":revoked:{")?
+            .strip_suffix('}')?;
+        UserId::new(inner).ok()
+    }
+
     /// The stream whose channel is `channel`, if it is one of this prefix's stream channels.
     /// The stream name is everything between `<prefix>:{` and the final `}:ch`, so a name
     /// holding braces (a user id may) still comes back whole.
@@ -69,8 +97,8 @@ impl Names {
 /// A message on a stream's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StreamMessage {
-    /// A publication with its position: `p:<epoch>:<offset>:<envelope>` (the publish script
-    /// writes it).
+    /// A publication with its position: `p:<epoch>:<offset>:<published at, ms>:<envelope>`
+    /// (the publish script writes it).
     Positioned(Position, Frame),
     /// A frame without a position (history off, or ephemeral): `e:<envelope>`.
     Plain(Frame),
@@ -81,16 +109,33 @@ pub(crate) fn plain(frame: &Frame) -> String {
     format!("e:{}", frame.as_str())
 }
 
-/// Parses a stream channel's message; `None` when it is not one (a foreign publisher).
-pub(crate) fn parse_stream_message(raw: &str) -> Option<StreamMessage> {
+/// Parses a stream channel's message, with when Redis published it (positioned ones only);
+/// `None` when it is not one (a foreign publisher).
+pub(crate) fn parse_stream_message(raw: &str) -> Option<(StreamMessage, Option<UnixMillis>)> {
     if let Some(frame) = raw.strip_prefix("e:") {
-        return Some(StreamMessage::Plain(Frame::from_text(frame.to_owned())));
+        return Some((StreamMessage::Plain(Frame::from_text(frame.to_owned())), None));
     }
     let rest = raw.strip_prefix("p:")?;
     let (epoch, rest) = rest.split_once(':')?;
-    let (offset, frame) = rest.split_once(':')?;
+    let (offset, rest) = rest.split_once(':')?;
+    let (at, frame) = rest.split_once(':')?;
     let position = Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? };
-    Some(StreamMessage::Positioned(position, Frame::from_text(frame.to_owned())))
+    let at = UnixMillis(at.parse().ok()?);
+    Some((StreamMessage::Positioned(position, Frame::from_text(frame.to_owned())), Some(at)))
+}
+
+/// The idle probe on a node's own channel.
+pub(crate) const PROBE: &str = "probe";
+
+/// `b:<token>:<channel>` (or `b:<token>:` for every worker) on a node's own channel.
+pub(crate) fn barrier(token: u64, channel: Option<&str>) -> String {
+    format!("b:{token}:{}", channel.unwrap_or(""))
+}
+
+/// Parses a barrier: its token and channel; `None` for anything else (a probe).
+pub(crate) fn parse_barrier(raw: &str) -> Option<(u64, Option<&str>)> {
+    let (token, channel) = raw.strip_prefix("b:")?.split_once(':')?;
+    Some((token.parse().ok()?, (!channel.is_empty()).then_some(channel)))
 }
 
 /// `<connection id>:<frame>` on the connections channel.
@@ -187,13 +232,18 @@ mod tests {
     #[test]
     fn stream_messages_parse_back() {
         let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"a:b"}}"#.to_owned());
-        let positioned = format!("p:Ep0ch:42:{}", frame.as_str());
+        let positioned = format!("p:Ep0ch:42:1700000000123:{}", frame.as_str());
         assert_eq!(
             parse_stream_message(&positioned),
-            Some(StreamMessage::Positioned(position("Ep0ch", 42), frame.clone()))
+            Some((
+                StreamMessage::Positioned(position("Ep0ch", 42), frame.clone()),
+                Some(UnixMillis(1_700_000_000_123))
+            ))
         );
-        assert_eq!(parse_stream_message(&plain(&frame)), Some(StreamMessage::Plain(frame)));
-        for raw in ["", "x:{}", "p:", "p:bad-epoch:1:{}", "p:e:notanumber:{}", "p:e:1"] {
+        assert_eq!(parse_stream_message(&plain(&frame)), Some((StreamMessage::Plain(frame), None)));
+        for raw in
+            ["", "x:{}", "p:", "p:bad-epoch:1:2:{}", "p:e:notanumber:2:{}", "p:e:1:{}", "p:e:1"]
+        {
             assert_eq!(parse_stream_message(raw), None, "{raw}");
         }
     }
@@ -221,6 +271,21 @@ mod tests {
         for raw in ["", "r:", "r:n:x:1:u", "r:n:1:2:", "x:n:1:2:u"] {
             assert_eq!(parse_revocation(raw), None, "{raw}");
         }
+    }
+
+    #[test]
+    fn barriers_and_revocation_keys_parse_back() {
+        assert_eq!(parse_barrier(&barrier(7, Some("rt:{a:b}:ch"))), Some((7, Some("rt:{a:b}:ch"))));
+        assert_eq!(parse_barrier(&barrier(8, None)), Some((8, None)));
+        for raw in [PROBE, "b:", "b:x:c", ""] {
+            assert_eq!(parse_barrier(raw), None, "{raw}");
+        }
+        let names = Names::new("app.v2:rt");
+        let user = UserId::new("urn:{7}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names.revoked_user(&names.revoked(&user)), Some(user));
+        assert_eq!(names.revoked_user("app.v2:rt:conn"), None);
+        assert_eq!(names.revoked_pattern(), "app.v2:rt:revoked:*");
+        assert_eq!(names.node("n1"), "app.v2:rt:node:n1");
     }
 
     #[test]

@@ -3,5 +3,6 @@
 
 mod contract;
 mod failures;
+mod faults;
 mod nodes;
 mod support;
