@@ -18,6 +18,7 @@ mod envelope;
 mod frame;
 mod ids;
 mod liveness;
+mod presence;
 pub mod protocol;
 mod rate;
 mod request;
@@ -37,6 +38,7 @@ pub use ids::{
     InvalidTopicName, InvalidUserId, MessageType, Permission, Role, TopicName, UserId,
 };
 pub use liveness::{Liveness, LivenessAction, LivenessConfig, LivenessConfigError};
+pub use presence::PresenceBook;
 pub use rate::{REFUSALS_BEFORE_CLOSE, RateLimitConfig, RateLimiter, RateVerdict};
 pub use request::{
     ConnectionsOf, IdempotencyKey, InvalidIdempotencyKey, KickTarget, PublishRequest, RequestError,
