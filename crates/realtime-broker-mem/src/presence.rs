@@ -55,4 +55,9 @@ impl Presence for InMemoryPresence {
             .map(|(user_id, connections)| TopicMember { user_id, connections })
             .collect())
     }
+
+    async fn online_count(&self) -> Result<usize, PresenceError> {
+        let book = self.book.lock();
+        Ok(book.members(&None).iter().map(|(_, connections)| connections).sum())
+    }
 }

@@ -17,6 +17,7 @@ use redis::{RedisError, Script};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use crate::presence::RedisPresence;
 use crate::pubsub::{self, Settings, Shared};
 use crate::scripts;
 use crate::wire::{self, Names, RevocationMessage};
@@ -54,6 +55,9 @@ pub struct RedisBrokerConfig {
     /// about a second of Redis; each wait is drawn at
     /// random below a ceiling that doubles from 100 ms).
     pub max_reconnect_delay: Duration,
+    /// How long a node's presence entries outlive its last heartbeat (60 s; the heartbeat
+    /// runs every third of it): a crashed node's connections leave presence within it.
+    pub presence_ttl: Duration,
 }
 
 impl std::fmt::Debug for RedisBrokerConfig {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for RedisBrokerConfig {
             .field("probe_interval", &self.probe_interval)
             .field("queue_capacity", &self.queue_capacity)
             .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("presence_ttl", &self.presence_ttl)
             .finish()
     }
 }
@@ -87,6 +92,7 @@ impl RedisBrokerConfig {
             probe_interval: Duration::from_secs(15),
             queue_capacity: 4096,
             max_reconnect_delay: Duration::from_secs(1),
+            presence_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -101,8 +107,10 @@ pub enum ConnectError {
     /// The node id breaks the rule of [`RedisBrokerConfig::node_id`].
     #[error("the node id must be 1 to 64 ASCII letters, digits, '-' or '_'")]
     InvalidNodeId,
-    /// A probe interval, queue capacity or reconnect delay of zero.
-    #[error("the probe interval, queue capacity and reconnect delay must be above zero")]
+    /// A probe interval, queue capacity, reconnect delay or presence TTL of zero.
+    #[error(
+        "the probe interval, queue capacity, reconnect delay and presence TTL must be above zero"
+    )]
     InvalidLimits,
     /// Redis could not be reached (the text never holds the URL).
     #[error("redis unavailable: {0}")]
@@ -133,7 +141,7 @@ const RANDOM_LEN: usize = 16;
 ///   once it is back, every stream that may have missed publications is reported to the
 ///   node's [`LocalDelivery::lost`].
 ///
-/// Not yet: presence, sharding over several Redis servers.
+/// Not yet: sharding over several Redis servers.
 pub struct RedisBroker {
     config: RedisBrokerConfig,
     shared: Arc<Shared>,
@@ -247,6 +255,7 @@ impl RedisBroker {
         if config.probe_interval.is_zero()
             || config.queue_capacity == 0
             || config.max_reconnect_delay.is_zero()
+            || config.presence_ttl.is_zero()
         {
             return Err(ConnectError::InvalidLimits);
         }
@@ -311,6 +320,17 @@ impl RedisBroker {
     /// history's age.
     fn meta_ttl(&self, limits: &HistoryLimits) -> u64 {
         millis(self.config.idle_stream_ttl).max(limits.max_age_millis.clamp(1, MAX_MILLIS))
+    }
+
+    /// Presence across every node on this Redis (same prefix), with this broker's command
+    /// connection; its writer and heartbeat run on the current tokio runtime until it is
+    /// dropped.
+    pub fn presence(&self) -> Arc<RedisPresence> {
+        let names = crate::wire::Names::new(&self.config.prefix);
+        let ttl = self.config.presence_ttl;
+        let presence = Arc::new(RedisPresence::start(names, self.commands.clone(), ttl));
+        RedisPresence::beat(&presence, ttl);
+        presence
     }
 
     /// The pub/sub side's state and counters.

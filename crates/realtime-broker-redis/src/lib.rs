@@ -15,6 +15,10 @@
 //!   it was down is reported to the node ([`LocalDelivery::lost`](realtime_ports::LocalDelivery::lost)),
 //!   which closes its clients so they recover from history.
 //!
+//! - [`RedisPresence`] (from [`RedisBroker::presence`]): presence across nodes, in sorted
+//!   sets scored by expiry and refreshed by a heartbeat, so a crashed node's connections
+//!   disappear within the TTL.
+//!
 //! **Architecture Invariant:** the pub/sub read loop never awaits: stream messages go to
 //! bounded worker queues chosen by channel (a full queue drops the message and reports the
 //! loss); the workers check each publication's position and call the node's
@@ -24,9 +28,11 @@
 
 mod broker;
 pub mod metrics;
+mod presence;
 mod pubsub;
 mod scripts;
 mod wire;
 
 pub use broker::{BrokerState, ConnectError, RedisBroker, RedisBrokerConfig};
 pub use metrics::describe_metrics;
+pub use presence::RedisPresence;

@@ -21,6 +21,11 @@ impl Names {
         Names { prefix: prefix.to_owned() }
     }
 
+    /// The prefix of every key and channel.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `<prefix>:{<stream>}:meta`.
     pub(crate) fn meta(&self, stream: &StreamName) -> String {
         format!("{}:{{{stream}}}:meta", self.prefix)

@@ -399,6 +399,16 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// [`PresenceError`] when presence cannot be read.
     async fn topic_presence(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError>;
 
+    /// How many connections are online: this node's with in-process presence, every node's
+    /// with a distributed one (`connection_count` is always this node's, which is also what
+    /// this returns unless overridden).
+    ///
+    /// # Errors
+    /// [`PresenceError::Unavailable`] when presence cannot be read.
+    async fn online_count(&self) -> Result<usize, PresenceError> {
+        Ok(self.connection_count())
+    }
+
     /// Sends to every connection of `user` ([`publish`](RealtimeApi::publish) to
     /// [`Target::User`]).
     ///

@@ -74,4 +74,11 @@ pub trait Presence: Send + Sync + 'static {
     /// # Errors
     /// [`PresenceError::Unavailable`] when the store cannot be read.
     async fn topic(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError>;
+
+    /// How many connections are online (on this node; a distributed adapter counts every
+    /// node's, within its heartbeat TTL).
+    ///
+    /// # Errors
+    /// [`PresenceError::Unavailable`] when the store cannot be read.
+    async fn online_count(&self) -> Result<usize, PresenceError>;
 }

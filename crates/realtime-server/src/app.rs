@@ -9,7 +9,7 @@ use realtime_auth_jwt::{JwtConfig, JwtKey, JwtVerifier};
 use realtime_broker_mem::{InMemoryBroker, InMemoryBrokerConfig, InMemoryPresence};
 use realtime_broker_redis::{RedisBroker, RedisBrokerConfig};
 use realtime_core::{LivenessConfig, RateLimitConfig};
-use realtime_ports::{Broker, InboundHandler, RealtimeApi, TokenVerifier};
+use realtime_ports::{Broker, InboundHandler, Presence, RealtimeApi, TokenVerifier};
 use realtime_registry_mem::InMemoryRegistry;
 use realtime_service::{Adapters, RealtimeService, ServiceConfig};
 use realtime_transport_warp::{
@@ -71,6 +71,7 @@ fn prometheus() -> Option<PrometheusHandle> {
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
             Ok(handle) => {
                 realtime_service::describe_metrics();
+                realtime_broker_redis::describe_metrics();
                 Some(handle)
             }
             Err(e) => {
@@ -107,29 +108,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     service_config.validate().context("invalid service configuration")?;
     let history = config.history_policy().map_err(anyhow::Error::msg)?;
-    let broker: Arc<dyn Broker> = match (config.broker, &config.redis_url) {
-        (BrokerKind::Redis, Some(url)) => {
-            let redis = RedisBrokerConfig {
-                prefix: config.redis_prefix.clone(),
-                history,
-                node_id: config.node_id.clone(),
-                ..RedisBrokerConfig::new(url.clone())
-            };
-            let broker = RedisBroker::connect(redis)
-                .await
-                .context("cannot use Redis (REALTIME_BROKER=redis, REALTIME_REDIS_URL)")?;
-            tracing::info!(node_id = broker.node_id(), "streams on Redis");
-            Arc::new(broker)
-        }
-        _ => Arc::new(InMemoryBroker::new(InMemoryBrokerConfig {
-            history,
-            ..InMemoryBrokerConfig::default()
-        })),
-    };
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) =
+        match (config.broker, &config.redis_url) {
+            (BrokerKind::Redis, Some(url)) => {
+                let redis = RedisBrokerConfig {
+                    prefix: config.redis_prefix.clone(),
+                    history,
+                    node_id: config.node_id.clone(),
+                    ..RedisBrokerConfig::new(url.clone())
+                };
+                let broker = RedisBroker::connect(redis)
+                    .await
+                    .context("cannot use Redis (REALTIME_BROKER=redis, REALTIME_REDIS_URL)")?;
+                tracing::info!(node_id = broker.node_id(), "streams and presence on Redis");
+                let presence = broker.presence();
+                (Arc::new(broker), presence)
+            }
+            _ => (
+                Arc::new(InMemoryBroker::new(InMemoryBrokerConfig {
+                    history,
+                    ..InMemoryBrokerConfig::default()
+                })),
+                Arc::new(InMemoryPresence::new()),
+            ),
+        };
     let adapters = Adapters {
         registry: Arc::new(InMemoryRegistry::new()),
         broker,
-        presence: Arc::new(InMemoryPresence::new()),
+        presence,
         authorizer: None,
     };
     let service: Arc<dyn RealtimeApi> = RealtimeService::new(adapters, service_config);

@@ -700,6 +700,10 @@ impl RealtimeApi for RealtimeService {
     async fn topic_presence(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
         self.presence.topic(topic).await
     }
+
+    async fn online_count(&self) -> Result<usize, PresenceError> {
+        self.presence.online_count().await
+    }
 }
 
 impl LocalDelivery for RealtimeService {

@@ -174,6 +174,7 @@ macro_rules! presence_contract_tests {
                 topic_members_are_sorted_with_their_counts,
                 scopes_are_independent,
                 concurrent_joins_and_leaves_end_consistent,
+                the_online_count_counts_connections,
             );
         }
     };

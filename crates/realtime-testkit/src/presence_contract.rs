@@ -35,6 +35,21 @@ fn members(presence: &dyn Presence, name: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// The online count counts connections (every tab), not users, and topics do not add to it.
+pub fn the_online_count_counts_connections(make: Make<'_>) {
+    let presence = make();
+    let room = topic("room");
+    let count = |p: &dyn Presence| block_on(p.online_count()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(&*presence), 0);
+    presence.join(PresenceScope::Online, &user("frank"), connection_id(1));
+    presence.join(PresenceScope::Online, &user("frank"), connection_id(2));
+    presence.join(PresenceScope::Online, &user("gina"), connection_id(3));
+    presence.join(PresenceScope::Topic(&room), &user("gina"), connection_id(3));
+    assert_eq!(count(&*presence), 3);
+    presence.leave(PresenceScope::Online, &user("frank"), connection_id(2));
+    assert_eq!(count(&*presence), 2);
+}
+
 /// A user's first connection in a scope joins (true), a second tab does not; the last one
 /// out leaves (true), the one before does not.
 pub fn a_users_first_connection_joins_and_its_last_leaves(make: Make<'_>) {

@@ -5,4 +5,5 @@ mod contract;
 mod failures;
 mod faults;
 mod nodes;
+mod presence;
 mod support;

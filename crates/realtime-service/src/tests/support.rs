@@ -356,6 +356,9 @@ impl Presence for NoPresence {
     async fn topic(&self, _: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
         Ok(Vec::new())
     }
+    async fn online_count(&self) -> Result<usize, PresenceError> {
+        Ok(0)
+    }
 }
 
 /// A service over `registry` with the fakes above.
