@@ -5,14 +5,17 @@
 // on the right pages only: a notification on every tab of its user, dashboard figures on the
 // admin's page, job progress on the one connection that started the job. A notification
 // published over HTTP while a tab's socket was down shows there exactly once after it
-// reconnects; after the restart every page reconnects by itself.
+// reconnects; after the restart every page reconnects by itself. On the Redis broker, history
+// survives the restart: a notification published while the server was back and a page's
+// socket still down shows there exactly once when it reconnects.
 //
 // "Only" is checked after a later message on the topic every page subscribes to has
 // arrived everywhere: what the server hands a connection arrives in order, so anything sent
 // there before (a stray notification, figures, job progress) would have shown first.
 //
 // Started by crates/realtime-server/tests/it/browser.rs with REALTIME_SERVER_BIN (the server
-// binary) and SCREENSHOT_DIR (where the passing run's screenshots go).
+// binary), REALTIME_TEST_REDIS_URL (a redis-server of the test's own) and SCREENSHOT_DIR
+// (where the passing run's screenshots go).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -76,8 +79,8 @@ async function barrier(from, pages) {
   await Promise.all(pages.map((page, i) => waitCount(page, "#news li", before[i] + 1)));
 }
 
-test("an admin and a user see the three use cases, recover what they missed, and survive a server restart", async () => {
-  const server = await startServer({ env: { REALTIME_DEMO: "true" } });
+/** Chromium with a fresh profile, and `open(name, token)` for pages of `server`'s demo. */
+async function launch(server) {
   const profile = mkdtempSync(join(tmpdir(), "realtime-chromium-"));
   // A fresh profile directory for every run (playwright's form of --user-data-dir).
   const browser = await chromium.launchPersistentContext(profile, {
@@ -89,20 +92,45 @@ test("an admin and a user see the three use cases, recover what they missed, and
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
     ],
   });
-  const errors = [];
-  const open = async (name, tokenText) => {
+  const session = { errors: [], pages: [] };
+  session.open = async (name, tokenText) => {
     const page = await browser.newPage();
-    page.on("pageerror", (e) => errors.push(`${name}: ${e}`));
+    page.on("pageerror", (e) => session.errors.push(`${name}: ${e}`));
     page.name = name;
+    session.pages.push(page);
     await page.goto(`${server.base}/?token=${tokenText}`);
     return page;
   };
-  const pages = [];
+  /** What each page saw, to tell why `error` happened. */
+  session.explain = async (error) => {
+    const logs = [];
+    for (const page of session.pages) {
+      const frames = await page.textContent("#log").catch(() => "<no log>");
+      logs.push(`--- ${page.name}'s frame log (newest first):\n${frames}`);
+    }
+    return new Error(`${error.message}\n${session.errors.join("\n")}\n${logs.join("\n")}`, { cause: error });
+  };
+  session.close = async () => {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return session;
+}
+
+/** Waits until `page` has reconnected: a connection id other than `old`, the topic subscribed. */
+async function waitReconnected(page, old) {
+  await page.waitForFunction((old) => document.getElementById("cid").textContent !== old, old, { timeout: RECONNECT_WAIT });
+  await waitConnected(page, RECONNECT_WAIT);
+}
+
+test("an admin and a user see the three use cases, recover what they missed, and survive a server restart", async () => {
+  const server = await startServer({ env: { REALTIME_DEMO: "true" } });
+  const session = await launch(server);
+  const { errors, open, pages } = session;
   try {
     const admin = await open("admin", devToken("admin", ["admin", "user"]));
     const alice = await open("alice", devToken("alice", ["user"]));
     const aliceTab2 = await open("alice (second tab)", devToken("alice", ["user"]));
-    pages.push(admin, alice, aliceTab2);
     for (const page of pages) await waitConnected(page);
     assert.equal(await text(admin, "#roles"), "admin, user");
     assert.equal(await text(alice, "#roles"), "user");
@@ -192,12 +220,7 @@ test("an admin and a user see the three use cases, recover what they missed, and
     const before = await Promise.all(pages.map((page) => text(page, "#cid")));
     await server.restart();
     for (const [i, page] of pages.entries()) {
-      await page.waitForFunction(
-        (old) => document.getElementById("cid").textContent !== old,
-        before[i],
-        { timeout: RECONNECT_WAIT },
-      );
-      await waitConnected(page, RECONNECT_WAIT);
+      await waitReconnected(page, before[i]);
       assert.match(await text(page, "#recovered"), /user:\w+ no \(history lost\)/, page.name);
     }
     assert.equal(await demo(alice, "notify"), "delivered to 2 connections");
@@ -215,16 +238,66 @@ test("an admin and a user see the three use cases, recover what they missed, and
     assert.deepEqual(errors, [], "no script errors");
     for (const page of pages) assert.equal(await state(page), "connected", page.name);
   } catch (error) {
-    // What each page saw, to tell why.
-    const logs = [];
-    for (const page of pages) {
-      const frames = await page.textContent("#log").catch(() => "<no log>");
-      logs.push(`--- ${page.name}'s frame log (newest first):\n${frames}`);
-    }
-    throw new Error(`${error.message}\n${errors.join("\n")}\n${logs.join("\n")}`, { cause: error });
+    throw await session.explain(error);
   } finally {
-    await browser.close();
-    rmSync(profile, { recursive: true, force: true });
+    await session.close();
+    await server.stop();
+  }
+});
+
+test("on the Redis broker, a notification published while a page's socket was down, across a server restart, appears once after it reconnects", async () => {
+  const redisUrl = process.env.REALTIME_TEST_REDIS_URL;
+  assert.ok(redisUrl, "REALTIME_TEST_REDIS_URL names the test's own redis-server (browser.rs starts one)");
+  const server = await startServer({
+    env: { REALTIME_DEMO: "true", REALTIME_BROKER: "redis", REALTIME_REDIS_URL: redisUrl, REALTIME_REDIS_PREFIX: `demo-browser-${process.pid}` },
+  });
+  const session = await launch(server);
+  try {
+    const admin = await session.open("admin", devToken("admin", ["admin", "user"]));
+    const alice = await session.open("alice", devToken("alice", ["user"]));
+    for (const page of session.pages) await waitConnected(page);
+    // Both streams get a position before the restart. (The Redis broker delivers through
+    // pub/sub, after the publish has answered: its `delivered` is 0, so it is not checked.)
+    await demo(alice, "notify");
+    await waitCount(alice, "#notes li", 1, "Demo notification");
+    await demo(alice, "metrics");
+    await admin.waitForFunction(() => document.getElementById("m-seq").textContent !== "-", null, { timeout: WAIT });
+
+    // Alice's page drops its socket; the server is killed and started again; while her page
+    // is still down, a notification for her and figures for the admins are published.
+    await alice.click("#drop");
+    await alice.waitForFunction(() => document.getElementById("status").dataset.state === "offline", null, { timeout: WAIT });
+    const adminBefore = await text(admin, "#cid");
+    await server.restart();
+    const missed = "Published after the restart while alice's socket was down";
+    await publish(server, { user: "alice" }, "notification", { message: missed });
+    await publish(server, { role: "admin" }, "metrics", { active_connections: "-", orders_today: 99, sequence: 1000 });
+
+    // The admin's page reconnects by itself and gets the figures (from Redis history or
+    // live, depending on when it came back): the role's stream survived the restart.
+    await waitReconnected(admin, adminBefore);
+    await admin.waitForFunction(() => document.getElementById("m-seq").textContent === "1000", null, { timeout: WAIT });
+    assert.match(await text(admin, "#recovered"), /role:admin yes/);
+
+    // Alice's page held itself offline all along (its client waits for the page's go-ahead
+    // before it reconnects); it comes back and shows what was published meanwhile, once.
+    assert.equal(await state(alice), "offline");
+    assert.equal(await count(alice, "#notes li", missed), 0);
+    await alice.click("#drop"); // now "Reconnect"
+    await waitConnected(alice);
+    await waitCount(alice, "#notes li", 1, missed);
+    assert.match(await text(alice, "#recovered"), /user:alice yes/);
+    const after = "Published after alice's page came back";
+    await publish(server, { user: "alice" }, "notification", { message: after });
+    await waitCount(alice, "#notes li", 1, after);
+    assert.equal(await count(alice, "#notes li", missed), 1, "exactly once");
+    assert.equal(await count(alice, "#notes li"), 3, "nothing else, nothing twice");
+    if (screenshots) await alice.screenshot({ path: join(screenshots, "demo-after-restart-redis.png"), fullPage: true });
+    assert.deepEqual(session.errors, [], "no script errors");
+  } catch (error) {
+    throw await session.explain(error);
+  } finally {
+    await session.close();
     await server.stop();
   }
 });

@@ -2,11 +2,15 @@
 //! playwright-core driving Debian's `/usr/bin/chromium`, never a downloaded browser) against
 //! this crate's server binary, which it starts, kills and restarts. The npm packages are
 //! installed here when missing (`npm ci`); chromium must be installed (`.ci/run` does:
-//! `apt-get install chromium`). A passing run's screenshots are copied into `docs/screenshots/`.
+//! `apt-get install chromium`), and so must `redis-server` (for the case on the Redis broker,
+//! which gets a server of its own). A passing run's screenshots are copied into
+//! `docs/screenshots/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use realtime_testkit::RedisProcess;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -43,7 +47,8 @@ pub(crate) async fn npm_ci_unless(dir: &Path, package: &str) {
 }
 
 /// The screenshots the passing run saves into `docs/screenshots/`.
-const SCREENSHOTS: [&str; 3] = ["demo-admin.png", "demo-user.png", "demo-after-restart.png"];
+const SCREENSHOTS: [&str; 4] =
+    ["demo-admin.png", "demo-user.png", "demo-after-restart.png", "demo-after-restart-redis.png"];
 
 #[tokio::test]
 async fn the_demo_pages_show_the_three_use_cases_recover_and_survive_a_restart_in_a_real_browser() {
@@ -59,13 +64,17 @@ async fn the_demo_pages_show_the_three_use_cases_recover_and_survive_a_restart_i
         std::fs::remove_dir_all(&shots).unwrap_or_else(|e| panic!("{}: {e}", shots.display()));
     }
     std::fs::create_dir_all(&shots).unwrap_or_else(|e| panic!("{}: {e}", shots.display()));
+    // The Redis case's own redis-server, killed when the test ends.
+    let redis = RedisProcess::start();
     let mut node = Command::new("node");
     // It starts the server binary itself, so that it can kill it and start it again.
     node.args(["--test", "demo.test.mjs"])
         .current_dir(&dir)
         .env("REALTIME_SERVER_BIN", env!("CARGO_BIN_EXE_realtime-server"))
+        .env("REALTIME_TEST_REDIS_URL", redis.url())
         .env("SCREENSHOT_DIR", &shots);
-    let (ok, output) = run(node, Duration::from_secs(240)).await;
+    let (ok, output) = run(node, Duration::from_secs(300)).await;
+    drop(redis);
     assert!(ok, "the browser test failed:\n{output}");
     assert!(output.contains("# fail 0"), "{output}");
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
