@@ -15,7 +15,8 @@ use realtime_core::{Connection, ConnectionId, Envelope, MessageType, Payload, Ro
 use realtime_ports::{InboundError, InboundHandler, InboundReply, RealtimeApi};
 use serde_json::json;
 
-/// The demo page (plain HTML and JavaScript, no build step).
+/// The demo page (plain HTML and an ES module on the JavaScript client it imports from
+/// `/client.js`, no build step).
 pub(crate) const DEMO_PAGE: &str = include_str!("../static/index.html");
 
 /// Most demo jobs one connection may have running; a further `demo.job` is `rejected`.

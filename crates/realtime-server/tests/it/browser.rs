@@ -1,13 +1,16 @@
 //! The demo page in a real browser: `tests/browser/demo.test.mjs` (Node's test runner,
 //! playwright-core driving Debian's `/usr/bin/chromium`, never a downloaded browser) against
-//! this server. The npm packages are installed here when missing (`npm ci`); chromium must be
-//! installed (`.ci/run` does: `apt-get install chromium`).
+//! this crate's server binary, which it starts, kills and restarts. The npm packages are
+//! installed here when missing (`npm ci`); chromium must be installed (`.ci/run` does:
+//! `apt-get install chromium`), and so must `redis-server` (for the case on the Redis broker,
+//! which gets a server of its own). A passing run's screenshots are copied into
+//! `docs/screenshots/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support;
+use realtime_testkit::RedisProcess;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -43,27 +46,43 @@ pub(crate) async fn npm_ci_unless(dir: &Path, package: &str) {
     assert!(ok, "npm ci in {}:\n{output}", dir.display());
 }
 
+/// The screenshots the passing run saves into `docs/screenshots/`.
+const SCREENSHOTS: [&str; 4] =
+    ["demo-admin.png", "demo-user.png", "demo-after-restart.png", "demo-after-restart-redis.png"];
+
 #[tokio::test]
-async fn the_demo_page_recovers_what_it_missed_in_a_real_browser() {
+async fn the_demo_pages_show_the_three_use_cases_recover_and_survive_a_restart_in_a_real_browser() {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`; .ci/run does)"
     );
     let dir = browser_dir();
     npm_ci_unless(&dir, "playwright-core").await;
-    let mut config = support::config();
-    config.demo = Some(true);
-    let running = support::start(config).await;
-    let token = support::demo_token("alice");
-    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap_or_else(|e| panic!("{e}"));
+    // The test writes its screenshots here; only a passing run's are copied into docs/.
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    if shots.exists() {
+        std::fs::remove_dir_all(&shots).unwrap_or_else(|e| panic!("{}: {e}", shots.display()));
+    }
+    std::fs::create_dir_all(&shots).unwrap_or_else(|e| panic!("{}: {e}", shots.display()));
+    // The Redis case's own redis-server, killed when the test ends.
+    let redis = RedisProcess::start();
     let mut node = Command::new("node");
+    // It starts the server binary itself, so that it can kill it and start it again.
     node.args(["--test", "demo.test.mjs"])
         .current_dir(&dir)
-        .env("REALTIME_DEMO_URL", format!("http://{}/?token={token}", running.addr))
-        .env("SCREENSHOT_DIR", &screenshots);
-    let (ok, output) = run(node, Duration::from_secs(90)).await;
+        .env("REALTIME_SERVER_BIN", env!("CARGO_BIN_EXE_realtime-server"))
+        .env("REALTIME_TEST_REDIS_URL", redis.url())
+        .env("SCREENSHOT_DIR", &shots);
+    let (ok, output) = run(node, Duration::from_secs(300)).await;
+    drop(redis);
     assert!(ok, "the browser test failed:\n{output}");
-    assert!(screenshots.join("demo-recovered.png").exists(), "no screenshot:\n{output}");
-    support::stop(running).await;
+    assert!(output.contains("# fail 0"), "{output}");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&docs).unwrap_or_else(|e| panic!("{}: {e}", docs.display()));
+    for name in SCREENSHOTS {
+        let shot = shots.join(name);
+        assert!(shot.exists(), "no screenshot {name}:\n{output}");
+        std::fs::copy(&shot, docs.join(name))
+            .unwrap_or_else(|e| panic!("{} into {}: {e}", shot.display(), docs.display()));
+    }
 }
