@@ -3,8 +3,9 @@
 //! this crate's server binary, which it starts, kills and restarts. The npm packages are
 //! installed here when missing (`npm ci`); chromium must be installed (`.ci/run` does:
 //! `apt-get install chromium`), and so must `redis-server` (for the case on the Redis broker,
-//! which gets a server of its own). A passing run's screenshots are copied into
-//! `docs/screenshots/`.
+//! which gets a server of its own). Every run checks its screenshots; a passing run copies
+//! them into `docs/screenshots/` only with `REALTIME_UPDATE_SCREENSHOTS=1`, so that a test
+//! run leaves the tree as it was.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,12 +78,16 @@ async fn the_demo_pages_show_the_three_use_cases_recover_and_survive_a_restart_i
     drop(redis);
     assert!(ok, "the browser test failed:\n{output}");
     assert!(output.contains("# fail 0"), "{output}");
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-    std::fs::create_dir_all(&docs).unwrap_or_else(|e| panic!("{}: {e}", docs.display()));
     for name in SCREENSHOTS {
-        let shot = shots.join(name);
-        assert!(shot.exists(), "no screenshot {name}:\n{output}");
-        std::fs::copy(&shot, docs.join(name))
-            .unwrap_or_else(|e| panic!("{} into {}: {e}", shot.display(), docs.display()));
+        assert!(shots.join(name).exists(), "no screenshot {name}:\n{output}");
+    }
+    if std::env::var_os("REALTIME_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap_or_else(|e| panic!("{}: {e}", docs.display()));
+        for name in SCREENSHOTS {
+            let shot = shots.join(name);
+            std::fs::copy(&shot, docs.join(name))
+                .unwrap_or_else(|e| panic!("{} into {}: {e}", shot.display(), docs.display()));
+        }
     }
 }
