@@ -4,6 +4,7 @@
 mod auth;
 mod browser;
 mod closing;
+mod cluster;
 mod config;
 mod demo;
 mod disconnect;

@@ -1,0 +1,230 @@
+//! Three realtime-server nodes on one Redis (a `redis-server` of the test's own), clients
+//! spread over them: every routing delivers exactly once to exactly the intended sockets,
+//! presence and revocation work across nodes, and a node whose pub/sub connection is killed
+//! tells its clients (4010) or delivers everything; nothing is skipped silently.
+
+use std::net::SocketAddr;
+
+use realtime_server::{BrokerKind, Config};
+use realtime_testkit::RedisProcess;
+use realtime_testkit::jwt::{Claims, now_unix_secs};
+use realtime_testkit::ws::{Connect, next_json_or_close, since_query, try_connect};
+use serde_json::{Value, json};
+
+use crate::support::{self, API_KEY, Ws, next_json, send_text};
+
+fn node(redis: &RedisProcess, id: &str) -> Config {
+    let mut config = support::config();
+    config.broker = BrokerKind::Redis;
+    config.redis_url = Some(redis.url());
+    config.node_id = Some(id.to_owned());
+    config
+}
+
+fn token(user: &str, roles: &[&str], iat: Option<u64>) -> String {
+    let mut claims = Claims::new(user).roles(roles).topics(&["*"]).exp(now_unix_secs() + 3600);
+    if let Some(iat) = iat {
+        claims = claims.iat(iat);
+    }
+    claims.mint(support::SECRET)
+}
+
+/// A client: its socket, its connection id and the positions it saw.
+struct Client {
+    ws: Ws,
+    id: String,
+}
+
+async fn open(addr: SocketAddr, token: &str, since: Option<&Value>) -> (Client, Value) {
+    let query = since.map(since_query);
+    let options =
+        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
+    let (mut ws, _) = try_connect(addr, options).await.unwrap_or_else(|s| panic!("refused: {s}"));
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["type"], "connected", "{hello}");
+    let id = hello["payload"]["connection_id"].as_str().unwrap_or_else(|| panic!("{hello}"));
+    (Client { ws, id: id.to_owned() }, hello)
+}
+
+async fn subscribe(client: &mut Client, topic: &str) {
+    let request = json!({"type": "subscribe", "id": topic, "payload": {"topic": topic}});
+    send_text(&mut client.ws, &request.to_string()).await;
+    let reply = next_json(&mut client.ws).await;
+    assert_eq!((&reply["type"], &reply["id"]), (&json!("subscribed"), &json!(topic)), "{reply}");
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let auth = format!("Bearer {API_KEY}");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let response =
+        support::http(addr, method, path, &[("Authorization", &auth)], body.as_bytes()).await;
+    assert_eq!(response.status, 200, "{method} {path}: {}", response.text());
+    response.json()
+}
+
+async fn publish(addr: SocketAddr, target: Value, label: &str) -> Value {
+    let body = json!({"target": target, "message": {"type": "n", "payload": {"label": label}}});
+    call(addr, "POST", "/api/publish", Some(&body)).await
+}
+
+/// Reads frames until the pong of a ping sent now: the labels of everything before it.
+async fn drain(client: &mut Client) -> Vec<String> {
+    send_text(&mut client.ws, r#"{"type":"ping","id":"fence"}"#).await;
+    let mut labels = Vec::new();
+    loop {
+        let frame = next_json(&mut client.ws).await;
+        if frame["type"] == "pong" {
+            return labels;
+        }
+        labels.push(
+            frame["payload"]["label"].as_str().unwrap_or_else(|| panic!("{frame}")).to_owned(),
+        );
+    }
+}
+
+/// Polls `GET <path>` on `addr` until it answers `expected` (presence is eventually
+/// consistent across nodes only within one write; this bounds the wait).
+async fn presence_is(addr: SocketAddr, path: &str, expected: &Value) {
+    let mut last = Value::Null;
+    let wait = async {
+        loop {
+            last = call(addr, "GET", path, None).await;
+            if last == *expected {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(realtime_testkit::WAIT, wait).await.is_err() {
+        panic!("{path}: {last}, expected {expected}");
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_route_exactly_once_share_presence_and_revoke_everywhere() {
+    let redis = RedisProcess::start();
+    let nodes = [
+        support::start(node(&redis, "node-a")).await,
+        support::start(node(&redis, "node-b")).await,
+        support::start(node(&redis, "node-c")).await,
+    ];
+    let [a, b, c] = [nodes[0].addr, nodes[1].addr, nodes[2].addr];
+    let old = now_unix_secs() - 10;
+    let (mut alice_a, _) = open(a, &token("alice", &["user"], Some(old)), None).await;
+    let (mut alice_b, _) = open(b, &token("alice", &["user"], Some(old)), None).await;
+    let (mut bob_c, _) = open(c, &token("bob", &["admin"], None), None).await;
+    let (mut carol_b, _) = open(b, &token("carol", &["user"], None), None).await;
+    subscribe(&mut carol_b, "orders").await;
+    subscribe(&mut bob_c, "orders").await;
+
+    // Every routing, published through node A.
+    publish(a, json!({"user": "alice"}), "to-alice").await;
+    publish(a, json!({"role": "admin"}), "to-admins").await;
+    publish(a, json!({"topic": "orders"}), "to-orders").await;
+    publish(a, json!({"connection": carol_b.id}), "to-carols-socket").await;
+    publish(a, json!("broadcast"), "to-all").await;
+    // Each fence is a ping after the last publish's frame may still be in flight on another
+    // node: wait for the broadcast (the last one) on each socket first.
+    let expected: [(&mut Client, &[&str]); 4] = [
+        (&mut alice_a, &["to-alice", "to-all"]),
+        (&mut alice_b, &["to-alice", "to-all"]),
+        (&mut bob_c, &["to-admins", "to-orders", "to-all"]),
+        (&mut carol_b, &["to-orders", "to-carols-socket", "to-all"]),
+    ];
+    for (client, labels) in expected {
+        let mut got = Vec::new();
+        while got.len() < labels.len() {
+            let frame = next_json(&mut client.ws).await;
+            got.push(
+                frame["payload"]["label"].as_str().unwrap_or_else(|| panic!("{frame}")).to_owned(),
+            );
+        }
+        assert_eq!(got, labels, "exactly these, once, in order");
+        assert_eq!(drain(client).await, Vec::<String>::new(), "nothing more");
+    }
+
+    // Presence across nodes, asked of a node that holds none of the connections.
+    presence_is(
+        c,
+        "/api/presence/user/alice",
+        &json!({"user_id": "alice", "online": true, "connections": 2}),
+    )
+    .await;
+    let members = json!({"topic": "orders", "members": [
+        {"user_id": "bob", "connections": 1}, {"user_id": "carol", "connections": 1}]});
+    presence_is(a, "/api/presence/topic/orders", &members).await;
+
+    // A revocation on node C closes alice's tabs on A and B.
+    let revoke = json!({"user": "alice", "issued_before": now_unix_secs()});
+    call(c, "POST", "/api/revoke", Some(&revoke)).await;
+    for client in [&mut alice_a, &mut alice_b] {
+        let (code, _) = support::expect_close_then_end(&mut client.ws).await;
+        assert_eq!(code, 4005);
+    }
+    assert!(
+        support::try_connect(b, Some(&token("alice", &["user"], Some(old))), None).await.is_err(),
+        "the old token is refused on every node"
+    );
+    presence_is(
+        b,
+        "/api/presence/user/alice",
+        &json!({"user_id": "alice", "online": false, "connections": 0}),
+    )
+    .await;
+    drop((bob_c, carol_b));
+    for node in nodes {
+        support::stop(node).await;
+    }
+}
+
+/// `CLIENT KILL TYPE pubsub` while node A publishes to a client on node B: the client gets
+/// every publication once, in order, or is closed with 4010; reconnecting with what it saw,
+/// it recovers the rest from Redis history. Either way it ends with all of them, once.
+#[tokio::test]
+async fn a_killed_pubsub_connection_is_delivered_or_told_and_recovered() {
+    let redis = RedisProcess::start();
+    let (node_a, node_b) = (
+        support::start(node(&redis, "node-a")).await,
+        support::start(node(&redis, "node-b")).await,
+    );
+    let alice = token("alice", &[], None);
+    let (mut client, hello) = open(node_b.addr, &alice, None).await;
+    let mut seen = hello["payload"]["streams"]["user:alice"].clone();
+    let total = 60;
+    for i in 0..total {
+        if i == 20 {
+            let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert!(killed.starts_with(':'), "{killed}");
+        }
+        publish(node_a.addr, json!({"user": "alice"}), &i.to_string()).await;
+    }
+    let mut got: Vec<String> = Vec::new();
+    let mut told = false;
+    while got.len() < total {
+        match next_json_or_close(&mut client.ws).await {
+            Ok(frame) => {
+                seen = json!({"epoch": frame["epoch"], "offset": frame["offset"]});
+                got.push(
+                    frame["payload"]["label"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{frame}"))
+                        .to_owned(),
+                );
+            }
+            Err(code) => {
+                assert_eq!(code, Some(4010), "told with the documented close code");
+                told = true;
+                let since = json!({"user:alice": seen});
+                let (again, hello) = open(node_b.addr, &alice, Some(&since)).await;
+                let stream = &hello["payload"]["streams"]["user:alice"];
+                assert_eq!(stream["recovered"], true, "{hello}");
+                client = again;
+            }
+        }
+    }
+    let expected: Vec<String> = (0..total).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected, "each once, in order (told of the gap: {told})");
+    assert_eq!(drain(&mut client).await, Vec::<String>::new());
+    support::stop(node_a).await;
+    support::stop(node_b).await;
+}
