@@ -249,7 +249,7 @@ impl Broker for InMemoryBroker {
             }
             None => (None, delivery.map_or(0, |d| d.deliver(stream, None, &frame))),
         };
-        let published = Published { position, delivered, duplicate: false };
+        let published = Published { position, delivered, duplicate: false, nodes: None };
         if let Some(key) = idempotency_key {
             let expires = self.expires(now);
             state.keys.insert(key.clone(), (published.clone(), expires));

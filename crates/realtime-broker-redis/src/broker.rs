@@ -11,7 +11,7 @@ use realtime_core::{
     ConnectionId, Epoch, Frame, HistoryLimits, HistoryPolicy, IdempotencyKey, Position, StreamName,
     UnixMillis, UserId,
 };
-use realtime_ports::{Broker, BrokerError, LocalDelivery, Published, Recovered};
+use realtime_ports::{Broker, BrokerError, LocalDelivery, NodeReceipts, Published, Recovered};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use crate::presence::RedisPresence;
 use crate::pubsub::{self, Settings, Shared};
 use crate::scripts;
-use crate::wire::{self, Names, RevocationMessage};
+use crate::wire::{self, Names, Reply, RevocationMessage};
 
 /// How a [`RedisBroker`] reaches Redis and keeps streams.
 #[derive(Clone, PartialEq, Eq)]
@@ -379,6 +379,94 @@ impl RedisBroker {
             }
         }
     }
+
+    /// Runs the publish script; with a `reply`, every node that receives the publication
+    /// sends its count there. Returns the result and how many nodes PUBLISH reached.
+    async fn run_publish(
+        &self,
+        stream: &StreamName,
+        frame: Frame,
+        idempotency_key: Option<&IdempotencyKey>,
+        reply: Option<&Reply>,
+    ) -> Result<(Published, usize), BrokerError> {
+        let names = &self.shared.names;
+        let limits = self.config.history.limits(stream);
+        let mut invocation = self.publish_script.prepare_invoke();
+        invocation.key(names.meta(stream)).key(names.history(stream));
+        if let Some(key) = idempotency_key {
+            invocation.key(names.idempotency(stream, key));
+        }
+        let (max_len, history_ttl, meta_ttl) = match &limits {
+            Some(limits) => {
+                (limits.max_len, limits.max_age_millis.clamp(1, MAX_MILLIS), self.meta_ttl(limits))
+            }
+            None => (0, 1, 1),
+        };
+        invocation
+            .arg(if limits.is_some() { "h" } else { "n" })
+            .arg(random(RANDOM_LEN))
+            .arg(max_len)
+            .arg(history_ttl)
+            .arg(meta_ttl)
+            .arg(self.config.idempotency_ttl.as_secs().clamp(1, MAX_MILLIS / 1000))
+            .arg(names.channel(stream))
+            .arg(frame.as_str())
+            .arg(Reply::tag(reply));
+        let (duplicate, result, receivers): (i64, String, usize) = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(|e| unavailable("publish", &e))?;
+        let position = if result.is_empty() {
+            None
+        } else {
+            let parsed = result.split_once(':').and_then(|(epoch, offset)| {
+                Some(Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? })
+            });
+            Some(parsed.ok_or_else(|| {
+                BrokerError::Unavailable("redis publish: an unexpected answer".to_owned())
+            })?)
+        };
+        let published =
+            Published { position, delivered: 0, duplicate: duplicate == 1, nodes: None };
+        Ok((published, receivers))
+    }
+
+    /// PUBLISHes to the connections channel; returns how many nodes it reached.
+    async fn publish_to_connection(
+        &self,
+        id: ConnectionId,
+        frame: &Frame,
+        reply: Option<&Reply>,
+    ) -> Result<usize, BrokerError> {
+        let sent: Result<usize, RedisError> = redis::cmd("PUBLISH")
+            .arg(self.shared.names.connections())
+            .arg(wire::to_connection(id, reply, frame))
+            .query_async(&mut self.commands.clone())
+            .await;
+        sent.map_err(|e| unavailable("send to connection", &e))
+    }
+}
+
+/// Collects the counts of `expected` nodes from `counts`, for at most `within`, or until
+/// `enough` holds for the sum so far.
+async fn collect(
+    counts: &mut mpsc::UnboundedReceiver<usize>,
+    expected: usize,
+    within: Duration,
+    enough: impl Fn(usize) -> bool,
+) -> (usize, NodeReceipts) {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut delivered, mut answered) = (0, 0);
+    while answered < expected && !enough(delivered) {
+        match tokio::time::timeout_at(deadline, counts.recv()).await {
+            Ok(Some(count)) => {
+                delivered += count;
+                answered += 1;
+            }
+            _ => break,
+        }
+    }
+    (delivered, NodeReceipts { answered, expected })
 }
 
 /// Sends ephemeral frames in the order they were queued; a failure is logged (they are at
@@ -457,43 +545,27 @@ impl Broker for RedisBroker {
         frame: Frame,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Published, BrokerError> {
-        let names = &self.shared.names;
-        let limits = self.config.history.limits(stream);
-        let mut invocation = self.publish_script.prepare_invoke();
-        invocation.key(names.meta(stream)).key(names.history(stream));
-        if let Some(key) = idempotency_key {
-            invocation.key(names.idempotency(stream, key));
-        }
-        let (max_len, history_ttl, meta_ttl) = match &limits {
-            Some(limits) => {
-                (limits.max_len, limits.max_age_millis.clamp(1, MAX_MILLIS), self.meta_ttl(limits))
+        Ok(self.run_publish(stream, frame, idempotency_key, None).await?.0)
+    }
+
+    async fn publish_counted(
+        &self,
+        stream: &StreamName,
+        frame: Frame,
+        idempotency_key: Option<&IdempotencyKey>,
+        within: Duration,
+    ) -> Result<Published, BrokerError> {
+        let (reply, mut counts) = self.shared.expect_receipts();
+        let published = self.run_publish(stream, frame, idempotency_key, Some(&reply)).await;
+        let outcome = match published {
+            Ok((published, receivers)) => {
+                let (delivered, nodes) = collect(&mut counts, receivers, within, |_| false).await;
+                Ok(Published { delivered, nodes: Some(nodes), ..published })
             }
-            None => (0, 1, 1),
+            Err(error) => Err(error),
         };
-        invocation
-            .arg(if limits.is_some() { "h" } else { "n" })
-            .arg(random(RANDOM_LEN))
-            .arg(max_len)
-            .arg(history_ttl)
-            .arg(meta_ttl)
-            .arg(self.config.idempotency_ttl.as_secs().clamp(1, MAX_MILLIS / 1000))
-            .arg(names.channel(stream))
-            .arg(frame.as_str());
-        let (duplicate, result): (i64, String) = invocation
-            .invoke_async(&mut self.commands.clone())
-            .await
-            .map_err(|e| unavailable("publish", &e))?;
-        let position = if result.is_empty() {
-            None
-        } else {
-            let parsed = result.split_once(':').and_then(|(epoch, offset)| {
-                Some(Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? })
-            });
-            Some(parsed.ok_or_else(|| {
-                BrokerError::Unavailable("redis publish: an unexpected answer".to_owned())
-            })?)
-        };
-        Ok(Published { position, delivered: 0, duplicate: duplicate == 1 })
+        self.shared.forget(&reply);
+        outcome
     }
 
     fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {
@@ -511,14 +583,32 @@ impl Broker for RedisBroker {
         if self.shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
             return Ok(1);
         }
-        let sent: Result<i64, RedisError> = redis::cmd("PUBLISH")
-            .arg(self.shared.names.connections())
-            .arg(wire::to_connection(id, &frame))
-            .query_async(&mut self.commands.clone())
-            .await;
-        sent.map_err(|e| unavailable("send to connection", &e))?;
-        // Another node may have delivered it; counting it needs receipts (not yet).
+        self.publish_to_connection(id, &frame, None).await?;
+        // Another node may have delivered it: `send_to_connection_counted` tells.
         Ok(0)
+    }
+
+    async fn send_to_connection_counted(
+        &self,
+        id: ConnectionId,
+        frame: Frame,
+        within: Duration,
+    ) -> Result<(usize, Option<NodeReceipts>), BrokerError> {
+        if self.shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
+            return Ok((1, Some(NodeReceipts { answered: 1, expected: 1 })));
+        }
+        let (reply, mut counts) = self.shared.expect_receipts();
+        let sent = self.publish_to_connection(id, &frame, Some(&reply)).await;
+        let outcome = match sent {
+            // One connection is on one node at most: its answer is enough.
+            Ok(receivers) => {
+                let (delivered, nodes) = collect(&mut counts, receivers, within, |n| n > 0).await;
+                Ok((delivered, Some(nodes)))
+            }
+            Err(error) => Err(error),
+        };
+        self.shared.forget(&reply);
+        outcome
     }
 
     async fn recover(

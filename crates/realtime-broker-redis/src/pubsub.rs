@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics as m;
-use crate::wire::{self, Names, StreamMessage};
+use crate::wire::{self, Names, Reply, StreamMessage};
 
 /// One SUBSCRIBE or UNSUBSCRIBE, numbered in the order `interest` asked for it.
 #[derive(Debug)]
@@ -193,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) revocations: RwLock<HashMap<UserId, Revocation>>,
     barriers: Mutex<HashMap<u64, Barrier>>,
     next_barrier: AtomicU64,
+    /// Publishes waiting for receipts, by token: each node's count is sent here.
+    receipts: Mutex<HashMap<u64, mpsc::UnboundedSender<usize>>>,
     pub(crate) stats: Stats,
 }
 
@@ -221,6 +223,7 @@ enum Item {
         stream: StreamName,
         message: StreamMessage,
         lag: Option<u64>,
+        reply: Option<Reply>,
     },
     Barrier(u64),
     /// Queued (waiting for room) after a message of `channel` was dropped.
@@ -261,6 +264,7 @@ impl Shared {
             revocations: RwLock::new(HashMap::new()),
             barriers: Mutex::new(HashMap::new()),
             next_barrier: AtomicU64::new(1),
+            receipts: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
@@ -414,6 +418,34 @@ impl Shared {
         });
     }
 
+    /// Starts waiting for receipts: the reply to write into the message, and where the
+    /// counts arrive. [`forget`](Self::forget) the token when done.
+    pub(crate) fn expect_receipts(&self) -> (Reply, mpsc::UnboundedReceiver<usize>) {
+        let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let (counts, receiver) = mpsc::unbounded_channel();
+        self.receipts.lock().insert(token, counts);
+        (Reply { node: self.node_id.clone(), token }, receiver)
+    }
+
+    pub(crate) fn forget(&self, reply: &Reply) {
+        self.receipts.lock().remove(&reply.token);
+    }
+
+    /// Sends this node's count for a message that asked for a receipt (in the background:
+    /// a worker never awaits).
+    fn answer(&self, reply: Option<Reply>, delivered: usize) {
+        let Some(reply) = reply else { return };
+        let mut commands = self.connection.clone();
+        let channel = self.names.node(&reply.node);
+        tokio::spawn(async move {
+            let _: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(wire::receipt(reply.token, delivered))
+                .query_async(&mut commands)
+                .await;
+        });
+    }
+
     /// A worker reached barrier `token`.
     fn reached(&self, token: u64) {
         let mut barriers = self.barriers.lock();
@@ -441,16 +473,21 @@ impl Shared {
         }
         if channel == self.names.connections() {
             match wire::parse_to_connection(payload) {
-                Some((id, frame)) => {
-                    if let Some(delivery) = self.delivery() {
-                        delivery.deliver_to_connection(id, &frame);
-                    }
+                Some((id, reply, frame)) => {
+                    let here = self.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame));
+                    self.answer(reply, usize::from(here));
                 }
                 None => tracing::warn!(channel, "redis broker: an unknown connection message"),
             }
             return;
         }
         if channel == self.names.node(&self.node_id) {
+            if let Some((token, delivered)) = wire::parse_receipt(payload) {
+                if let Some(counts) = self.receipts.lock().get(&token) {
+                    let _ = counts.send(delivered);
+                }
+                return;
+            }
             match wire::parse_barrier(payload) {
                 Some((token, Some(for_channel))) => {
                     let worker = &workers[worker_of(for_channel, workers.len())];
@@ -470,16 +507,18 @@ impl Shared {
             tracing::warn!(channel, "redis broker: a message on an unknown channel, dropped");
             return;
         };
-        let Some((message, published_at)) = wire::parse_stream_message(payload) else {
+        let Some((message, published_at, reply)) = wire::parse_stream_message(payload) else {
             tracing::warn!(channel, "redis broker: an unknown stream message, dropped");
             return;
         };
         let lag = published_at.map(|at| crate::broker::now().0.saturating_sub(at.0));
-        let item = Item::Message { channel: channel.to_owned(), stream, message, lag };
+        let item = Item::Message { channel: channel.to_owned(), stream, message, lag, reply };
         let worker = &workers[worker_of(channel, workers.len())];
-        if let Err(mpsc::error::TrySendError::Full(Item::Message { channel, stream, .. })) =
-            worker.try_send(item)
+        if let Err(mpsc::error::TrySendError::Full(Item::Message {
+            channel, stream, reply, ..
+        })) = worker.try_send(item)
         {
+            self.answer(reply, 0);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(m::DROPPED_TOTAL).increment(1);
             let first = match self.subscriptions.lock().0.get_mut(&channel) {
@@ -513,14 +552,15 @@ impl Shared {
 
     /// A worker's handling of one stream message: checks its position, then delivers it or
     /// reports the loss (and does not deliver it: the clients recover it from history).
-    fn handle(&self, channel: &str, stream: &StreamName, message: StreamMessage) {
-        let Some(delivery) = self.delivery() else { return };
+    /// Returns how many connections accepted it.
+    fn handle(&self, channel: &str, stream: &StreamName, message: StreamMessage) -> usize {
+        let Some(delivery) = self.delivery() else { return 0 };
         match message {
             StreamMessage::Positioned(position, envelope) => {
                 let gap = {
                     let mut guard = self.subscriptions.lock();
                     let Some(entry) = guard.0.get_mut(channel).filter(|s| s.wanted) else {
-                        return;
+                        return 0;
                     };
                     let gap = entry.track.observe(&position);
                     if gap.is_some() && std::mem::take(&mut entry.track.dropped) {
@@ -531,14 +571,12 @@ impl Shared {
                 };
                 if let Some((gap, seen)) = gap {
                     self.report(stream, gap, Some(&seen));
-                    return;
+                    return 0;
                 }
                 let frame = envelope.with_position(stream, &position);
-                delivery.deliver(stream, Some(&position), &frame);
+                delivery.deliver(stream, Some(&position), &frame)
             }
-            StreamMessage::Plain(frame) => {
-                delivery.deliver(stream, None, &frame);
-            }
+            StreamMessage::Plain(frame) => delivery.deliver(stream, None, &frame),
         }
     }
 
@@ -553,11 +591,12 @@ impl Shared {
 async fn work(shared: Arc<Shared>, mut queue: mpsc::Receiver<Item>) {
     while let Some(item) = queue.recv().await {
         match item {
-            Item::Message { channel, stream, message, lag } => {
+            Item::Message { channel, stream, message, lag, reply } => {
                 if let Some(lag) = lag {
                     ::metrics::histogram!(m::PUBSUB_LAG_SECONDS).record(lag as f64 / 1000.0);
                 }
-                shared.handle(&channel, &stream, message);
+                let delivered = shared.handle(&channel, &stream, message);
+                shared.answer(reply, delivered);
             }
             Item::Barrier(token) => shared.reached(token),
             Item::Dropped { channel, stream } => {

@@ -10,18 +10,19 @@
 /// KEYS: 1 meta, 2 history, 3 (optional) idempotency key.
 /// ARGV: 1 mode (`h` history, `n` none), 2 a fresh epoch (used when the stream has none),
 /// 3 history length (0 keeps none), 4 history TTL (ms), 5 meta TTL (ms), 6 idempotency TTL
-/// (s), 7 channel, 8 the encoded envelope.
-/// Returns `{duplicate (0|1), result}` where result is `<epoch>:<offset>` (history) or `""`.
+/// (s), 7 channel, 8 the encoded envelope, 9 the receipt tag (`""` for none).
+/// Returns `{duplicate (0|1), result, receivers}` where result is `<epoch>:<offset>`
+/// (history) or `""`, and receivers the number of nodes PUBLISH reached.
 pub(crate) const PUBLISH: &str = r"
 local idem = KEYS[3]
 if idem then
   local first = redis.call('GET', idem)
-  if first then return {1, first} end
+  if first then return {1, first, 0} end
 end
 if ARGV[1] == 'n' then
-  redis.call('PUBLISH', ARGV[7], 'e:' .. ARGV[8])
+  local receivers = redis.call('PUBLISH', ARGV[7], 'e:' .. ARGV[9] .. ':' .. ARGV[8])
   if idem then redis.call('SET', idem, '', 'EX', ARGV[6]) end
-  return {0, ''}
+  return {0, '', receivers}
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -40,9 +41,10 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 local result = epoch .. ':' .. offset_text
-redis.call('PUBLISH', ARGV[7], 'p:' .. result .. ':' .. now .. ':' .. ARGV[8])
+local receivers = redis.call('PUBLISH', ARGV[7],
+  'p:' .. result .. ':' .. now .. ':' .. ARGV[9] .. ':' .. ARGV[8])
 if idem then redis.call('SET', idem, result, 'EX', ARGV[6]) end
-return {0, result}
+return {0, result, receivers}
 ";
 
 /// Reads a stream's position and the history after `since`, atomically.

@@ -102,31 +102,63 @@ impl Names {
 /// A message on a stream's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StreamMessage {
-    /// A publication with its position: `p:<epoch>:<offset>:<published at, ms>:<envelope>`
-    /// (the publish script writes it).
+    /// A publication with its position:
+    /// `p:<epoch>:<offset>:<published at, ms>:<reply>:<envelope>` (the publish script
+    /// writes it).
     Positioned(Position, Frame),
-    /// A frame without a position (history off, or ephemeral): `e:<envelope>`.
+    /// A frame without a position (history off, or ephemeral): `e:<reply>:<envelope>`.
     Plain(Frame),
 }
 
-/// `e:<frame>`, a stream message without a position.
-pub(crate) fn plain(frame: &Frame) -> String {
-    format!("e:{}", frame.as_str())
+/// Where a node that received a message sends its delivered count: `<node>.<token>` in a
+/// message (empty: no receipt asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) node: String,
+    pub(crate) token: u64,
 }
 
-/// Parses a stream channel's message, with when Redis published it (positioned ones only);
-/// `None` when it is not one (a foreign publisher).
-pub(crate) fn parse_stream_message(raw: &str) -> Option<(StreamMessage, Option<UnixMillis>)> {
-    if let Some(frame) = raw.strip_prefix("e:") {
-        return Some((StreamMessage::Plain(Frame::from_text(frame.to_owned())), None));
+impl Reply {
+    /// The tag written into a message.
+    pub(crate) fn tag(reply: Option<&Reply>) -> String {
+        reply.map(|r| format!("{}.{}", r.node, r.token)).unwrap_or_default()
+    }
+
+    fn parse(tag: &str) -> Option<Option<Reply>> {
+        if tag.is_empty() {
+            return Some(None);
+        }
+        let (node, token) = tag.split_once('.')?;
+        valid_node_id(node).then_some(())?;
+        Some(Some(Reply { node: node.to_owned(), token: token.parse().ok()? }))
+    }
+}
+
+/// A parsed stream message: the message, when Redis published it (positioned ones only) and
+/// where to send the receipt.
+pub(crate) type Parsed = (StreamMessage, Option<UnixMillis>, Option<Reply>);
+
+/// `e::<frame>`, a stream message without a position or a receipt.
+pub(crate) fn plain(frame: &Frame) -> String {
+    format!("e::{}", frame.as_str())
+}
+
+/// Parses a stream channel's message; `None` when it is not one (a foreign publisher).
+pub(crate) fn parse_stream_message(raw: &str) -> Option<Parsed> {
+    if let Some(rest) = raw.strip_prefix("e:") {
+        let (reply, frame) = rest.split_once(':')?;
+        let reply = Reply::parse(reply)?;
+        return Some((StreamMessage::Plain(Frame::from_text(frame.to_owned())), None, reply));
     }
     let rest = raw.strip_prefix("p:")?;
     let (epoch, rest) = rest.split_once(':')?;
     let (offset, rest) = rest.split_once(':')?;
-    let (at, frame) = rest.split_once(':')?;
+    let (at, rest) = rest.split_once(':')?;
+    let (reply, frame) = rest.split_once(':')?;
     let position = Position { epoch: Epoch::new(epoch).ok()?, offset: offset.parse().ok()? };
     let at = UnixMillis(at.parse().ok()?);
-    Some((StreamMessage::Positioned(position, Frame::from_text(frame.to_owned())), Some(at)))
+    let message = StreamMessage::Positioned(position, Frame::from_text(frame.to_owned()));
+    Some((message, Some(at), Reply::parse(reply)?))
 }
 
 /// The idle probe on a node's own channel.
@@ -137,21 +169,33 @@ pub(crate) fn barrier(token: u64, channel: Option<&str>) -> String {
     format!("b:{token}:{}", channel.unwrap_or(""))
 }
 
-/// Parses a barrier: its token and channel; `None` for anything else (a probe).
+/// Parses a barrier: its token and channel; `None` for anything else (a probe, a receipt).
 pub(crate) fn parse_barrier(raw: &str) -> Option<(u64, Option<&str>)> {
     let (token, channel) = raw.strip_prefix("b:")?.split_once(':')?;
     Some((token.parse().ok()?, (!channel.is_empty()).then_some(channel)))
 }
 
-/// `<connection id>:<frame>` on the connections channel.
-pub(crate) fn to_connection(id: ConnectionId, frame: &Frame) -> String {
-    format!("{id}:{}", frame.as_str())
+/// `r:<token>:<delivered>` on the publishing node's own channel.
+pub(crate) fn receipt(token: u64, delivered: usize) -> String {
+    format!("r:{token}:{delivered}")
+}
+
+/// Parses a receipt: its token and count.
+pub(crate) fn parse_receipt(raw: &str) -> Option<(u64, usize)> {
+    let (token, delivered) = raw.strip_prefix("r:")?.split_once(':')?;
+    Some((token.parse().ok()?, delivered.parse().ok()?))
+}
+
+/// `<connection id>:<reply>:<frame>` on the connections channel.
+pub(crate) fn to_connection(id: ConnectionId, reply: Option<&Reply>, frame: &Frame) -> String {
+    format!("{id}:{}:{}", Reply::tag(reply), frame.as_str())
 }
 
 /// Parses a connections channel's message.
-pub(crate) fn parse_to_connection(raw: &str) -> Option<(ConnectionId, Frame)> {
-    let (id, frame) = raw.split_once(':')?;
-    Some((ConnectionId::parse(id).ok()?, Frame::from_text(frame.to_owned())))
+pub(crate) fn parse_to_connection(raw: &str) -> Option<(ConnectionId, Option<Reply>, Frame)> {
+    let (id, rest) = raw.split_once(':')?;
+    let (reply, frame) = rest.split_once(':')?;
+    Some((ConnectionId::parse(id).ok()?, Reply::parse(reply)?, Frame::from_text(frame.to_owned())))
 }
 
 /// A revocation on the control channel.
@@ -237,18 +281,34 @@ mod tests {
     #[test]
     fn stream_messages_parse_back() {
         let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"a:b"}}"#.to_owned());
-        let positioned = format!("p:Ep0ch:42:1700000000123:{}", frame.as_str());
+        let positioned = format!("p:Ep0ch:42:1700000000123:node-1.7:{}", frame.as_str());
         assert_eq!(
             parse_stream_message(&positioned),
             Some((
                 StreamMessage::Positioned(position("Ep0ch", 42), frame.clone()),
-                Some(UnixMillis(1_700_000_000_123))
+                Some(UnixMillis(1_700_000_000_123)),
+                Some(Reply { node: "node-1".to_owned(), token: 7 })
             ))
         );
-        assert_eq!(parse_stream_message(&plain(&frame)), Some((StreamMessage::Plain(frame), None)));
-        for raw in
-            ["", "x:{}", "p:", "p:bad-epoch:1:2:{}", "p:e:notanumber:2:{}", "p:e:1:{}", "p:e:1"]
-        {
+        let unasked = format!("p:Ep0ch:42:1:{}", frame.as_str()).replacen(":1:", ":1::", 1);
+        assert!(matches!(parse_stream_message(&unasked), Some((_, _, None))), "{unasked}");
+        assert_eq!(
+            parse_stream_message(&plain(&frame)),
+            Some((StreamMessage::Plain(frame), None, None))
+        );
+        assert_eq!(parse_receipt(&receipt(9, 3)), Some((9, 3)));
+        assert_eq!(parse_receipt("r:x:1"), None);
+        for raw in [
+            "",
+            "x:{}",
+            "p:",
+            "p:bad-epoch:1:2:{}",
+            "p:e:notanumber:2:{}",
+            "p:e:1:{}",
+            "p:e:1",
+            "p:e:1:2:bad:{}",
+            "e:n.x:{}",
+        ] {
             assert_eq!(parse_stream_message(raw), None, "{raw}");
         }
     }
@@ -258,8 +318,16 @@ mod tests {
         let id = ConnectionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8")
             .unwrap_or_else(|e| panic!("{e}"));
         let frame = Frame::from_text(r#"{"type":"n","payload":{"s":"a:b"}}"#.to_owned());
-        assert_eq!(parse_to_connection(&to_connection(id, &frame)), Some((id, frame)));
-        assert_eq!(parse_to_connection("not-a-uuid:{}"), None);
+        assert_eq!(
+            parse_to_connection(&to_connection(id, None, &frame)),
+            Some((id, None, frame.clone()))
+        );
+        let reply = Reply { node: "n".to_owned(), token: 4 };
+        assert_eq!(
+            parse_to_connection(&to_connection(id, Some(&reply), &frame)),
+            Some((id, Some(reply), frame))
+        );
+        assert_eq!(parse_to_connection("not-a-uuid::{}"), None);
         assert_eq!(parse_to_connection("no colon"), None);
     }
 

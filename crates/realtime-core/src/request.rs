@@ -24,6 +24,8 @@ pub struct PublishRequest {
     pub message: Envelope,
     /// Makes a retried publish return the first result instead of delivering again.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// `"receipts": true`: wait (a bounded time) for every node's delivered count.
+    pub receipts: bool,
 }
 
 /// A publisher's key for one publication: a retry with the same key (to the same stream,
@@ -132,6 +134,9 @@ pub enum RequestError {
     /// `idempotency_key` is not a valid key.
     #[error("invalid \"idempotency_key\": {0}")]
     IdempotencyKey(InvalidIdempotencyKey),
+    /// `receipts` is not a boolean.
+    #[error("\"receipts\" must be true or false")]
+    ReceiptsNotBool,
     /// `user` (of a revocation) is not a string.
     #[error("\"user\" must be a string")]
     UserNotString,
@@ -184,7 +189,12 @@ impl PublishRequest {
             }
             Some(_) => return Err(RequestError::IdempotencyKey(InvalidIdempotencyKey)),
         };
-        Ok(PublishRequest { target, message, idempotency_key })
+        let receipts = match request.remove("receipts") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(receipts)) => receipts,
+            Some(_) => return Err(RequestError::ReceiptsNotBool),
+        };
+        Ok(PublishRequest { target, message, idempotency_key, receipts })
     }
 }
 
@@ -367,6 +377,7 @@ mod tests {
                 target: Target::Broadcast,
                 message: Envelope::new(kind, Payload::new()),
                 idempotency_key: None,
+                receipts: false,
             })
         );
         let error = |body: &str| PublishRequest::parse(body.as_bytes()).err();
@@ -437,6 +448,14 @@ mod tests {
         let topic = TopicName::new("orders").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.target, Target::Topic(topic));
         assert_eq!(parsed.idempotency_key.as_ref().map(IdempotencyKey::as_str), Some("k-1"));
+        assert!(!parsed.receipts);
+        let counted = PublishRequest::parse(
+            br#"{"target":"broadcast","message":{"type":"n"},"receipts":true}"#,
+        );
+        assert!(counted.is_ok_and(|r| r.receipts));
+        let bad =
+            PublishRequest::parse(br#"{"target":"broadcast","message":{"type":"n"},"receipts":1}"#);
+        assert_eq!(bad.err(), Some(RequestError::ReceiptsNotBool));
         let error = |body: &str| PublishRequest::parse(body.as_bytes()).err();
         assert!(matches!(
             error(r#"{"target":{"topic":"a b"},"message":{"type":"n"}}"#),

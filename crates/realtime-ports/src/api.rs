@@ -10,6 +10,7 @@ use realtime_core::{
     UnixMillis, UserId,
 };
 
+use crate::broker::NodeReceipts;
 use crate::presence::{PresenceError, TopicMember, UserPresence};
 use crate::sink::ConnectionSink;
 
@@ -59,12 +60,16 @@ pub struct PublishOptions {
     /// A retried publish with the same key (to the same stream, within 300 s) returns the
     /// first receipt and delivers nothing again.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Wait (a bounded time) for every node's delivered count: the receipt's `delivered` is
+    /// then cluster-wide, with `nodes_answered` and `nodes_expected`.
+    pub receipts: bool,
 }
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReceipt {
-    /// How many connections accepted the message (on this node).
+    /// How many connections accepted the message: on this node, or with
+    /// [`PublishOptions::receipts`] on every node that answered.
     pub delivered: usize,
     /// The stream it went to; `None` for one connection.
     pub stream: Option<StreamName>,
@@ -72,6 +77,9 @@ pub struct PublishReceipt {
     pub position: Option<Position>,
     /// A publish with the same idempotency key came first: this is its receipt.
     pub duplicate: bool,
+    /// With [`PublishOptions::receipts`]: the nodes that answered and the nodes that
+    /// received the message (with an in-process broker, 1 and 1).
+    pub nodes: Option<NodeReceipts>,
 }
 
 /// Who asks for a subscribe.

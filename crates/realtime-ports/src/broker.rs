@@ -21,6 +21,19 @@ pub struct Published {
     /// An earlier publish with the same idempotency key answered: this is its result and
     /// nothing was delivered again.
     pub duplicate: bool,
+    /// With receipts from a distributed broker: how many nodes answered with their count
+    /// (summed into `delivered`) out of how many received the publication. `None` from an
+    /// in-process broker (this node is all there is) and without receipts.
+    pub nodes: Option<NodeReceipts>,
+}
+
+/// Which nodes reported their local delivery counts for one publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeReceipts {
+    /// Nodes that answered in time.
+    pub answered: usize,
+    /// Nodes that received the publication (each should answer).
+    pub expected: usize,
 }
 
 /// What [`Broker::recover`] read.
@@ -118,6 +131,41 @@ pub trait Broker: Send + Sync + 'static {
     /// without keeping it: presence events, which are at most once. Synchronous (the service
     /// sends them from `unregister`): a distributed broker enqueues it and returns.
     fn publish_ephemeral(&self, stream: &StreamName, frame: Frame);
+
+    /// As [`publish`](Self::publish), and waits at most `within` for every node that received
+    /// the publication to report how many of its connections accepted it: `delivered` is
+    /// then their sum, with [`Published::nodes`] saying how many answered. An in-process
+    /// broker's `publish` is exact already (the default).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); a node that does not answer in time is not an error.
+    async fn publish_counted(
+        &self,
+        stream: &StreamName,
+        frame: Frame,
+        idempotency_key: Option<&IdempotencyKey>,
+        within: std::time::Duration,
+    ) -> Result<Published, BrokerError> {
+        let _ = within;
+        self.publish(stream, frame, idempotency_key).await
+    }
+
+    /// As [`send_to_connection`](Self::send_to_connection), and waits at most `within` for
+    /// every node to answer whether it holds the connection; returns the count and, from a
+    /// distributed broker, which nodes answered. An in-process broker's answer is exact
+    /// (the default).
+    ///
+    /// # Errors
+    /// As [`send_to_connection`](Self::send_to_connection).
+    async fn send_to_connection_counted(
+        &self,
+        id: ConnectionId,
+        frame: Frame,
+        within: std::time::Duration,
+    ) -> Result<(usize, Option<NodeReceipts>), BrokerError> {
+        let _ = within;
+        Ok((self.send_to_connection(id, frame).await?, None))
+    }
 
     /// Delivers `frame` to one connection, on whichever node holds it; `Ok(0)` when none does.
     ///

@@ -33,7 +33,7 @@ pub use api::{
 };
 pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
 pub use authorize::SubscribeAuthorizer;
-pub use broker::{Broker, BrokerError, LocalDelivery, Published, Recovered};
+pub use broker::{Broker, BrokerError, LocalDelivery, NodeReceipts, Published, Recovered};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
 pub use registry::{ConnectionRegistry, RegisterError, Registered, TopicError};
@@ -103,6 +103,7 @@ mod tests {
                 stream: target.stream(),
                 position: None,
                 duplicate: false,
+                nodes: None,
             })
         }
         async fn open_streams(

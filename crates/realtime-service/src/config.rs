@@ -32,6 +32,9 @@ pub struct ServiceConfig {
     /// How long a revocation is remembered: set it to at least the longest token lifetime,
     /// so every revoked token has expired when it is forgotten.
     pub revocation_ttl: Duration,
+    /// How long a publish with receipts waits for every node's count (500 ms); a node that
+    /// has not answered by then is left out of `delivered` and `nodes_answered`.
+    pub receipt_timeout: Duration,
 }
 
 /// A [`ServiceConfig`] that cannot work.
@@ -73,6 +76,8 @@ impl ServiceConfig {
     pub const DEFAULT_MAX_RECOVERY_BUFFER: usize = 1024;
     /// The default revocation lifetime: 24 hours.
     pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// Default [`ServiceConfig::receipt_timeout`]: 500 ms.
+    pub const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_millis(500);
 
     /// Checks that the configuration can admit anyone.
     ///
@@ -114,6 +119,7 @@ impl Default for ServiceConfig {
             max_recovery_buffer: Self::DEFAULT_MAX_RECOVERY_BUFFER,
             presence_event_prefixes: Vec::new(),
             revocation_ttl: Self::DEFAULT_REVOCATION_TTL,
+            receipt_timeout: Self::DEFAULT_RECEIPT_TIMEOUT,
         }
     }
 }

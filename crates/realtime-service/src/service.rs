@@ -16,10 +16,10 @@ use realtime_core::{
 };
 use realtime_ports::{
     Broker, CloseReason, ConnectError, ConnectRequest, ConnectionRegistry, DisconnectReason,
-    LocalDelivery, Presence, PresenceError, PresenceScope, PublishError, PublishOptions,
-    PublishReceipt, RealtimeApi, RefreshError, RegisterError, Registered, RevokeError, StreamError,
-    SubscribeAuthorizer, SubscribeError, SubscribeOrigin, SubscribeRequest, Subscribed, TopicError,
-    TopicMember, UnsubscribeError, UserPresence,
+    LocalDelivery, NodeReceipts, Presence, PresenceError, PresenceScope, PublishError,
+    PublishOptions, PublishReceipt, RealtimeApi, RefreshError, RegisterError, Registered,
+    RevokeError, StreamError, SubscribeAuthorizer, SubscribeError, SubscribeOrigin,
+    SubscribeRequest, Subscribed, TopicError, TopicMember, UnsubscribeError, UserPresence,
 };
 use tracing::{debug, error, info, warn};
 
@@ -476,33 +476,46 @@ impl RealtimeApi for RealtimeService {
             let Target::Connection(id) = target else {
                 return Err(PublishError::Unavailable("a target without a stream".to_owned()));
             };
-            let delivered = if let Some(local) = self.registry.get(*id) {
-                self.fan_out("connection", None, None, &frame, || vec![local])
+            let unavailable = |e: realtime_ports::BrokerError| {
+                self.refuse_publish(target, m::REASON_UNAVAILABLE);
+                PublishError::Unavailable(e.to_string())
+            };
+            let (delivered, nodes) = if let Some(local) = self.registry.get(*id) {
+                (self.fan_out("connection", None, None, &frame, || vec![local]), None)
+            } else if options.receipts {
+                let within = self.config.receipt_timeout;
+                self.broker
+                    .send_to_connection_counted(*id, frame, within)
+                    .await
+                    .map_err(unavailable)?
             } else {
-                self.broker.send_to_connection(*id, frame).await.map_err(|e| {
-                    self.refuse_publish(target, m::REASON_UNAVAILABLE);
-                    PublishError::Unavailable(e.to_string())
-                })?
+                (self.broker.send_to_connection(*id, frame).await.map_err(unavailable)?, None)
             };
             return Ok(PublishReceipt {
                 delivered,
                 stream: None,
                 position: None,
                 duplicate: false,
+                nodes: options.receipts.then(|| nodes.unwrap_or(ONE_NODE)),
             });
         };
-        let published =
-            self.broker.publish(&stream, frame, options.idempotency_key.as_ref()).await.map_err(
-                |e| {
-                    self.refuse_publish(target, m::REASON_UNAVAILABLE);
-                    PublishError::Unavailable(e.to_string())
-                },
-            )?;
+        let key = options.idempotency_key.as_ref();
+        let published = if options.receipts {
+            let within = self.config.receipt_timeout;
+            self.broker.publish_counted(&stream, frame, key, within).await
+        } else {
+            self.broker.publish(&stream, frame, key).await
+        }
+        .map_err(|e| {
+            self.refuse_publish(target, m::REASON_UNAVAILABLE);
+            PublishError::Unavailable(e.to_string())
+        })?;
         Ok(PublishReceipt {
             delivered: published.delivered,
             stream: Some(stream),
             position: published.position,
             duplicate: published.duplicate,
+            nodes: options.receipts.then(|| published.nodes.unwrap_or(ONE_NODE)),
         })
     }
 
@@ -731,6 +744,9 @@ impl LocalDelivery for RealtimeService {
         closed
     }
 }
+
+/// The receipt of an in-process broker: this node is the cluster.
+const ONE_NODE: NodeReceipts = NodeReceipts { answered: 1, expected: 1 };
 
 /// The most bytes [`Frame::with_position`] adds for `stream`: the field names and
 /// punctuation, the name, a 20-digit offset and a longest epoch.

@@ -30,14 +30,15 @@ pub(crate) struct PublishEndpoint {
 }
 
 /// `POST /api/publish`: `{"delivered": N}`, with `"stream"`, `"offset"` and `"epoch"` when the
-/// stream keeps history, and `"duplicate": true` when the idempotency key was seen before.
+/// stream keeps history, `"duplicate": true` when the idempotency key was seen before, and
+/// with `"receipts": true` the cluster-wide count (`"nodes_answered"`, `"nodes_expected"`).
 pub(crate) fn publish(
     endpoint: Arc<PublishEndpoint>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     backend_route("publish", endpoint, |endpoint, body| async move {
-        let PublishRequest { target, message, idempotency_key } =
+        let PublishRequest { target, message, idempotency_key, receipts } =
             PublishRequest::parse(&body).map_err(PublishRefusal::Invalid)?;
-        let options = PublishOptions { idempotency_key };
+        let options = PublishOptions { idempotency_key, receipts };
         let receipt = endpoint
             .api
             .publish_with(&target, &message, &options)
@@ -54,8 +55,9 @@ pub(crate) fn publish(
     })
 }
 
-/// The publish answer: `{"delivered": N}`, the position when there is one, and
-/// `"duplicate": true` only for a retried key.
+/// The publish answer: `{"delivered": N}`, the position when there is one,
+/// `"duplicate": true` only for a retried key, and with receipts `"nodes_answered"` and
+/// `"nodes_expected"`.
 fn receipt_body(receipt: &PublishReceipt) -> Value {
     let mut body = serde_json::Map::new();
     body.insert("delivered".to_owned(), json!(receipt.delivered));
@@ -66,6 +68,10 @@ fn receipt_body(receipt: &PublishReceipt) -> Value {
     }
     if receipt.duplicate {
         body.insert("duplicate".to_owned(), json!(true));
+    }
+    if let Some(nodes) = receipt.nodes {
+        body.insert("nodes_answered".to_owned(), json!(nodes.answered));
+        body.insert("nodes_expected".to_owned(), json!(nodes.expected));
     }
     Value::Object(body)
 }

@@ -188,3 +188,50 @@ fn a_node_started_after_a_revocation_loads_it() {
         assert_eq!(node_b.revoked_before(&alice), Some(UnixMillis(3_000)));
     });
 }
+
+/// Receipts: every node that received a publication reports its local count, summed; a
+/// node not interested in the stream neither receives nor answers; a message to one
+/// connection is counted by the node that holds it, and 0 by all when none does.
+#[test]
+fn receipts_sum_every_nodes_count() {
+    runtime().block_on(async {
+        let server = RedisProcess::start();
+        let on_b = connection_id(7);
+        let nodes: Vec<Arc<Node>> = vec![
+            Arc::new(Node::default()),
+            Arc::new(Node { local: vec![on_b], ..Node::default() }),
+            Arc::new(Node::default()),
+            Arc::new(Node::default()),
+        ];
+        let mut brokers = Vec::new();
+        for delivery in &nodes {
+            brokers.push(node(&server, delivery).await);
+        }
+        let to = stream("topic:receipts");
+        for broker in &brokers[..3] {
+            broker.interest(&to, true);
+            broker.recover(&to, None, 300).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let within = Duration::from_secs(2);
+        let published = brokers[0].publish_counted(&to, message(), None, within).await;
+        let published = published.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(published.delivered, 3, "one per interested node (each counts 1)");
+        assert_eq!(
+            published.nodes,
+            Some(realtime_ports::NodeReceipts { answered: 3, expected: 3 })
+        );
+        assert!(nodes[3].streams.lock().is_empty());
+        let plain =
+            brokers[3].publish(&to, message(), None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((plain.delivered, plain.nodes), (0, None), "no receipts asked for");
+
+        let sent = brokers[0].send_to_connection_counted(on_b, message(), within).await;
+        let (delivered, receipts) = sent.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(delivered, 1);
+        assert!(receipts.is_some_and(|r| r.expected == 4 && r.answered >= 1), "{receipts:?}");
+        let nobody = brokers[0].send_to_connection_counted(connection_id(99), message(), within);
+        let (delivered, receipts) = nobody.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(delivered, 0, "on no live node");
+        assert_eq!(receipts, Some(realtime_ports::NodeReceipts { answered: 4, expected: 4 }));
+    });
+}

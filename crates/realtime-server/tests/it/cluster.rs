@@ -1,6 +1,6 @@
 //! Three realtime-server nodes on one Redis (a `redis-server` of the test's own), clients
 //! spread over them: every routing delivers exactly once to exactly the intended sockets,
-//! presence and revocation work across nodes, and a node whose pub/sub connection is killed
+//! receipts sum every node's count, presence and revocation work across nodes, and a node whose pub/sub connection is killed
 //! tells its clients (4010) or delivers everything; nothing is skipped silently.
 
 use std::net::SocketAddr;
@@ -142,6 +142,22 @@ async fn three_nodes_route_exactly_once_share_presence_and_revoke_everywhere() {
         assert_eq!(got, labels, "exactly these, once, in order");
         assert_eq!(drain(client).await, Vec::<String>::new(), "nothing more");
     }
+
+    // Receipts: every node's count, summed (four sockets on three nodes).
+    let counted = json!({"target": "broadcast", "receipts": true,
+        "message": {"type": "n", "payload": {"label": "counted"}}});
+    let receipt = call(a, "POST", "/api/publish", Some(&counted)).await;
+    let answer = (&receipt["delivered"], &receipt["nodes_answered"], &receipt["nodes_expected"]);
+    assert_eq!(answer, (&json!(4), &json!(3), &json!(3)), "{receipt}");
+    for client in [&mut alice_a, &mut alice_b, &mut bob_c, &mut carol_b] {
+        let frame = next_json(&mut client.ws).await;
+        assert_eq!(frame["payload"]["label"], "counted", "{frame}");
+    }
+    let to_carol = json!({"target": {"connection": carol_b.id}, "receipts": true,
+        "message": {"type": "n", "payload": {"label": "counted-one"}}});
+    let receipt = call(c, "POST", "/api/publish", Some(&to_carol)).await;
+    assert_eq!(receipt["delivered"], 1, "counted by the node that holds it: {receipt}");
+    assert_eq!(next_json(&mut carol_b.ws).await["payload"]["label"], "counted-one");
 
     // Presence across nodes, asked of a node that holds none of the connections.
     presence_is(

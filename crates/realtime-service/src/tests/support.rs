@@ -277,7 +277,7 @@ impl Broker for FakeBroker {
         _: Option<&IdempotencyKey>,
     ) -> Result<Published, BrokerError> {
         let delivered = self.delivery().map_or(0, |d| d.deliver(stream, None, &frame));
-        Ok(Published { position: None, delivered, duplicate: false })
+        Ok(Published { position: None, delivered, duplicate: false, nodes: None })
     }
 
     fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {

@@ -206,7 +206,7 @@ impl RealtimeApi for FakeApi {
             offset: 7,
         });
         let duplicate = key.as_deref() == Some("retried");
-        Ok(PublishReceipt { delivered, stream: target.stream(), position, duplicate })
+        Ok(PublishReceipt { delivered, stream: target.stream(), position, duplicate, nodes: None })
     }
 
     async fn open_streams(
