@@ -15,7 +15,9 @@ const REGISTRY_MEM: &str = "realtime-registry-mem";
 const BROKER_MEM: &str = "realtime-broker-mem";
 const BROKER_REDIS: &str = "realtime-broker-redis";
 const AUTH_JWT: &str = "realtime-auth-jwt";
+const TRANSPORT_HTTP: &str = "realtime-transport-http";
 const TRANSPORT_WARP: &str = "realtime-transport-warp";
+const TRANSPORT_AXUM: &str = "realtime-transport-axum";
 const SERVICE: &str = "realtime-service";
 const TESTKIT: &str = "realtime-testkit";
 
@@ -64,7 +66,11 @@ const ALLOW_LIST: &[Allow] = &[
     // Adapters (`realtime-<port>-<technology>`) see only the core and the ports.
     Allow { krate: REGISTRY_MEM, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: AUTH_JWT, deps: &[CORE, PORTS], dev: Dev::Testkit },
-    Allow { krate: TRANSPORT_WARP, deps: &[CORE, PORTS], dev: Dev::Testkit },
+    // The transport toolkit is framework-neutral (plain http/hyper); each web framework
+    // adapter is a thin layer over it and sees nothing else of the workspace.
+    Allow { krate: TRANSPORT_HTTP, deps: &[CORE, PORTS], dev: Dev::Testkit },
+    Allow { krate: TRANSPORT_WARP, deps: &[CORE, PORTS, TRANSPORT_HTTP], dev: Dev::Testkit },
+    Allow { krate: TRANSPORT_AXUM, deps: &[CORE, PORTS, TRANSPORT_HTTP], dev: Dev::Testkit },
     Allow { krate: BROKER_MEM, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: BROKER_REDIS, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: SERVICE, deps: &[CORE, PORTS], dev: Dev::Testkit },
