@@ -5,5 +5,6 @@
 /// The bundled server the suite starts.
 use realtime_transport_axum::Server as TransportServer;
 
+mod embedding;
 #[path = "../../../realtime-transport-http/tests/suite/mod.rs"]
 mod suite;
