@@ -56,21 +56,17 @@ pub fn ws(
 /// `POST /api/revoke`, `GET /api/presence/user/<id>` and `GET /api/presence/topic/<name>`.
 pub fn api(deps: &Deps, config: &TransportConfig) -> BoxedFilter<(Response,)> {
     let backend = Arc::new(BackendApi::new(deps, config));
-    let post = |route| backend_route(route, Arc::clone(&backend));
-    let posts = post(BackendRoute::Publish)
-        .or(post(BackendRoute::Disconnect))
-        .unify()
-        .or(post(BackendRoute::Subscribe))
-        .unify()
-        .or(post(BackendRoute::Unsubscribe))
-        .unify()
-        .or(post(BackendRoute::Revoke))
-        .unify()
-        .boxed();
-    let presence = presence_route(PresenceRoute::User, Arc::clone(&backend))
-        .or(presence_route(PresenceRoute::Topic, backend))
-        .unify()
-        .boxed();
+    // Every route of the toolkit, so that one it gains is mounted here too.
+    let [first, rest @ ..] = BackendRoute::ALL;
+    let mut posts = backend_route(first, Arc::clone(&backend));
+    for route in rest {
+        posts = posts.or(backend_route(route, Arc::clone(&backend))).unify().boxed();
+    }
+    let [first, rest @ ..] = PresenceRoute::ALL;
+    let mut presence = presence_route(first, Arc::clone(&backend));
+    for route in rest {
+        presence = presence.or(presence_route(route, Arc::clone(&backend))).unify().boxed();
+    }
     posts.or(presence).unify().boxed()
 }
 
