@@ -1,5 +1,6 @@
-//! The architecture rules as tests: which workspace crate may depend on which, and which
-//! crates must never reach `realtime-core`, checked on the graph `cargo metadata` resolves.
+//! The architecture rules as tests: which workspace crate may depend on which, which crates
+//! must never reach `realtime-core`, and that no web framework reaches the transport toolkit,
+//! checked on the graph `cargo metadata` resolves.
 //!
 //! The checks are pure functions over [`Graph`], so they are unit-tested on synthetic
 //! graphs below; `real_workspace_*` run them on this workspace with all features on, once per
@@ -15,7 +16,9 @@ const REGISTRY_MEM: &str = "realtime-registry-mem";
 const BROKER_MEM: &str = "realtime-broker-mem";
 const BROKER_REDIS: &str = "realtime-broker-redis";
 const AUTH_JWT: &str = "realtime-auth-jwt";
+const TRANSPORT_HTTP: &str = "realtime-transport-http";
 const TRANSPORT_WARP: &str = "realtime-transport-warp";
+const TRANSPORT_AXUM: &str = "realtime-transport-axum";
 const SERVICE: &str = "realtime-service";
 const TESTKIT: &str = "realtime-testkit";
 
@@ -64,7 +67,11 @@ const ALLOW_LIST: &[Allow] = &[
     // Adapters (`realtime-<port>-<technology>`) see only the core and the ports.
     Allow { krate: REGISTRY_MEM, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: AUTH_JWT, deps: &[CORE, PORTS], dev: Dev::Testkit },
-    Allow { krate: TRANSPORT_WARP, deps: &[CORE, PORTS], dev: Dev::Testkit },
+    // The transport toolkit is framework-neutral (plain http/hyper); each web framework
+    // adapter is a thin layer over it and sees nothing else of the workspace.
+    Allow { krate: TRANSPORT_HTTP, deps: &[CORE, PORTS], dev: Dev::Testkit },
+    Allow { krate: TRANSPORT_WARP, deps: &[CORE, PORTS, TRANSPORT_HTTP], dev: Dev::Testkit },
+    Allow { krate: TRANSPORT_AXUM, deps: &[CORE, PORTS, TRANSPORT_HTTP], dev: Dev::Testkit },
     Allow { krate: BROKER_MEM, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: BROKER_REDIS, deps: &[CORE, PORTS], dev: Dev::Testkit },
     Allow { krate: SERVICE, deps: &[CORE, PORTS], dev: Dev::Testkit },
@@ -113,8 +120,17 @@ const PLATFORMS: &[&str] = &[
     "x86_64-pc-windows-msvc",
 ];
 
+/// Web frameworks, which must not reach `realtime-transport-http` (the toolkit stays on plain
+/// `http`/`hyper`; a framework belongs to its adapter). A trailing `*` matches any suffix.
+const FORBIDDEN_IN_TOOLKIT: &[&str] = &["warp", "axum", "axum-*", "actix-*", "poem", "rocket"];
+
 fn is_forbidden_in_core(name: &str) -> bool {
-    FORBIDDEN_IN_CORE.iter().any(|pattern| match pattern.strip_suffix('*') {
+    matches_any(FORBIDDEN_IN_CORE, name)
+}
+
+/// Whether `name` matches one of `patterns` (a trailing `*` matches any suffix).
+fn matches_any(patterns: &[&str], name: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => name == *pattern,
     })
@@ -231,11 +247,24 @@ pub(crate) fn check_workspace_edges(graph: &Graph) -> Vec<String> {
 /// No crate of [`FORBIDDEN_IN_CORE`] is reachable from `realtime-core` through normal or
 /// build edges. Returns one message per forbidden crate reached, naming a shortest path.
 pub(crate) fn check_core_reach(graph: &Graph) -> Vec<String> {
+    check_reach(graph, CORE, is_forbidden_in_core)
+}
+
+/// No web framework of [`FORBIDDEN_IN_TOOLKIT`] is reachable from `realtime-transport-http`
+/// through normal or build edges.
+pub(crate) fn check_toolkit_reach(graph: &Graph) -> Vec<String> {
+    check_reach(graph, TRANSPORT_HTTP, |name| matches_any(FORBIDDEN_IN_TOOLKIT, name))
+}
+
+/// No crate `forbidden` says yes to is reachable from the workspace crate `root` through
+/// normal or build edges. Returns one message per forbidden crate reached, naming a shortest
+/// path.
+fn check_reach(graph: &Graph, root: &str, forbidden: impl Fn(&str) -> bool) -> Vec<String> {
     let starts: Vec<usize> = (0..graph.crates.len())
-        .filter(|&i| graph.crates[i].workspace && graph.name(i) == CORE)
+        .filter(|&i| graph.crates[i].workspace && graph.name(i) == root)
         .collect();
     if starts.is_empty() {
-        return vec![format!("{CORE} is not a workspace crate in the dependency graph")];
+        return vec![format!("{root} is not a workspace crate in the dependency graph")];
     }
     let mut adjacency = vec![Vec::new(); graph.crates.len()];
     for &(from, to, kind) in &graph.edges {
@@ -258,7 +287,7 @@ pub(crate) fn check_core_reach(graph: &Graph) -> Vec<String> {
             }
             seen[next] = true;
             parent[next] = Some(node);
-            if is_forbidden_in_core(graph.name(next)) {
+            if forbidden(graph.name(next)) {
                 // Report the first forbidden crate on each path, not what it pulls in.
                 let mut path = vec![graph.name(next)];
                 let mut at = next;
@@ -268,7 +297,7 @@ pub(crate) fn check_core_reach(graph: &Graph) -> Vec<String> {
                 }
                 path.reverse();
                 errors.push(format!(
-                    "forbidden crate reaches {CORE} (normal/build dependencies, all features \
+                    "forbidden crate reaches {root} (normal/build dependencies, all features \
                      on): {}",
                     path.join(" -> ")
                 ));
@@ -573,5 +602,35 @@ mod tests {
     #[test]
     fn real_workspace_keeps_runtime_crates_out_of_core() {
         assert_real_workspace_passes(check_core_reach);
+    }
+
+    #[test]
+    fn no_web_framework_reaches_the_transport_toolkit() {
+        let toolkit = [
+            ("realtime-transport-http", "realtime-ports", Normal),
+            ("realtime-transport-http", "hyper", Normal),
+            ("realtime-transport-axum", "realtime-transport-http", Normal),
+            ("realtime-transport-axum", "axum", Normal),
+        ];
+        assert_clean(&check_toolkit_reach(&with(&toolkit)));
+        let errors = check_toolkit_reach(&with(&[
+            toolkit[0],
+            ("realtime-transport-http", "tower-helper", Normal),
+            ("tower-helper", "axum-core", Normal),
+        ]));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with(": realtime-transport-http -> tower-helper -> axum-core"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            check_toolkit_reach(&graph(GOOD)),
+            ["realtime-transport-http is not a workspace crate in the dependency graph"]
+        );
+    }
+
+    #[test]
+    fn real_workspace_keeps_web_frameworks_out_of_the_toolkit() {
+        assert_real_workspace_passes(check_toolkit_reach);
     }
 }

@@ -1,5 +1,6 @@
-//! Tidy rules as tests: every Rust file opens with a `//!` line, no test is ignored, and
-//! `realtime-core`'s `clippy.toml` bans the clock and threads.
+//! Tidy rules as tests: every Rust file opens with a `//!` line, no test is ignored,
+//! `realtime-core`'s `clippy.toml` bans the clock and threads, and the README quotes its
+//! compiled examples line for line.
 //!
 //! Each rule is a pure function from (path, contents) to violations, unit-tested on inline
 //! samples; `real_*` tests apply them to the files of this repository.
@@ -16,6 +17,14 @@ const CORE_CLIPPY_TOML: &str = "crates/realtime-core/clippy.toml";
 /// Methods `realtime-core`'s clippy.toml must list under `disallowed-methods`.
 const CORE_DISALLOWED_METHODS: &[&str] =
     &["std::time::Instant::now", "std::time::SystemTime::now", "std::thread::spawn"];
+
+/// The README's code blocks quoted from compiled examples: (example, marker name). Between
+/// `// README: <name> begin` and `// README: <name> end` in the example, dedented, the lines
+/// must appear in `README.md` as they are.
+const README_QUOTES: &[(&str, &str)] = &[
+    ("crates/realtime-server/examples/mount_axum.rs", "mount-axum"),
+    ("crates/realtime-server/examples/mount_warp.rs", "mount-warp"),
+];
 
 /// The attribute that must not appear, spelled so that this file does not contain it.
 fn ignore_attribute() -> String {
@@ -78,6 +87,41 @@ pub(crate) fn check_core_clippy_toml(path: &str, text: &str) -> Vec<String> {
 }
 
 /// Every `.rs` file under `dir`, sorted, skipping `target` and hidden directories.
+/// The lines of `example` between its `// README: <name>` markers, dedented by the begin
+/// marker's indentation; `Err` when a marker is missing.
+pub(crate) fn quoted_block(example: &str, name: &str) -> Result<String, String> {
+    let begin = format!("// README: {name} begin");
+    let end = format!("// README: {name} end");
+    let mut lines = example.lines();
+    let start = lines.by_ref().find(|line| line.trim() == begin).ok_or(format!("no `{begin}`"))?;
+    let indent = start.len() - start.trim_start().len();
+    let mut block = Vec::new();
+    for line in lines {
+        if line.trim() == end {
+            return Ok(block.join("\n"));
+        }
+        block.push(line.get(indent..).unwrap_or_else(|| line.trim_start()));
+    }
+    Err(format!("no `{end}`"))
+}
+
+/// Whether `readme` holds the block `name` of `example` (at `path`) line for line.
+pub(crate) fn check_readme_quote(
+    path: &str,
+    example: &str,
+    name: &str,
+    readme: &str,
+) -> Option<String> {
+    match quoted_block(example, name) {
+        Err(error) => Some(format!("{path}: {error}")),
+        Ok(block) if readme.contains(&block) => None,
+        Ok(_) => Some(format!(
+            "README.md: the block `{name}` is not {path}'s lines between its README markers \
+             (copy them again)"
+        )),
+    }
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(fs::DirEntry::file_name);
@@ -227,6 +271,37 @@ disallowed-types = ["std::time::Instant::now", "std::time::SystemTime::now"]
         assert!(roots.iter().any(|r| r == "crates"), "no crates/ directory in {roots:?}");
         let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
         assert_clean(&check_files(&roots, check_no_ignore));
+    }
+
+    #[test]
+    fn readme_quote_rule() {
+        let example = "fn main() {\n    // README: x begin\n    let a = 1;\n    if a {\n        b();\n    }\n    // README: x end\n}\n";
+        assert_eq!(quoted_block(example, "x").as_deref(), Ok("let a = 1;\nif a {\n    b();\n}"));
+        let readme = "```rust\nlet a = 1;\nif a {\n    b();\n}\n```\n";
+        assert_eq!(check_readme_quote("e.rs", example, "x", readme), None);
+        let stale = "```rust\nlet a = 2;\nif a {\n    b();\n}\n```\n";
+        assert!(check_readme_quote("e.rs", example, "x", stale).is_some_and(|e| e.contains("`x`")));
+        assert_eq!(
+            check_readme_quote("e.rs", example, "y", readme).as_deref(),
+            Some("e.rs: no `// README: y begin`")
+        );
+        let unterminated = "// README: x begin\nlet a = 1;\n";
+        assert_eq!(quoted_block(unterminated, "x"), Err("no `// README: x end`".to_owned()));
+    }
+
+    #[test]
+    fn real_readme_quotes_its_examples() {
+        let root = crate::workspace_root();
+        let readme = fs::read_to_string(root.join("README.md")).unwrap_or_else(|e| panic!("{e}"));
+        let errors: Vec<String> = README_QUOTES
+            .iter()
+            .filter_map(|(path, name)| {
+                let example = fs::read_to_string(root.join(path))
+                    .unwrap_or_else(|e| panic!("{path}: must exist ({e})"));
+                check_readme_quote(path, &example, name, &readme)
+            })
+            .collect();
+        assert_clean(&errors);
     }
 
     #[test]

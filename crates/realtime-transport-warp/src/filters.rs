@@ -10,19 +10,16 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use realtime_core::{Connection, Envelope};
-use realtime_ports::{InboundError, InboundHandler, InboundReply};
-use tokio::sync::Semaphore;
+use http::StatusCode;
+use http::header::HeaderMap;
+use hyper::upgrade::OnUpgrade;
+use realtime_transport_http::{
+    self as toolkit, ApiKey, BackendApi, BackendRoute, Deps, MetricsRenderer, PresenceRoute,
+    ShutdownHandle, TransportConfig, UpgradeRequest, WsEndpoint,
+};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::reply::Response;
-
-use crate::config::{ApiKey, Deps, MetricsRenderer, TransportConfig};
-use crate::handshake::{self, Endpoint};
-use crate::http_api::{self, PublishEndpoint};
-use crate::session::SessionSettings;
-use crate::shutdown::ShutdownHandle;
-use crate::wire;
+use warp::reply::{Reply, Response};
 
 /// `GET /ws`, the WebSocket endpoint. Every request to `/ws` gets an answer (101, or a JSON
 /// refusal); any other path is rejected.
@@ -35,75 +32,83 @@ pub fn ws(
     config: &TransportConfig,
     shutdown: &ShutdownHandle,
 ) -> BoxedFilter<(Response,)> {
-    let settings = Arc::new(SessionSettings {
-        websocket: config.websocket_config(),
-        liveness: config.liveness,
-        decode: config.decode_limits(),
-        close_timeout: config.close_timeout,
-        outbound_queue: config.outbound_queue,
-        pong: wire::pong_frame(),
-        inbound_timeout: config.inbound_timeout,
-        inbound_rate: config.inbound_rate,
-    });
-    let inbound = match &deps.inbound {
-        Some(inbound) => Arc::clone(inbound),
-        None => Arc::new(NoInbound),
-    };
-    handshake::filter(Arc::new(Endpoint {
-        api: Arc::clone(&deps.api),
-        verifier: Arc::clone(&deps.verifier),
-        inbound,
-        allowed_origins: config.allowed_origins.clone(),
-        settings,
-        shutdown: shutdown.clone(),
-        verifications: Semaphore::new(config.max_concurrent_verifications),
-        verify_timeout: config.verify_timeout,
-        metadata_query_params: config.metadata_query_params.clone(),
-    }))
-    .boxed()
-}
-
-/// The inbound handler when the application has none: every message is unsupported.
-#[derive(Debug)]
-struct NoInbound;
-
-#[async_trait::async_trait]
-impl InboundHandler for NoInbound {
-    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
-        Err(InboundError::Unsupported)
-    }
+    let endpoint = Arc::new(WsEndpoint::new(deps, config, shutdown));
+    // The raw query is read here and nowhere else (warp's typed query filter would log it).
+    let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::ext::optional::<OnUpgrade>())
+        .then(move |method, headers, query, on_upgrade| {
+            let endpoint = Arc::clone(&endpoint);
+            async move {
+                let request = UpgradeRequest { method, headers, query, on_upgrade };
+                endpoint.handle(request).await.into_response()
+            }
+        })
+        .boxed()
 }
 
 /// The HTTP API for backends, behind the configured API key: `POST /api/publish`,
 /// `POST /api/disconnect`, `POST /api/subscribe`, `POST /api/unsubscribe`,
 /// `POST /api/revoke`, `GET /api/presence/user/<id>` and `GET /api/presence/topic/<name>`.
 pub fn api(deps: &Deps, config: &TransportConfig) -> BoxedFilter<(Response,)> {
-    let backend = Arc::new(PublishEndpoint {
-        api: Arc::clone(&deps.api),
-        api_key: config.api_key.clone(),
-        max_body_bytes: config.max_publish_body_bytes(),
-    });
-    let posts = http_api::publish(Arc::clone(&backend))
-        .or(http_api::disconnect(Arc::clone(&backend)))
-        .unify()
-        .or(http_api::subscribe(Arc::clone(&backend)))
-        .unify()
-        .or(http_api::unsubscribe(Arc::clone(&backend)))
-        .unify()
-        .or(http_api::revoke(Arc::clone(&backend)))
-        .unify()
-        .boxed();
-    let presence = http_api::user_presence(Arc::clone(&backend))
-        .or(http_api::topic_presence(backend))
-        .unify()
-        .boxed();
+    let backend = Arc::new(BackendApi::new(deps, config));
+    // Every route of the toolkit, so that one it gains is mounted here too.
+    let [first, rest @ ..] = BackendRoute::ALL;
+    let mut posts = backend_route(first, Arc::clone(&backend));
+    for route in rest {
+        posts = posts.or(backend_route(route, Arc::clone(&backend))).unify().boxed();
+    }
+    let [first, rest @ ..] = PresenceRoute::ALL;
+    let mut presence = presence_route(first, Arc::clone(&backend));
+    for route in rest {
+        presence = presence.or(presence_route(route, Arc::clone(&backend))).unify().boxed();
+    }
     posts.or(presence).unify().boxed()
+}
+
+/// `POST /api/<name>`, the body handed to the toolkit as the stream it arrives in.
+fn backend_route(route: BackendRoute, backend: Arc<BackendApi>) -> BoxedFilter<(Response,)> {
+    warp::path("api")
+        .and(warp::path(route.name()))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |headers: HeaderMap, body| {
+            let backend = Arc::clone(&backend);
+            async move { backend.post(route, &headers, body).await.into_response() }
+        })
+        .boxed()
+}
+
+/// `GET /api/presence/<kind>/<rest of the path>`, the rest handed to the toolkit as it is
+/// (still percent-encoded).
+fn presence_route(route: PresenceRoute, backend: Arc<BackendApi>) -> BoxedFilter<(Response,)> {
+    warp::path("api")
+        .and(warp::path("presence"))
+        .and(warp::path(route.name()))
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .then(move |tail: warp::path::Tail, headers: HeaderMap| {
+            let backend = Arc::clone(&backend);
+            async move { backend.presence(route, &headers, tail.as_str()).await.into_response() }
+        })
+        .boxed()
 }
 
 /// `GET /healthz`: 200 `{"status":"ok","connections":N}`, or 503 `"shutting_down"` once
 /// `shutdown` has started.
 pub fn healthz(deps: &Deps, shutdown: &ShutdownHandle) -> BoxedFilter<(Response,)> {
-    http_api::healthz(Arc::clone(&deps.api), shutdown.clone()).boxed()
+    let (api, shutdown) = (Arc::clone(&deps.api), shutdown.clone());
+    warp::path!("healthz")
+        .and(warp::get())
+        .map(move || toolkit::healthz(&*api, &shutdown).into_response())
+        .boxed()
 }
 
 /// `GET /metrics`: what `renderer` renders (the Prometheus text exposition), only to
@@ -111,17 +116,27 @@ pub fn healthz(deps: &Deps, shutdown: &ShutdownHandle) -> BoxedFilter<(Response,
 /// `None` serves anyone (for a listener only the scraper reaches, as
 /// [`MetricsServer`](crate::MetricsServer) does).
 pub fn metrics(renderer: MetricsRenderer, api_key: Option<ApiKey>) -> BoxedFilter<(Response,)> {
-    http_api::metrics(renderer, api_key).boxed()
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .map(move |headers: HeaderMap| {
+            toolkit::metrics(&renderer, api_key.as_ref(), &headers).into_response()
+        })
+        .boxed()
 }
 
 /// `GET /`: the demo page `page`.
 pub fn demo(page: &'static str) -> BoxedFilter<(Response,)> {
-    http_api::demo(page).boxed()
+    warp::path::end().and(warp::get()).map(move || toolkit::demo_page(page).into_response()).boxed()
 }
 
 /// `GET /client.js`: the JavaScript client `script`, as `application/javascript`.
 pub fn client_script(script: &'static str) -> BoxedFilter<(Response,)> {
-    http_api::client_script(script).boxed()
+    warp::path("client.js")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || toolkit::client_script(script).into_response())
+        .boxed()
 }
 
 /// The transport's answer to a rejection: JSON `{"error": ..}` with 404, 405, 413, 415 or
@@ -131,7 +146,22 @@ pub fn client_script(script: &'static str) -> BoxedFilter<(Response,)> {
 /// # Errors
 /// Never: every rejection gets a response.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
-    Ok(wire::rejection_response(&rejection))
+    Ok(rejection_response(&rejection).into_response())
+}
+
+/// The answer to a request no route took (the rejection of the combined filter).
+fn rejection_response(rejection: &warp::Rejection) -> toolkit::Response {
+    if rejection.is_not_found() {
+        toolkit::not_found()
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        toolkit::method_not_allowed()
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        toolkit::error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        toolkit::error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported media type")
+    } else {
+        toolkit::error_response(StatusCode::BAD_REQUEST, "bad request")
+    }
 }
 
 /// The usual set: [`ws`], [`api`], [`healthz`], and [`metrics()`] (behind the API key) when

@@ -13,7 +13,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use crate::support::{self, FakeApi, FakeInbound, FakeVerifier, http, test_config};
+use crate::suite::support::{self, FakeApi, FakeInbound, FakeVerifier, http, test_config};
 
 /// The application's own refusal, recovered by the application.
 #[derive(Debug)]

@@ -1,18 +1,10 @@
-//! Integration tests of the warp transport: real sockets on 127.0.0.1:0, a real WebSocket
-//! client, and fakes of the service, the verifier and the inbound handler.
+//! Integration tests of the warp transport: the transport suite of
+//! `realtime-transport-http` (the same tests the axum transport runs) against [`Server`],
+//! and embedding into an application's own warp routes.
 
-mod backend_api;
-mod closing;
+/// The bundled server the suite starts.
+use realtime_transport_warp::Server as TransportServer;
+
 mod embedding;
-mod handler;
-mod handshake;
-mod http_api;
-mod http_limits;
-mod lifecycle;
-mod logs;
-mod rate_limit;
-mod session;
-mod slow_consumer;
-mod support;
-mod verifier;
-mod violations;
+#[path = "../../../realtime-transport-http/tests/suite/mod.rs"]
+mod suite;

@@ -4,10 +4,10 @@
 use realtime_core::{Envelope, Target};
 use realtime_ports::{DisconnectReason, RealtimeApi};
 use realtime_testkit::ws::spawn_json_reader;
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use serde_json::json;
 
-use crate::support::{self, test_config};
+use super::support::{self, test_config};
 
 /// Enough 48 KiB messages to fill any loopback socket buffers many times over.
 const MAX_MESSAGES: usize = 2000;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::TransportServer as Server;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use realtime_core::{
@@ -22,7 +23,7 @@ use realtime_ports::{
 pub use realtime_testkit::WAIT;
 pub use realtime_testkit::http::{HttpResponse, http, raw_http};
 pub use realtime_testkit::ws::{Connect, connect, expect_close, next_json, send_text, try_connect};
-use realtime_transport_warp::{ApiKey, Deps, Server, ShutdownHandle, TransportConfig};
+use realtime_transport_http::{ApiKey, Deps, ShutdownHandle, TransportConfig};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -442,7 +443,7 @@ pub async fn start(config: TransportConfig) -> TestServer {
 pub async fn start_with(
     config: TransportConfig,
     max_connections: usize,
-    metrics: Option<realtime_transport_warp::MetricsRenderer>,
+    metrics: Option<realtime_transport_http::MetricsRenderer>,
 ) -> TestServer {
     let api = FakeApi::new(max_connections);
     let inbound = Arc::new(FakeInbound::default());

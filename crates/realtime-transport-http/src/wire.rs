@@ -19,8 +19,8 @@ use realtime_ports::{
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
-use warp::Reply;
-use warp::reply::Response;
+
+use crate::Response;
 
 /// The one body every authentication failure gets, whatever the cause.
 pub(crate) const UNAUTHORIZED_BODY: &str = "unauthorized";
@@ -221,30 +221,29 @@ impl PublishRefusal {
     }
 }
 
-/// The answer to a request no route took (the rejection of the combined filter).
-pub(crate) fn rejection_response(rejection: &warp::Rejection) -> Response {
-    let (status, message) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not found")
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported media type")
-    } else {
-        (StatusCode::BAD_REQUEST, "bad request")
-    };
-    error_response(status, message)
+/// The answer to a request for a path no route serves: 404 `{"error":"not found"}`.
+pub fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not found")
 }
 
-/// `{"error": message}` with `status`.
-pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+/// The answer to a request for a served path with a method it does not take: 405
+/// `{"error":"method not allowed"}`.
+pub fn method_not_allowed() -> Response {
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// `{"error": message}` with `status`: the shape of every refusal of the transport, for a
+/// router's own answers (413, 415, 400) to match.
+pub fn error_response(status: StatusCode, message: &str) -> Response {
     json_response(status, &json!({ "error": message }))
 }
 
 /// A JSON body with `status`.
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
+    let mut response = http::Response::new(bytes::Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// The single 401 answer, for WebSocket and HTTP API alike.
@@ -258,9 +257,10 @@ pub(crate) fn unauthorized() -> Response {
 pub(crate) fn text_response(
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    body: impl Into<bytes::Bytes>,
 ) -> Response {
-    let mut response = warp::reply::with_status(body, status).into_response();
+    let mut response = http::Response::new(body.into());
+    *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

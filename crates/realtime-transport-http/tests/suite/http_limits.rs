@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use realtime_testkit::logs::Capture;
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{self, WAIT, http, test_config};
+use super::support::{self, WAIT, http, test_config};
 
 /// Opens a raw connection and sends `bytes` (part of a request, or garbage).
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {

@@ -3,10 +3,10 @@
 
 use realtime_core::RateLimitConfig;
 use realtime_ports::DisconnectReason;
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use serde_json::json;
 
-use crate::support::{self, next_json, send_text, test_config};
+use super::support::{self, next_json, send_text, test_config};
 
 #[tokio::test]
 async fn a_flooding_client_gets_rate_limited_then_4029_and_others_are_unaffected() {

@@ -65,12 +65,12 @@ pub struct TransportConfig {
     pub api_key: ApiKey,
     /// Length of the kernel's accept queue.
     pub listen_backlog: u32,
-    /// HTML served at `GET /` (the demo page), if any; with `None`, [`routes`](crate::routes)
-    /// leaves `/` to the application.
+    /// HTML served at `GET /` (the demo page), if any; with `None`, an adapter's `routes`
+    /// leave `/` to the application.
     pub demo_page: Option<&'static str>,
     /// JavaScript served at `GET /client.js` (the realtime JavaScript client, so a page can
-    /// import it without a build step), if any; with `None`, [`routes`](crate::routes)
-    /// leaves `/client.js` to the application.
+    /// import it without a build step), if any; with `None`, an adapter's `routes`
+    /// leave `/client.js` to the application.
     pub client_script: Option<&'static str>,
     /// How long the token verifier may take for one upgrade request; a slower one gets 503.
     pub verify_timeout: Duration,
@@ -82,8 +82,8 @@ pub struct TransportConfig {
     /// that asked for it). At most 512 bytes each; a longer or repeated one gets 400.
     pub metadata_query_params: Vec<String>,
 
-    // HTTP limits, applied by [`Server`](crate::Server) below the WebSocket layer (an
-    // embedder that serves [`routes`](crate::routes) itself sets its own).
+    // HTTP limits, applied by [`serve`](crate::serve) (every adapter's `Server`) below the
+    // WebSocket layer (an embedder that serves an adapter's routes itself sets its own).
     /// How long a client may take to send a request's whole head (request line and headers)
     /// once the connection is accepted or, on a kept-alive connection, once the previous
     /// response went out; a client that is slower is disconnected without an answer. So this
@@ -524,7 +524,7 @@ pub struct Deps {
     /// Handles client messages other than the protocol's own; `None` answers every such
     /// message with an `unsupported_type` error.
     pub inbound: Option<Arc<dyn InboundHandler>>,
-    /// Renders `GET /metrics`; with `None`, [`routes`](crate::routes) leaves that path to
+    /// Renders `GET /metrics`; with `None`, an adapter's `routes` leave that path to
     /// the application (the bundled server answers it 404).
     pub metrics: Option<MetricsRenderer>,
 }

@@ -2,14 +2,15 @@
 //! key, for a listener that only the metrics scraper can reach.
 
 use std::convert::Infallible;
+use std::future::Ready;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Method;
+use http_body_util::Full;
 use tokio::net::TcpListener;
 use tracing::info;
-use warp::Filter;
-use warp::filters::BoxedFilter;
-use warp::reply::Response;
 
 use crate::accept::{self, HttpLimits};
 use crate::config::MetricsRenderer;
@@ -34,7 +35,7 @@ const METRICS_GRACE: Duration = Duration::from_secs(1);
 pub struct MetricsServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    filter: BoxedFilter<(Response,)>,
+    service: MetricsService,
 }
 
 impl MetricsServer {
@@ -45,13 +46,7 @@ impl MetricsServer {
     pub async fn bind(addr: SocketAddr, renderer: MetricsRenderer) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let filter = http_api::metrics(renderer, None)
-            .recover(|rejection: warp::Rejection| async move {
-                Ok::<_, Infallible>(wire::rejection_response(&rejection))
-            })
-            .unify()
-            .boxed();
-        Ok(MetricsServer { listener, local_addr, filter })
+        Ok(MetricsServer { listener, local_addr, service: MetricsService { renderer } })
     }
 
     /// The address actually bound (useful with port 0).
@@ -64,11 +59,44 @@ impl MetricsServer {
     /// main server, with its limits: a header-read timeout, a head size limit, a connection
     /// cap, client faults logged at debug level only.
     pub async fn run(self, shutdown: ShutdownHandle) {
-        let MetricsServer { listener, local_addr, filter } = self;
+        let MetricsServer { listener, local_addr, service } = self;
         info!(%local_addr, "serving metrics");
         let connections =
-            accept::serve(listener, filter, METRICS_LIMITS, shutdown.graceful_token().clone())
+            accept::serve(listener, service, METRICS_LIMITS, shutdown.graceful_token().clone())
                 .await;
         connections.close(METRICS_GRACE).await;
+    }
+}
+
+/// `GET /metrics` without a key; 405 for another method there, 404 for any other path.
+#[derive(Clone)]
+struct MetricsService {
+    renderer: MetricsRenderer,
+}
+
+impl std::fmt::Debug for MetricsService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsService").finish_non_exhaustive()
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for MetricsService {
+    type Response = http::Response<Full<bytes::Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = match (request.uri().path(), request.method()) {
+            ("/metrics", &Method::GET) => {
+                http_api::metrics(&self.renderer, None, request.headers())
+            }
+            ("/metrics", _) => wire::method_not_allowed(),
+            _ => wire::not_found(),
+        };
+        std::future::ready(Ok(response.map(Full::new)))
     }
 }

@@ -1,4 +1,4 @@
-//! The accept loop under [`Server`](crate::Server): HTTP/1.1 connections served by hyper with
+//! The accept loop under [`serve`](crate::serve): HTTP/1.1 connections served by hyper with
 //! a header-read timeout, a request-head size limit and a cap on connections in the HTTP
 //! phase, `TCP_NODELAY`, a back-off on accept errors, and a graceful stop.
 //!
@@ -12,6 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -19,8 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use warp::filters::BoxedFilter;
-use warp::reply::Response;
 
 use crate::shutdown::Tracked;
 
@@ -49,19 +48,32 @@ pub(crate) struct HttpLimits {
 /// ([`Tracked::close`]).
 pub(crate) type HttpConnections = Tracked;
 
-/// Accepts connections on `listener` and serves `filter` on each until `stop` is cancelled;
-/// then drops the listener (no more connections are accepted), tells every connection to
-/// finish the request in flight and close, and returns them for [`HttpConnections::close`].
-pub(crate) async fn serve(
+/// The errors a service or a body may fail with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Accepts connections on `listener` and serves `service` (a tower service: warp's, axum's
+/// `Router`, ...) on each until `stop` is cancelled; then drops the listener (no more
+/// connections are accepted), tells every connection to finish the request in flight and
+/// close, and returns them for [`HttpConnections::close`].
+pub(crate) async fn serve<S, B>(
     listener: TcpListener,
-    filter: BoxedFilter<(Response,)>,
+    service: S,
     limits: HttpLimits,
     stop: CancellationToken,
-) -> HttpConnections {
+) -> HttpConnections
+where
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S: Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let connections = HttpConnections::default();
     let slots = Arc::new(Semaphore::new(limits.max_http_connections));
     let builder = Arc::new(builder(limits));
-    let service = TowerToHyperService::new(warp::service(filter));
+    let service = TowerToHyperService::new(service);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let Some(slot) = until_stopped(&stop, wait_for_slot(&slots)).await else {

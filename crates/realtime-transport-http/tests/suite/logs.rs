@@ -1,11 +1,11 @@
-//! Secrets never reach the logs: everything the transport (and warp) logs at TRACE level
-//! during handshakes, refusals, messages and publishes is captured and searched for the
+//! Secrets never reach the logs: everything the transport (and its web framework) logs at TRACE
+//! level during handshakes, refusals, messages and publishes is captured and searched for the
 //! tokens and the API key.
 
 use realtime_testkit::logs::Capture;
 use serde_json::json;
 
-use crate::support::{self, API_KEY, Connect, test_config};
+use super::support::{self, API_KEY, Connect, test_config};
 
 #[tokio::test]
 async fn no_token_or_api_key_appears_in_log_output() {

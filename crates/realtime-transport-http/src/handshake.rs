@@ -1,6 +1,10 @@
 //! `GET /ws`: checks an upgrade request (upgrade, origin, capacity, `since`, token) before
 //! upgrading, admits the connection, opens its streams (recovering from `since`), answers 101
 //! itself and starts the connection task with a fully configured tungstenite stream.
+//!
+//! Framework-neutral: [`WsEndpoint::handle`] takes the request's method, headers, raw query
+//! and hyper's `OnUpgrade` (an adapter reads them from its framework's request) and returns
+//! the whole answer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,19 +19,20 @@ use realtime_core::{
     BearerToken, ConnectionId, Payload, Position, StreamName, TokenQueryError, connected_frame,
     parse_since, query_param, token_from_query, token_from_subprotocols,
 };
+use realtime_core::{Connection, Envelope};
 use realtime_ports::{
-    AuthError, ConnectRequest, DisconnectReason, HandshakeRequest, InboundHandler, RealtimeApi,
-    TokenVerifier,
+    AuthError, ConnectRequest, DisconnectReason, HandshakeRequest, InboundError, InboundHandler,
+    InboundReply, RealtimeApi, TokenVerifier,
 };
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
-use warp::reply::Response;
-use warp::{Filter, Reply};
 
+use crate::Response;
+use crate::config::{Deps, TransportConfig};
 use crate::session::{Session, SessionSettings, outbound_channel};
 use crate::shutdown::ShutdownHandle;
-use crate::wire::HandshakeRefusal;
+use crate::wire::{self, HandshakeRefusal};
 
 /// The subprotocol the server answers (the token entry is never echoed).
 const SUBPROTOCOL: &str = "realtime.v1";
@@ -38,21 +43,70 @@ const SINCE_PARAM: &str = "since";
 /// Longest value of a query parameter copied into a connection's metadata, in bytes.
 pub(crate) const MAX_METADATA_VALUE_BYTES: usize = 512;
 
-/// What the `/ws` route needs.
-pub(crate) struct Endpoint {
-    pub(crate) api: Arc<dyn RealtimeApi>,
-    pub(crate) verifier: Arc<dyn TokenVerifier>,
-    pub(crate) inbound: Arc<dyn InboundHandler>,
-    pub(crate) allowed_origins: Option<Vec<String>>,
-    pub(crate) settings: Arc<SessionSettings>,
-    pub(crate) shutdown: ShutdownHandle,
+/// The `/ws` endpoint: answers upgrade requests and starts the connection tasks. Cheap to
+/// share (`Arc`); one per mounted transport.
+pub struct WsEndpoint {
+    api: Arc<dyn RealtimeApi>,
+    verifier: Arc<dyn TokenVerifier>,
+    inbound: Arc<dyn InboundHandler>,
+    allowed_origins: Option<Vec<String>>,
+    settings: Arc<SessionSettings>,
+    shutdown: ShutdownHandle,
     /// Bounds the verifications in progress (a remote verifier cannot be made to carry
     /// unbounded unauthenticated traffic).
-    pub(crate) verifications: Semaphore,
+    verifications: Semaphore,
     /// How long one verification may take.
-    pub(crate) verify_timeout: std::time::Duration,
+    verify_timeout: std::time::Duration,
     /// Query parameters copied into the connection's metadata.
-    pub(crate) metadata_query_params: Vec<String>,
+    metadata_query_params: Vec<String>,
+}
+
+impl std::fmt::Debug for WsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsEndpoint")
+            .field("allowed_origins", &self.allowed_origins)
+            .field("verify_timeout", &self.verify_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upgrade request, in the pieces the handshake reads: an adapter fills it from its
+/// framework's request (or with [`UpgradeRequest::from_parts`]).
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    /// The request method (anything but `GET` is refused with 400).
+    pub method: Method,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The raw (still percent-encoded) query string; `None` without one (an empty query is
+    /// no query). Read here only: it may hold the token, so it is never logged.
+    pub query: Option<String>,
+    /// hyper's upgrade of the connection (from the request's extensions); `None` when the
+    /// connection cannot be upgraded, which is refused like a request that is not an upgrade.
+    pub on_upgrade: Option<OnUpgrade>,
+}
+
+impl UpgradeRequest {
+    /// The pieces of `parts`, taking the `OnUpgrade` out of its extensions.
+    pub fn from_parts(parts: &mut http::request::Parts) -> Self {
+        UpgradeRequest {
+            method: parts.method.clone(),
+            headers: std::mem::take(&mut parts.headers),
+            query: parts.uri.query().filter(|query| !query.is_empty()).map(str::to_owned),
+            on_upgrade: parts.extensions.remove::<OnUpgrade>(),
+        }
+    }
+}
+
+/// The inbound handler when the application has none: every message is unsupported.
+#[derive(Debug)]
+struct NoInbound;
+
+#[async_trait::async_trait]
+impl InboundHandler for NoInbound {
+    async fn handle(&self, _: &Connection, _: Envelope) -> Result<InboundReply, InboundError> {
+        Err(InboundError::Unsupported)
+    }
 }
 
 /// The upgrade request as the verifier sees it.
@@ -76,34 +130,44 @@ impl HandshakeRequest for Upgrade {
     }
 }
 
-/// The `GET /ws` filter. It rejects only when the path is not `/ws`; every other outcome is
-/// a response.
-pub(crate) fn filter(
-    endpoint: Arc<Endpoint>,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    // The raw query is read here and nowhere else (warp's typed query filter would log it).
-    let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
-    warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(query)
-        .and(warp::ext::optional::<OnUpgrade>())
-        .then(move |method, headers, query, upgrade| {
-            let endpoint = Arc::clone(&endpoint);
-            async move { endpoint.handshake(&method, headers, query, upgrade).await }
-        })
-}
+impl WsEndpoint {
+    /// The endpoint of `deps` with the session settings of `config` (which should have passed
+    /// [`TransportConfig::validate`]); connections it opens are tracked by `shutdown`: call
+    /// [`ShutdownHandle::drain`] when the embedding server stops.
+    pub fn new(deps: &Deps, config: &TransportConfig, shutdown: &ShutdownHandle) -> Self {
+        let settings = Arc::new(SessionSettings {
+            websocket: config.websocket_config(),
+            liveness: config.liveness,
+            decode: config.decode_limits(),
+            close_timeout: config.close_timeout,
+            outbound_queue: config.outbound_queue,
+            pong: wire::pong_frame(),
+            inbound_timeout: config.inbound_timeout,
+            inbound_rate: config.inbound_rate,
+        });
+        let inbound = match &deps.inbound {
+            Some(inbound) => Arc::clone(inbound),
+            None => Arc::new(NoInbound),
+        };
+        WsEndpoint {
+            api: Arc::clone(&deps.api),
+            verifier: Arc::clone(&deps.verifier),
+            inbound,
+            allowed_origins: config.allowed_origins.clone(),
+            settings,
+            shutdown: shutdown.clone(),
+            verifications: Semaphore::new(config.max_concurrent_verifications),
+            verify_timeout: config.verify_timeout,
+            metadata_query_params: config.metadata_query_params.clone(),
+        }
+    }
 
-impl Endpoint {
-    async fn handshake(
-        &self,
-        method: &Method,
-        headers: HeaderMap,
-        query: Option<String>,
-        upgrade: Option<OnUpgrade>,
-    ) -> Response {
-        match self.admit(method, headers, query, upgrade).await {
+    /// The answer to `request`: 101 (the connection task is running, and takes the socket
+    /// when the framework has sent the 101), or the refusal as JSON with its status. Every
+    /// request gets an answer; the adapter routes only `/ws` here, whatever the method.
+    pub async fn handle(&self, request: UpgradeRequest) -> Response {
+        let UpgradeRequest { method, headers, query, on_upgrade } = request;
+        match self.admit(&method, headers, query, on_upgrade).await {
             Ok(response) => response,
             Err(refusal) => {
                 let reason = refusal.reason();
@@ -325,8 +389,8 @@ fn presented_token(
 
 /// The 101 answer.
 fn switching_protocols(key: &HeaderValue, subprotocol: bool) -> Response {
-    let mut response =
-        warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS).into_response();
+    let mut response = http::Response::new(bytes::Bytes::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));

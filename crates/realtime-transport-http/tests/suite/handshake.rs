@@ -1,9 +1,9 @@
 //! The upgrade request: every refusal (400, 403, 503, 401) comes before any 101, the token
 //! is accepted from the query or the subprotocol, and only `realtime.v1` is answered.
 
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 
-use crate::support::{self, Connect, test_config, try_connect};
+use super::support::{self, Connect, test_config, try_connect};
 
 #[tokio::test]
 async fn a_plain_get_is_not_an_upgrade() {

@@ -10,11 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use realtime_core::{BearerToken, Identity, UserId};
 use realtime_ports::{AuthError, TokenVerifier, UpgradeRequest};
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::support::{self, Connect, FakeVerifier, test_config};
+use super::support::{self, Connect, FakeVerifier, test_config};
 
 /// Authenticates by the `session` cookie (`session=user-<name>`), never by a token; its
 /// `verify` refuses everything.

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{self, next_json, send_text, test_config};
+use super::support::{self, next_json, send_text, test_config};
 
 #[tokio::test]
 async fn ping_gets_pong() {
@@ -88,7 +88,7 @@ async fn the_inbound_handler_answers_or_refuses() {
 #[tokio::test]
 async fn an_oversize_message_closes_with_1009() {
     let config =
-        realtime_transport_warp::TransportConfig { max_message_bytes: 1024, ..test_config() };
+        realtime_transport_http::TransportConfig { max_message_bytes: 1024, ..test_config() };
     let server = support::start(config).await;
     let (mut ws, id) = support::connect(server.addr, "good.alice").await;
     let big = format!(r#"{{"type":"echo","payload":{{"s":"{}"}}}}"#, "a".repeat(4096));

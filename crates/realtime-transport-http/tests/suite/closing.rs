@@ -5,7 +5,7 @@ use realtime_core::Frame;
 use realtime_ports::{CloseReason, DisconnectReason};
 use serde_json::json;
 
-use crate::support::{self, next_json, test_config};
+use super::support::{self, next_json, test_config};
 
 fn goodbye(n: usize) -> Frame {
     Frame::from_text(json!({"type": "goodbye", "payload": {"n": n}}).to_string())

@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use realtime_core::LivenessConfig;
 use realtime_ports::DisconnectReason;
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{self, test_config};
+use super::support::{self, test_config};
 
 fn short_heartbeat(ping_ms: u64, pong_ms: u64) -> TransportConfig {
     TransportConfig {

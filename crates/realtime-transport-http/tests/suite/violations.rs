@@ -5,7 +5,7 @@
 use realtime_ports::DisconnectReason;
 use realtime_testkit::raw_ws::{CLOSE, CONTINUATION, PING, RawFrame, RawWs, TEXT};
 
-use crate::support::{self, test_config};
+use super::support::{self, test_config};
 
 /// One violation: what the client writes, the close code it gets, why it is unregistered.
 struct Case {

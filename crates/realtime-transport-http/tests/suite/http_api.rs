@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use realtime_transport_warp::{MetricsServer, ShutdownHandle, TransportConfig};
+use realtime_transport_http::{MetricsServer, ShutdownHandle, TransportConfig};
 use serde_json::json;
 
-use crate::support::{self, API_KEY, http, publish, test_config};
+use super::support::{self, API_KEY, http, publish, test_config};
 
 #[tokio::test]
 async fn publish_needs_the_api_key() {
@@ -73,7 +73,7 @@ async fn publish_says_what_is_wrong() {
 async fn an_oversize_body_gets_413() {
     let config = TransportConfig { max_message_bytes: 1024, ..test_config() };
     let limit = config.max_publish_body_bytes();
-    assert_eq!(limit, 1024 + realtime_transport_warp::PUBLISH_BODY_OVERHEAD_BYTES as u64);
+    assert_eq!(limit, 1024 + realtime_transport_http::PUBLISH_BODY_OVERHEAD_BYTES as u64);
     let server = support::start(config).await;
     let head = format!(
         "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
@@ -126,7 +126,7 @@ async fn publish_counts_what_it_delivered() {
 
 #[tokio::test]
 async fn health_metrics_demo_and_unknown_routes() {
-    let metrics: realtime_transport_warp::MetricsRenderer =
+    let metrics: realtime_transport_http::MetricsRenderer =
         Arc::new(|| "realtime_connections_active 1\n".to_owned());
     let config = TransportConfig {
         demo_page: Some("<html>demo</html>"),
@@ -176,7 +176,7 @@ async fn health_metrics_demo_and_unknown_routes() {
 
 /// A `MetricsServer` on 127.0.0.1:0 with `renderer`, running until its handle shuts down.
 async fn metrics_server(
-    renderer: realtime_transport_warp::MetricsRenderer,
+    renderer: realtime_transport_http::MetricsRenderer,
 ) -> (SocketAddr, ShutdownHandle, tokio::task::JoinHandle<()>) {
     let server = MetricsServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), renderer)
         .await

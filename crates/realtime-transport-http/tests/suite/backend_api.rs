@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{self, API_KEY, get, http, post, test_config};
+use super::support::{self, API_KEY, get, http, post, test_config};
 
 /// The routes under test, with a body that would succeed.
 fn routes() -> Vec<(&'static str, &'static str, Value)> {

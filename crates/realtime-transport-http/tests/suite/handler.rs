@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use realtime_core::LivenessConfig;
 use realtime_ports::DisconnectReason;
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_http::TransportConfig;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{self, WAIT, next_json, send_text, test_config};
+use super::support::{self, WAIT, next_json, send_text, test_config};
 
 /// The most client messages the session reads ahead of a busy handler (`session.rs`).
 const INBOUND_BACKLOG: usize = 8;
