@@ -1,12 +1,12 @@
 //! Prints what a realtime server sends one user, and the messages of a topic, until the
-//! client stops: `cargo run -p realtime-client --example notifications -- ws://127.0.0.1:8080/ws`
+//! client stops: `cargo run -p realtime-client --example notifications -- ws://127.0.0.1:3000/ws`
 //! with the JWT in `REALTIME_TOKEN` (the development server prints one).
 
 use realtime_client::{Client, ClientConfig, Event};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:8080/ws".to_owned());
+    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:3000/ws".to_owned());
     // Asked before every connect and before the token expires: fetch a fresh one here
     // (from your auth service); this example reads the same one each time.
     let tokens = || async { std::env::var("REALTIME_TOKEN") };

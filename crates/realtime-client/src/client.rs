@@ -162,7 +162,11 @@ impl Client {
     }
 
     /// Sends a message with an `id` and resolves with the server's frame carrying the same
-    /// id (an inbound handler's reply, `pong` for `ping`).
+    /// id (`pong` for `ping`; an inbound handler's reply, when it carries the id).
+    ///
+    /// The server does not put the id on an inbound handler's reply or refusal today
+    /// (only on protocol replies), so for application types prefer [`Client::send`] and
+    /// read the reply or the refusal from the events; a `request` of one times out.
     ///
     /// # Errors
     /// [`ClientError::Refused`] on an `error` frame with that id; [`ClientError::Timeout`];

@@ -23,7 +23,7 @@
 //!
 //! # async fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = ClientConfig::new("ws://127.0.0.1:8080/ws");
+//! let config = ClientConfig::new("ws://127.0.0.1:3000/ws");
 //! let (client, mut events) = Client::start(config, || fetch_token())?;
 //! let orders = client.subscribe("orders").await?;
 //! client.send("chat.say", serde_json::json!({"text": "hi"})).await?;
