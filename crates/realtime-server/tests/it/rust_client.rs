@@ -171,6 +171,24 @@ async fn the_rust_client_receives_messages_and_answers_requests() {
 }
 
 #[tokio::test]
+async fn the_client_lives_while_its_events_are_read_and_stops_when_all_is_dropped() {
+    let running = support::start(support::config()).await;
+    let (_, tokens) = counting_tokens("kim", 3600);
+    let (client, mut events) =
+        Client::start(config(running.addr), tokens).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    until(&mut events, &mut seen, "connected", |e| matches!(e, Event::Connected(_))).await;
+    // Without a `Client` handle the events still come.
+    drop(client);
+    publish(running.addr, json!({"user": "kim"}), 1).await;
+    until(&mut events, &mut seen, "the note", |e| is_note(e, "user:kim", 1)).await;
+    // Without either, the client closes its socket.
+    drop(events);
+    support::eventually("the socket closed", || running.api.connection_count() == 0).await;
+    support::stop(running).await;
+}
+
+#[tokio::test]
 async fn the_rust_client_subscribes_to_topics_and_gets_their_publications() {
     let running = support::start(support::config()).await;
     let (_, tokens) = counting_tokens("bea", 3600);
