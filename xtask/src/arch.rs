@@ -21,6 +21,7 @@ const TRANSPORT_WARP: &str = "realtime-transport-warp";
 const TRANSPORT_AXUM: &str = "realtime-transport-axum";
 const SERVICE: &str = "realtime-service";
 const TESTKIT: &str = "realtime-testkit";
+const CLIENT: &str = "realtime-client";
 
 /// The kind of a dependency edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +92,9 @@ const ALLOW_LIST: &[Allow] = &[
         ],
         dev: Dev::Anything,
     },
+    // The Rust client speaks the wire protocol only: the core's names and close codes, no
+    // port, adapter or service.
+    Allow { krate: CLIENT, deps: &[CORE], dev: Dev::Testkit },
     // Load generator and baseline: drives the system from outside, through the ports.
     Allow { krate: "realtime-bench", deps: &[CORE, PORTS, TESTKIT], dev: Dev::Testkit },
     Allow { krate: "xtask", deps: &[], dev: Dev::Testkit },

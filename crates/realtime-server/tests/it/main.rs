@@ -20,6 +20,7 @@ mod publish_api;
 mod recovery_model;
 mod redis_nodes;
 mod routing;
+mod rust_client;
 mod smoke;
 mod streams;
 mod support;
