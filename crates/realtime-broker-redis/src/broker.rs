@@ -11,7 +11,9 @@ use realtime_core::{
     ConnectionId, Epoch, Frame, HistoryLimits, HistoryPolicy, IdempotencyKey, Position, StreamName,
     UnixMillis, UserId,
 };
-use realtime_ports::{Broker, BrokerError, LocalDelivery, NodeReceipts, Published, Recovered};
+use realtime_ports::{
+    Broker, BrokerError, BrokerHealth, LocalDelivery, NodeReceipts, Published, Recovered,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use tokio::sync::mpsc;
@@ -691,6 +693,20 @@ impl Broker for RedisBroker {
             .map_err(|e| unavailable("revoke", &e))?;
         self.shared.remember(user, issued_before, keep_until);
         Ok(())
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let state = self.state();
+        BrokerHealth {
+            backend: "redis",
+            connected: state.connected,
+            counters: vec![
+                ("reconnects", state.reconnects),
+                ("dropped", state.dropped),
+                ("gaps", state.gaps),
+                ("last_resubscribe_millis", state.last_resubscribe_millis),
+            ],
+        }
     }
 
     fn revoked_before(&self, user: &UserId) -> Option<UnixMillis> {

@@ -10,7 +10,7 @@ use realtime_core::{
     UnixMillis, UserId,
 };
 
-use crate::broker::NodeReceipts;
+use crate::broker::{BrokerHealth, NodeReceipts};
 use crate::presence::{PresenceError, TopicMember, UserPresence};
 use crate::sink::ConnectionSink;
 
@@ -415,6 +415,11 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// [`PresenceError::Unavailable`] when presence cannot be read.
     async fn online_count(&self) -> Result<usize, PresenceError> {
         Ok(self.connection_count())
+    }
+
+    /// The broker's state, for `/healthz` (the default: an in-process broker, always up).
+    fn broker_health(&self) -> BrokerHealth {
+        BrokerHealth { backend: "memory", connected: true, counters: Vec::new() }
     }
 
     /// Sends to every connection of `user` ([`publish`](RealtimeApi::publish) to

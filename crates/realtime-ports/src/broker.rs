@@ -36,6 +36,18 @@ pub struct NodeReceipts {
     pub expected: usize,
 }
 
+/// What a broker reports of itself, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerHealth {
+    /// Which broker (`memory`, `redis`).
+    pub backend: &'static str,
+    /// Whether it can publish and deliver now (a distributed broker: its bus connection is
+    /// up). A node whose broker is down refuses new connections (503).
+    pub connected: bool,
+    /// Counters worth a look (`reconnects`, `dropped`, `gaps`, ...), by name.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
 /// What [`Broker::recover`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
@@ -211,4 +223,9 @@ pub trait Broker: Send + Sync + 'static {
     /// issued before it are refused. Synchronous: a distributed broker answers from the
     /// revocations it has received.
     fn revoked_before(&self, user: &UserId) -> Option<UnixMillis>;
+
+    /// The broker's state, for `/healthz`. The default: an in-process broker, always up.
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth { backend: "memory", connected: true, counters: Vec::new() }
+    }
 }

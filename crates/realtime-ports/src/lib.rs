@@ -33,7 +33,9 @@ pub use api::{
 };
 pub use auth::{AuthError, HandshakeRequest, TokenVerifier, UpgradeRequest};
 pub use authorize::SubscribeAuthorizer;
-pub use broker::{Broker, BrokerError, LocalDelivery, NodeReceipts, Published, Recovered};
+pub use broker::{
+    Broker, BrokerError, BrokerHealth, LocalDelivery, NodeReceipts, Published, Recovered,
+};
 pub use inbound::{InboundError, InboundHandler, InboundReply};
 pub use presence::{Presence, PresenceError, PresenceScope, TopicMember, UserPresence};
 pub use registry::{ConnectionRegistry, RegisterError, Registered, TopicError};

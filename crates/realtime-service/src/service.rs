@@ -717,6 +717,10 @@ impl RealtimeApi for RealtimeService {
     async fn online_count(&self) -> Result<usize, PresenceError> {
         self.presence.online_count().await
     }
+
+    fn broker_health(&self) -> realtime_ports::BrokerHealth {
+        self.broker.health()
+    }
 }
 
 impl LocalDelivery for RealtimeService {

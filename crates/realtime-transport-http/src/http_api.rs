@@ -369,16 +369,29 @@ where
     Ok(buffer)
 }
 
-/// `GET /healthz`: 200 `{"status":"ok","connections":N}`; 503 with `"shutting_down"` once a
-/// shutdown has started, so that load balancers stop sending new clients.
+/// `GET /healthz`: 200 `{"status":"ok","connections":N,"broker":{..}}` (this node's
+/// connections; the broker's backend, whether it is connected and its counters); 503 with
+/// `"shutting_down"` once a shutdown has started, and with `"broker_unavailable"` while the
+/// broker is down (new clients are refused then), so that load balancers send new clients
+/// elsewhere.
 pub fn healthz(api: &dyn RealtimeApi, shutdown: &ShutdownHandle) -> Response {
     let connections = api.connection_count();
-    if shutdown.is_shutdown() {
-        let body = json!({ "status": "shutting_down", "connections": connections });
-        wire::json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
-    } else {
-        wire::json_response(StatusCode::OK, &json!({ "status": "ok", "connections": connections }))
+    let health = api.broker_health();
+    let mut broker = serde_json::Map::new();
+    broker.insert("backend".to_owned(), json!(health.backend));
+    broker.insert("connected".to_owned(), json!(health.connected));
+    for (name, value) in &health.counters {
+        broker.insert((*name).to_owned(), json!(value));
     }
+    let (code, status) = if shutdown.is_shutdown() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if !health.connected {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = json!({ "status": status, "connections": connections, "broker": broker });
+    wire::json_response(code, &body)
 }
 
 /// `GET /metrics`: the Prometheus text exposition `renderer` renders. With `api_key`, only to

@@ -244,3 +244,52 @@ async fn a_killed_pubsub_connection_is_delivered_or_told_and_recovered() {
     support::stop(node_a).await;
     support::stop(node_b).await;
 }
+
+/// `/healthz` reports the broker: 503 `broker_unavailable` while Redis is down (new clients
+/// are refused then), 200 again once the node is back; the reconnection is counted.
+#[tokio::test]
+async fn healthz_reports_the_redis_broker() {
+    let mut redis = RedisProcess::start();
+    let node_a = support::start(node(&redis, "node-a")).await;
+    let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let body = health.json();
+    assert_eq!(
+        (&body["broker"]["backend"], &body["broker"]["connected"]),
+        (&json!("redis"), &json!(true)),
+        "{body}"
+    );
+    redis.kill();
+    let down = async {
+        loop {
+            let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
+            if health.status == 503 {
+                return health.json();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let body = tokio::time::timeout(realtime_testkit::WAIT, down)
+        .await
+        .unwrap_or_else(|_| panic!("never 503"));
+    assert_eq!(
+        (&body["status"], &body["broker"]["connected"]),
+        (&json!("broker_unavailable"), &json!(false)),
+        "{body}"
+    );
+    redis.restart();
+    let up = async {
+        loop {
+            let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
+            if health.status == 200 {
+                return health.json();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let body = tokio::time::timeout(realtime_testkit::WAIT, up)
+        .await
+        .unwrap_or_else(|_| panic!("never back"));
+    assert_eq!(body["broker"]["reconnects"], 1, "{body}");
+    support::stop(node_a).await;
+}

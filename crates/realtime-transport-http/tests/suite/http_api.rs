@@ -138,7 +138,8 @@ async fn health_metrics_demo_and_unknown_routes() {
 
     let health = http(server.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(health.status, 200);
-    assert_eq!(health.json(), json!({"status": "ok", "connections": 1}));
+    let broker = json!({"backend": "memory", "connected": true});
+    assert_eq!(health.json(), json!({"status": "ok", "connections": 1, "broker": broker}));
 
     // /metrics is behind the API key, like the publish API.
     let auth = format!("Bearer {API_KEY}");
