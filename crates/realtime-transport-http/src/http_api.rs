@@ -78,17 +78,22 @@ pub enum PresenceRoute {
     User,
     /// `GET /api/presence/topic/<name>`.
     Topic,
+    /// `GET /api/presence/online`: how many connections are online (on every node with a
+    /// distributed presence).
+    Online,
 }
 
 impl PresenceRoute {
-    /// Both routes.
-    pub const ALL: [PresenceRoute; 2] = [PresenceRoute::User, PresenceRoute::Topic];
+    /// Every route.
+    pub const ALL: [PresenceRoute; 3] =
+        [PresenceRoute::User, PresenceRoute::Topic, PresenceRoute::Online];
 
     /// `user` or `topic`.
     pub fn name(self) -> &'static str {
         match self {
             PresenceRoute::User => "user",
             PresenceRoute::Topic => "topic",
+            PresenceRoute::Online => "online",
         }
     }
 
@@ -98,6 +103,7 @@ impl PresenceRoute {
         match self {
             PresenceRoute::User => "/api/presence/user",
             PresenceRoute::Topic => "/api/presence/topic",
+            PresenceRoute::Online => "/api/presence/online",
         }
     }
 }
@@ -173,6 +179,11 @@ impl BackendApi {
             match route {
                 PresenceRoute::User => self.user_presence(raw).await,
                 PresenceRoute::Topic => self.topic_presence(raw).await,
+                PresenceRoute::Online if raw.is_empty() => {
+                    let online = self.api.online_count().await.map_err(PublishRefusal::Presence)?;
+                    Ok(json!({ "connections": online }))
+                }
+                PresenceRoute::Online => Err(PublishRefusal::PathExtra),
             }
         };
         match outcome.await {

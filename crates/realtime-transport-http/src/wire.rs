@@ -159,6 +159,8 @@ pub(crate) enum PublishRefusal {
     PathTopic(InvalidTopicName),
     /// A presence path has a broken `%` escape or is not UTF-8 once decoded (400).
     PathEncoding,
+    /// A presence path that takes nothing after its prefix had something (404).
+    PathExtra,
 }
 
 impl PublishRefusal {
@@ -166,6 +168,7 @@ impl PublishRefusal {
     pub(crate) fn into_response(self) -> Response {
         let (status, message): (StatusCode, Cow<'static, str>) = match self {
             PublishRefusal::Unauthorized => return unauthorized(),
+            PublishRefusal::PathExtra => return not_found(),
             PublishRefusal::Invalid(error @ RequestError::Json(_)) => {
                 (StatusCode::BAD_REQUEST, error.to_string().into())
             }

@@ -166,6 +166,7 @@ async fn three_nodes_route_exactly_once_share_presence_and_revoke_everywhere() {
         &json!({"user_id": "alice", "online": true, "connections": 2}),
     )
     .await;
+    presence_is(b, "/api/presence/online", &json!({"connections": 4})).await;
     let members = json!({"topic": "orders", "members": [
         {"user_id": "bob", "connections": 1}, {"user_id": "carol", "connections": 1}]});
     presence_is(a, "/api/presence/topic/orders", &members).await;

@@ -15,6 +15,7 @@ fn routes() -> Vec<(&'static str, &'static str, Value)> {
         ("POST", "/api/revoke", json!({"user": "alice", "issued_before": 1_767_225_600})),
         ("GET", "/api/presence/user/alice", Value::Null),
         ("GET", "/api/presence/topic/chat:room-1", Value::Null),
+        ("GET", "/api/presence/online", Value::Null),
     ]
 }
 
@@ -203,6 +204,9 @@ async fn presence_of_a_user_and_of_a_topic() {
         get(server.addr, "/api/presence/user/auth0%7C42").await.json()["user_id"],
         "auth0|42"
     );
+    // The online count (this fake service: its connection count).
+    assert_eq!(get(server.addr, "/api/presence/online").await.json(), json!({"connections": 2}));
+    assert_eq!(get(server.addr, "/api/presence/online/x").await.status, 404);
     let busy = get(server.addr, "/api/presence/topic/busy").await;
     assert_eq!(
         busy.json(),
