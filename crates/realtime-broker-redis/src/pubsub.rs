@@ -836,11 +836,42 @@ async fn send_commands(
 /// After a (re)connection: loads the revocations kept in Redis (a node may have missed or
 /// never seen them) and, after an outage, checks every wanted stream for what was missed.
 async fn catch_up(shared: Arc<Shared>, mut commands: ConnectionManager, after_outage: bool) {
-    if let Err(error) = load_revocations(&shared, &mut commands).await {
-        tracing::warn!(error, "redis broker: loading revocations failed");
+    // The command connection may be failing too (it reconnects on its own): try a few times.
+    const TRIES: u32 = 4;
+    for attempt in 1..=TRIES {
+        match load_revocations(&shared, &mut commands).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(error, attempt, "redis broker: loading revocations failed")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250) * attempt).await;
     }
-    if after_outage && let Err(error) = check_streams(&shared, &mut commands).await {
-        tracing::warn!(error, "redis broker: checking streams after a reconnect failed");
+    if !after_outage {
+        return;
+    }
+    for attempt in 1..=TRIES {
+        match check_streams(&shared, &mut commands).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(error, attempt, "redis broker: checking streams failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(250) * attempt).await;
+    }
+    // What was missed cannot be told: every wanted stream may have lost publications.
+    let wanted: Vec<(String, StreamName)> = {
+        let mut guard = shared.subscriptions.lock();
+        guard
+            .0
+            .iter_mut()
+            .filter(|(_, s)| s.wanted)
+            .filter_map(|(channel, s)| {
+                s.track.reset = true;
+                Some((channel.clone(), shared.names.stream_of(channel)?))
+            })
+            .collect()
+    };
+    for (_, stream) in wanted {
+        shared.report(&stream, Gap::Outage, None);
     }
 }
 

@@ -6,4 +6,5 @@ mod failures;
 mod faults;
 mod nodes;
 mod presence;
+mod probe;
 mod support;
