@@ -5,21 +5,12 @@
 
 use std::net::SocketAddr;
 
-use realtime_server::{BrokerKind, Config};
 use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
-use realtime_testkit::ws::{Connect, next_json_or_close, since_query, try_connect};
+use realtime_testkit::ws::next_json_or_close;
 use serde_json::{Value, json};
 
-use crate::support::{self, API_KEY, Ws, next_json, send_text};
-
-fn node(redis: &RedisProcess, id: &str) -> Config {
-    let mut config = support::config();
-    config.broker = BrokerKind::Redis;
-    config.redis_url = Some(redis.url());
-    config.node_id = Some(id.to_owned());
-    config
-}
+use crate::support::{self, API_KEY, Ws, next_json, redis_node as node, send_text};
 
 fn token(user: &str, roles: &[&str], iat: Option<u64>) -> String {
     let mut claims = Claims::new(user).roles(roles).topics(&["*"]).exp(now_unix_secs() + 3600);
@@ -36,12 +27,7 @@ struct Client {
 }
 
 async fn open(addr: SocketAddr, token: &str, since: Option<&Value>) -> (Client, Value) {
-    let query = since.map(since_query);
-    let options =
-        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
-    let (mut ws, _) = try_connect(addr, options).await.unwrap_or_else(|s| panic!("refused: {s}"));
-    let hello = next_json(&mut ws).await;
-    assert_eq!(hello["type"], "connected", "{hello}");
+    let (ws, hello) = support::open_since(addr, token, since).await;
     let id = hello["payload"]["connection_id"].as_str().unwrap_or_else(|| panic!("{hello}"));
     (Client { ws, id: id.to_owned() }, hello)
 }
@@ -246,6 +232,22 @@ async fn a_killed_pubsub_connection_is_delivered_or_told_and_recovered() {
     support::stop(node_b).await;
 }
 
+/// Polls `/healthz` until it answers `status`; returns its body.
+async fn healthz_once(addr: SocketAddr, status: u16) -> Value {
+    let wait = async {
+        loop {
+            let health = support::http(addr, "GET", "/healthz", &[], b"").await;
+            if health.status == status {
+                return health.json();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(realtime_testkit::WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("/healthz never answered {status}"))
+}
+
 /// `/healthz` reports the broker: 503 `broker_unavailable` while Redis is down (new clients
 /// are refused then), 200 again once the node is back; the reconnection is counted.
 #[tokio::test]
@@ -261,36 +263,11 @@ async fn healthz_reports_the_redis_broker() {
         "{body}"
     );
     redis.kill();
-    let down = async {
-        loop {
-            let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
-            if health.status == 503 {
-                return health.json();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    let body = tokio::time::timeout(realtime_testkit::WAIT, down)
-        .await
-        .unwrap_or_else(|_| panic!("never 503"));
-    assert_eq!(
-        (&body["status"], &body["broker"]["connected"]),
-        (&json!("broker_unavailable"), &json!(false)),
-        "{body}"
-    );
+    let body = healthz_once(node_a.addr, 503).await;
+    let down = (&body["status"], &body["broker"]["connected"]);
+    assert_eq!(down, (&json!("broker_unavailable"), &json!(false)), "{body}");
     redis.restart();
-    let up = async {
-        loop {
-            let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
-            if health.status == 200 {
-                return health.json();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    let body = tokio::time::timeout(realtime_testkit::WAIT, up)
-        .await
-        .unwrap_or_else(|_| panic!("never back"));
+    let body = healthz_once(node_a.addr, 200).await;
     assert_eq!(body["broker"]["reconnects"], 1, "{body}");
     support::stop(node_a).await;
 }

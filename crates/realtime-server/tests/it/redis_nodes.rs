@@ -3,31 +3,11 @@
 //! topic works across nodes, and a client that comes back on the other node recovers from
 //! Redis history what it missed.
 
-use realtime_server::{BrokerKind, Config};
 use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
-use realtime_testkit::ws::{Connect, since_query, try_connect};
 use serde_json::{Value, json};
 
-use crate::support::{self, Ws, next_json, send_text};
-
-fn node(redis: &RedisProcess, id: &str) -> Config {
-    let mut config = support::config();
-    config.broker = BrokerKind::Redis;
-    config.redis_url = Some(redis.url());
-    config.node_id = Some(id.to_owned());
-    config
-}
-
-async fn open(addr: std::net::SocketAddr, token: &str, since: Option<&Value>) -> (Ws, Value) {
-    let query = since.map(since_query);
-    let options =
-        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
-    let (mut ws, _) = try_connect(addr, options).await.unwrap_or_else(|s| panic!("refused: {s}"));
-    let hello = next_json(&mut ws).await;
-    assert_eq!(hello["type"], "connected", "{hello}");
-    (ws, hello)
-}
+use crate::support::{self, next_json, open_since as open, redis_node as node, send_text};
 
 async fn publish(addr: std::net::SocketAddr, target: Value, i: u64) -> Value {
     let body = json!({"target": target, "message": {"type": "n", "payload": {"i": i}}});

@@ -41,6 +41,29 @@ pub fn config() -> Config {
     config
 }
 
+/// [`config`] as node `id` of the cluster on `redis` (`--broker redis`).
+pub fn redis_node(redis: &realtime_testkit::RedisProcess, id: &str) -> Config {
+    let mut config = config();
+    config.broker = realtime_server::BrokerKind::Redis;
+    config.redis_url = Some(redis.url());
+    config.node_id = Some(id.to_owned());
+    config
+}
+
+/// Opens a WebSocket with `token` in the query and, with `since`, the positions to recover
+/// from; returns it and its `connected` frame.
+pub async fn open_since(addr: SocketAddr, token: &str, since: Option<&Value>) -> (Ws, Value) {
+    let query = since.map(realtime_testkit::ws::since_query);
+    let options =
+        Connect { token_query: Some(token), query: query.as_deref(), ..Connect::default() };
+    let (mut ws, _) = realtime_testkit::ws::try_connect(addr, options)
+        .await
+        .unwrap_or_else(|s| panic!("refused: {s}"));
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["type"], "connected", "{hello}");
+    (ws, hello)
+}
+
 /// Starts the real server.
 pub async fn start(config: Config) -> Running {
     realtime_server::start(config).await.unwrap_or_else(|e| panic!("start: {e:#}"))
