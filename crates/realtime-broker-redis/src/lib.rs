@@ -9,12 +9,13 @@
 //! - A node subscribes to a stream's channel while it is interested in the stream
 //!   (`interest`), and to three node-wide channels: `<prefix>:conn` (messages to one
 //!   connection), `<prefix>:control` (revocations) and `<prefix>:node:<id>` (its own:
-//!   barriers and idle probes).
-//! - The pub/sub connection (one per shard) is supervised: lost, killed or silent (an idle probe is not
-//!   heard back), it is opened again with full-jitter backoff, every wanted channel is
-//!   subscribed again in batches, and every stream that may have missed publications while
-//!   it was down is reported to the node ([`LocalDelivery::lost`](realtime_ports::LocalDelivery::lost)),
-//!   which closes its clients so they recover from history.
+//!   barriers, receipts and idle probes; with several shards, on each of them).
+//! - The pub/sub connection (one per shard) is supervised: lost, killed or silent (an idle
+//!   probe is not heard back), it is opened again with full-jitter backoff, every wanted
+//!   channel is subscribed again in batches, and every stream that may have missed
+//!   publications while it was down is reported to the node
+//!   ([`LocalDelivery::lost`](realtime_ports::LocalDelivery::lost)), which closes its
+//!   clients so they recover from history.
 //!
 //! - Sharding: [`RedisBrokerConfig::url`] may list several Redis servers (comma-separated),
 //!   one shard each. A stream goes to shard `jump(fnv1a64(name), shards)` (Lamping and
