@@ -1,6 +1,6 @@
-//! [`RedisBroker`]: the [`Broker`] of many nodes sharing one Redis.
+//! [`RedisBroker`]: the [`Broker`] of many nodes sharing one Redis, or several (shards).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -20,14 +20,24 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::presence::RedisPresence;
-use crate::pubsub::{self, Settings, Shared};
+use crate::pubsub::{self, Settings, ShardInfo, Shared};
 use crate::scripts;
+use crate::shard::{self, UrlListError};
 use crate::wire::{self, Names, Reply, RevocationMessage};
 
 /// How a [`RedisBroker`] reaches Redis and keeps streams.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisBrokerConfig {
-    /// `redis://[user:password@]host:port[/db]`. Never printed: [`Debug`] hides it.
+    /// `redis://[user:password@]host:port[/db]`, or a comma-separated list of such URLs: one
+    /// shard each (spaces around a comma are ignored; a comma in a password is written
+    /// `%2C`). Never printed: [`Debug`] hides it, and no error holds it.
+    ///
+    /// A stream lives on one shard, `jump(fnv1a64(stream name), shards)` (jump consistent
+    /// hash): its keys, its channel, its barriers and its receipts. What is node-wide lives
+    /// on the first shard: messages to one connection, revocations and presence. Every node
+    /// must list the same URLs in the same order. Appending a shard moves about `1/(n+1)` of
+    /// the streams to it; a moved stream starts again in a new epoch on its new shard, so
+    /// its clients get `recovered: false` once.
     pub url: String,
     /// Prefix of every key and channel (`rt`): 1 to 64 ASCII letters, digits, `-`, `_`, `.`
     /// or `:`, so that it never breaks a hash tag.
@@ -81,7 +91,7 @@ impl std::fmt::Debug for RedisBrokerConfig {
 }
 
 impl RedisBrokerConfig {
-    /// The defaults, for the Redis at `url`.
+    /// The defaults, for the Redis at `url` (or the shards it lists, see [`url`](Self::url)).
     pub fn new(url: impl Into<String>) -> RedisBrokerConfig {
         RedisBrokerConfig {
             url: url.into(),
@@ -114,6 +124,10 @@ pub enum ConnectError {
         "the probe interval, queue capacity, reconnect delay and presence TTL must be above zero"
     )]
     InvalidLimits,
+    /// The URL list has an empty entry or lists a URL twice (see
+    /// [`RedisBrokerConfig::url`]).
+    #[error("the Redis URL list must be comma-separated, non-empty, distinct URLs")]
+    InvalidUrlList,
     /// Redis could not be reached (the text never holds the URL).
     #[error("redis unavailable: {0}")]
     Unavailable(String),
@@ -125,7 +139,7 @@ const MAX_MILLIS: u64 = (1 << 53) - 1;
 /// Length of a drawn epoch or node id.
 const RANDOM_LEN: usize = 16;
 
-/// The [`Broker`] of many nodes sharing one Redis (7 or later).
+/// The [`Broker`] of many nodes sharing one Redis (7 or later), or several (shards).
 ///
 /// - `publish` runs one Lua script per publication: idempotency check, epoch, offset,
 ///   exactly trimmed history with a TTL, PUBLISH to the stream's channel, idempotency result.
@@ -135,7 +149,7 @@ const RANDOM_LEN: usize = 16;
 ///   `StreamHistory::recover` does (all or nothing); for a stream this node is interested
 ///   in, it first waits for Redis to confirm the stream's SUBSCRIBE, so every publication
 ///   after the read is received.
-/// - One dedicated pub/sub connection, read by one task: messages reach
+/// - One dedicated pub/sub connection (per shard), read by one task: messages reach
 ///   [`LocalDelivery`] in the order Redis delivers them (per channel: offset order).
 ///
 /// - The pub/sub connection is supervised (see the crate documentation): while it is down,
@@ -143,31 +157,47 @@ const RANDOM_LEN: usize = 16;
 ///   once it is back, every stream that may have missed publications is reported to the
 ///   node's [`LocalDelivery::lost`].
 ///
-/// Not yet: sharding over several Redis servers.
+/// - Sharded over several Redis servers when [`RedisBrokerConfig::url`] lists several: one
+///   command connection, one supervised pub/sub connection and its own subscriptions and
+///   gap tracking per shard; each stream goes to its shard (see the URL's documentation),
+///   and the first shard carries what is node-wide. A shard that is down refuses only its
+///   own streams (and, for the first, what is node-wide); the others keep working.
 pub struct RedisBroker {
     config: RedisBrokerConfig,
-    shared: Arc<Shared>,
-    commands: ConnectionManager,
-    ephemeral: mpsc::UnboundedSender<(String, String)>,
+    /// One per URL, in the order of the list; never empty.
+    shards: Vec<Shard>,
     publish_script: Script,
     recover_script: Script,
     revoke_script: Script,
     tasks: Vec<AbortHandle>,
 }
 
-/// What [`RedisBroker::state`] reports, for `/healthz`.
+/// One Redis of the broker: its command connection, its pub/sub side and its queue of
+/// ephemeral frames.
+struct Shard {
+    shared: Arc<Shared>,
+    commands: ConnectionManager,
+    ephemeral: mpsc::UnboundedSender<(String, String)>,
+}
+
+/// What [`RedisBroker::state`] reports, for `/healthz`: over every shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BrokerState {
-    /// The pub/sub connection is up and every wanted channel subscribed.
+    /// Every shard's pub/sub connection is up and every wanted channel subscribed.
     pub connected: bool,
-    /// Pub/sub reconnections since the broker started.
+    /// How many shards (Redis servers) the broker uses.
+    pub shards: usize,
+    /// How many of them are connected.
+    pub shards_connected: usize,
+    /// Pub/sub reconnections since the broker started, summed over the shards.
     pub reconnects: u64,
     /// Stream messages dropped because a worker queue was full.
     pub dropped: u64,
     /// Possible losses reported to the node.
     pub gaps: u64,
-    /// How long the last (re)connection and resubscription took, in milliseconds.
+    /// How long the slowest shard's last (re)connection and resubscription took, in
+    /// milliseconds.
     pub last_resubscribe_millis: u64,
 }
 
@@ -175,7 +205,7 @@ impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
             .field("config", &self.config)
-            .field("shared", &self.shared)
+            .field("shards", &self.shards.iter().map(|s| &s.shared).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -222,12 +252,14 @@ fn valid_prefix(prefix: &str) -> bool {
 }
 
 impl RedisBroker {
-    /// Connects to Redis: a command connection and a dedicated pub/sub connection, subscribed
-    /// to this prefix's connection and control channels before it returns. Spawns the
+    /// Connects to Redis, to every shard at once: per shard a command connection and a
+    /// dedicated pub/sub connection, subscribed to this node's channels (on the first shard
+    /// also to this prefix's connection and control channels) before it returns. Spawns the
     /// broker's tasks on the current tokio runtime; they end when the broker is dropped.
     ///
     /// # Errors
-    /// [`ConnectError`] when the configuration is invalid or Redis cannot be reached.
+    /// [`ConnectError`] when the configuration is invalid or a shard's Redis cannot be
+    /// reached.
     pub async fn connect(config: RedisBrokerConfig) -> Result<RedisBroker, ConnectError> {
         if !valid_prefix(&config.prefix) {
             return Err(ConnectError::InvalidPrefix);
@@ -237,23 +269,6 @@ impl RedisBroker {
             Some(_) => return Err(ConnectError::InvalidNodeId),
             None => random(RANDOM_LEN),
         };
-        let connect_error = |what: &str, error: &RedisError| {
-            let detail = error.detail().map(|d| format!(": {d}")).unwrap_or_default();
-            ConnectError::Unavailable(format!("{what}: {}{detail}", error.category()))
-        };
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| connect_error("invalid url", &e))?;
-        // Fail fast while Redis is down (a publisher gets its error within about 2 s, not
-        // after a long backoff); the manager reconnects on the next command.
-        let manager = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let commands = client
-            .get_connection_manager_with_config(manager)
-            .await
-            .map_err(|e| connect_error("command connection", &e))?;
         if config.probe_interval.is_zero()
             || config.queue_capacity == 0
             || config.max_reconnect_delay.is_zero()
@@ -261,51 +276,47 @@ impl RedisBroker {
         {
             return Err(ConnectError::InvalidLimits);
         }
-        let first = pubsub::open(&client)
-            .await
-            .map_err(|e| ConnectError::Unavailable(format!("pub/sub connection: {e}")))?;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-        let settings = Settings {
-            workers,
-            queue_capacity: config.queue_capacity,
-            probe_interval: config.probe_interval,
-            max_reconnect_delay: config.max_reconnect_delay,
-            barrier_timeout: config.subscribe_timeout,
-        };
-        let (command_tx, command_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(
-            Names::new(&config.prefix),
-            node_id,
-            config.history.clone(),
-            settings,
-            commands.clone(),
-            command_tx,
-        ));
-        let (ephemeral, ephemeral_rx) = mpsc::unbounded_channel();
-        let supervisor =
-            pubsub::supervise(Arc::clone(&shared), client, commands.clone(), command_rx, first);
-        let tasks = vec![
-            tokio::spawn(supervisor).abort_handle(),
-            tokio::spawn(publish_ephemeral(commands.clone(), ephemeral_rx)).abort_handle(),
-        ];
-        // Up once the node-wide channels are subscribed.
-        let mut progress = shared.progress.subscribe();
-        let up = tokio::time::timeout(
-            config.subscribe_timeout,
-            progress.wait_for(|_| shared.alive.load(Ordering::Acquire)),
-        )
+        let urls = shard::split_urls(&config.url).map_err(|e| match e {
+            UrlListError::Empty | UrlListError::Duplicate => ConnectError::InvalidUrlList,
+        })?;
+        let tokens = Arc::new(AtomicU64::new(1));
+        let count = urls.len();
+        let opened = futures_util::future::join_all(urls.iter().enumerate().map(|(index, url)| {
+            let info = ShardInfo { index, tokens: Arc::clone(&tokens) };
+            connect_shard(url, &config, node_id.clone(), info)
+        }))
         .await;
-        if !matches!(up, Ok(Ok(_))) {
+        let mut shards = Vec::with_capacity(count);
+        let mut tasks = Vec::new();
+        let mut failure = None;
+        for (index, result) in opened.into_iter().enumerate() {
+            match result {
+                Ok((shard, shard_tasks)) => {
+                    shards.push(shard);
+                    tasks.extend(shard_tasks);
+                }
+                Err(error) if failure.is_none() => {
+                    failure = Some(match (count, error) {
+                        (1, error) => error,
+                        (_, ConnectError::Unavailable(text)) => ConnectError::Unavailable(format!(
+                            "shard {} of {count}: {text}",
+                            index + 1
+                        )),
+                        (_, error) => error,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(error) = failure {
             for task in &tasks {
                 task.abort();
             }
-            return Err(ConnectError::Unavailable("pub/sub SUBSCRIBE not confirmed".to_owned()));
+            return Err(error);
         }
         Ok(RedisBroker {
             config,
-            shared,
-            commands,
-            ephemeral,
+            shards,
             publish_script: Script::new(scripts::PUBLISH),
             recover_script: Script::new(scripts::RECOVER),
             revoke_script: Script::new(scripts::REVOKE),
@@ -313,9 +324,19 @@ impl RedisBroker {
         })
     }
 
+    /// The shard of `stream`.
+    fn shard(&self, stream: &StreamName) -> &Shard {
+        &self.shards[shard::shard_of(stream, self.shards.len())]
+    }
+
+    /// The first shard: messages to one connection, revocations and presence.
+    fn first(&self) -> &Shard {
+        &self.shards[0]
+    }
+
     /// This node's id on the control channel.
     pub fn node_id(&self) -> &str {
-        &self.shared.node_id
+        &self.first().shared.node_id
     }
 
     /// How long the stream's meta outlives its last use: the idle TTL, and at least the
@@ -325,42 +346,59 @@ impl RedisBroker {
     }
 
     /// Presence across every node on this Redis (same prefix), with this broker's command
-    /// connection; its writer and heartbeat run on the current tokio runtime until it is
-    /// dropped.
+    /// connection to the first shard (presence is not sharded); its writer and heartbeat run
+    /// on the current tokio runtime until it is dropped.
     pub fn presence(&self) -> Arc<RedisPresence> {
         let names = crate::wire::Names::new(&self.config.prefix);
         let ttl = self.config.presence_ttl;
-        let presence = Arc::new(RedisPresence::start(names, self.commands.clone(), ttl));
+        let commands = self.first().commands.clone();
+        let presence = Arc::new(RedisPresence::start(names, commands, ttl));
         RedisPresence::beat(&presence, ttl);
         presence
     }
 
-    /// The pub/sub side's state and counters.
+    /// The pub/sub side's state and counters, over every shard.
     pub fn state(&self) -> BrokerState {
-        let stats = &self.shared.stats;
-        BrokerState {
-            connected: self.shared.alive.load(Ordering::Acquire),
-            reconnects: stats.reconnects.load(Ordering::Relaxed),
-            dropped: stats.dropped.load(Ordering::Relaxed),
-            gaps: stats.gaps.load(Ordering::Relaxed),
-            last_resubscribe_millis: stats.last_resubscribe_millis.load(Ordering::Relaxed),
+        let mut state = BrokerState {
+            connected: true,
+            shards: self.shards.len(),
+            shards_connected: 0,
+            reconnects: 0,
+            dropped: 0,
+            gaps: 0,
+            last_resubscribe_millis: 0,
+        };
+        for shard in &self.shards {
+            let stats = &shard.shared.stats;
+            if shard.shared.alive.load(Ordering::Acquire) {
+                state.shards_connected += 1;
+            } else {
+                state.connected = false;
+            }
+            state.reconnects += stats.reconnects.load(Ordering::Relaxed);
+            state.dropped += stats.dropped.load(Ordering::Relaxed);
+            state.gaps += stats.gaps.load(Ordering::Relaxed);
+            state.last_resubscribe_millis = state
+                .last_resubscribe_millis
+                .max(stats.last_resubscribe_millis.load(Ordering::Relaxed));
         }
+        state
     }
 
     /// For a stream this node is interested in: waits until Redis confirmed its SUBSCRIBE;
     /// returns whether the node is interested.
-    async fn subscribed(&self, channel: &str) -> Result<bool, BrokerError> {
+    async fn subscribed(&self, shared: &Shared, channel: &str) -> Result<bool, BrokerError> {
         let deadline = tokio::time::Instant::now() + self.config.subscribe_timeout;
-        let mut progress = self.shared.progress.subscribe();
+        let mut progress = shared.progress.subscribe();
         loop {
             let confirmed = {
-                let guard = self.shared.subscriptions.lock();
+                let guard = shared.subscriptions.lock();
                 match guard.0.get(channel) {
                     Some(entry) if entry.wanted => entry.confirmed >= entry.seq,
                     _ => return Ok(false),
                 }
             };
-            if !self.shared.alive.load(Ordering::Acquire) {
+            if !shared.alive.load(Ordering::Acquire) {
                 return Err(BrokerError::Unavailable(
                     "redis pub/sub connection down (reconnecting)".to_owned(),
                 ));
@@ -383,15 +421,17 @@ impl RedisBroker {
     }
 
     /// Runs the publish script; with a `reply`, every node that receives the publication
-    /// sends its count there. Returns the result and how many nodes PUBLISH reached.
+    /// sends its count there (the reply must come from the stream's shard). Returns the
+    /// result and how many nodes PUBLISH reached.
     async fn run_publish(
         &self,
+        shard: &Shard,
         stream: &StreamName,
         frame: Frame,
         idempotency_key: Option<&IdempotencyKey>,
         reply: Option<&Reply>,
     ) -> Result<(Published, usize), BrokerError> {
-        let names = &self.shared.names;
+        let names = &shard.shared.names;
         let limits = self.config.history.limits(stream);
         let mut invocation = self.publish_script.prepare_invoke();
         invocation.key(names.meta(stream)).key(names.history(stream));
@@ -415,7 +455,7 @@ impl RedisBroker {
             .arg(frame.as_str())
             .arg(Reply::tag(reply));
         let (duplicate, result, receivers): (i64, String, usize) = invocation
-            .invoke_async(&mut self.commands.clone())
+            .invoke_async(&mut shard.commands.clone())
             .await
             .map_err(|e| unavailable("publish", &e))?;
         let position = if result.is_empty() {
@@ -433,20 +473,90 @@ impl RedisBroker {
         Ok((published, receivers))
     }
 
-    /// PUBLISHes to the connections channel; returns how many nodes it reached.
+    /// PUBLISHes to the connections channel (on the first shard); returns how many nodes it
+    /// reached.
     async fn publish_to_connection(
         &self,
         id: ConnectionId,
         frame: &Frame,
         reply: Option<&Reply>,
     ) -> Result<usize, BrokerError> {
+        let first = self.first();
         let sent: Result<usize, RedisError> = redis::cmd("PUBLISH")
-            .arg(self.shared.names.connections())
+            .arg(first.shared.names.connections())
             .arg(wire::to_connection(id, reply, frame))
-            .query_async(&mut self.commands.clone())
+            .query_async(&mut first.commands.clone())
             .await;
         sent.map_err(|e| unavailable("send to connection", &e))
     }
+}
+
+/// Connects one shard: its command connection, its first pub/sub connection (subscribed
+/// before this returns) and its tasks (the pub/sub supervisor and the ephemeral queue).
+async fn connect_shard(
+    url: &str,
+    config: &RedisBrokerConfig,
+    node_id: String,
+    info: ShardInfo,
+) -> Result<(Shard, Vec<AbortHandle>), ConnectError> {
+    let connect_error = |what: &str, error: &RedisError| {
+        let detail = error.detail().map(|d| format!(": {d}")).unwrap_or_default();
+        ConnectError::Unavailable(format!("{what}: {}{detail}", error.category()))
+    };
+    let client = redis::Client::open(url).map_err(|e| connect_error("invalid url", &e))?;
+    // Fail fast while Redis is down (a publisher gets its error within about 2 s, not
+    // after a long backoff); the manager reconnects on the next command.
+    let manager = ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let commands = client
+        .get_connection_manager_with_config(manager)
+        .await
+        .map_err(|e| connect_error("command connection", &e))?;
+    let first = pubsub::open(&client)
+        .await
+        .map_err(|e| ConnectError::Unavailable(format!("pub/sub connection: {e}")))?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let settings = Settings {
+        workers,
+        queue_capacity: config.queue_capacity,
+        probe_interval: config.probe_interval,
+        max_reconnect_delay: config.max_reconnect_delay,
+        barrier_timeout: config.subscribe_timeout,
+    };
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(
+        Names::new(&config.prefix),
+        node_id,
+        config.history.clone(),
+        settings,
+        commands.clone(),
+        command_tx,
+        info,
+    ));
+    let (ephemeral, ephemeral_rx) = mpsc::unbounded_channel();
+    let supervisor =
+        pubsub::supervise(Arc::clone(&shared), client, commands.clone(), command_rx, first);
+    let tasks = vec![
+        tokio::spawn(supervisor).abort_handle(),
+        tokio::spawn(publish_ephemeral(commands.clone(), ephemeral_rx)).abort_handle(),
+    ];
+    // Up once the node's channels are subscribed.
+    let mut progress = shared.progress.subscribe();
+    let up = tokio::time::timeout(
+        config.subscribe_timeout,
+        progress.wait_for(|_| shared.alive.load(Ordering::Acquire)),
+    )
+    .await;
+    if !matches!(up, Ok(Ok(_))) {
+        for task in &tasks {
+            task.abort();
+        }
+        return Err(ConnectError::Unavailable("pub/sub SUBSCRIBE not confirmed".to_owned()));
+    }
+    Ok((Shard { shared, commands, ephemeral }, tasks))
 }
 
 /// Collects the counts of `expected` nodes from `counts`, for at most `within`, or until
@@ -538,7 +648,9 @@ fn decide(
 impl Broker for RedisBroker {
     fn attach(&self, delivery: Weak<dyn LocalDelivery>) {
         // Only the first attach counts: one broker serves one service.
-        let _ = self.shared.delivery.set(delivery);
+        for shard in &self.shards {
+            let _ = shard.shared.delivery.set(delivery.clone());
+        }
     }
 
     async fn publish(
@@ -547,7 +659,7 @@ impl Broker for RedisBroker {
         frame: Frame,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Published, BrokerError> {
-        Ok(self.run_publish(stream, frame, idempotency_key, None).await?.0)
+        Ok(self.run_publish(self.shard(stream), stream, frame, idempotency_key, None).await?.0)
     }
 
     async fn publish_counted(
@@ -557,8 +669,10 @@ impl Broker for RedisBroker {
         idempotency_key: Option<&IdempotencyKey>,
         within: Duration,
     ) -> Result<Published, BrokerError> {
-        let (reply, mut counts) = self.shared.expect_receipts();
-        let published = self.run_publish(stream, frame, idempotency_key, Some(&reply)).await;
+        // Receipts come back on the node's channel of the stream's shard.
+        let shard = self.shard(stream);
+        let (reply, mut counts) = shard.shared.expect_receipts();
+        let published = self.run_publish(shard, stream, frame, idempotency_key, Some(&reply)).await;
         let outcome = match published {
             Ok((published, receivers)) => {
                 let (delivered, nodes) = collect(&mut counts, receivers, within, |_| false).await;
@@ -566,14 +680,15 @@ impl Broker for RedisBroker {
             }
             Err(error) => Err(error),
         };
-        self.shared.forget(&reply);
+        shard.shared.forget(&reply);
         outcome
     }
 
     fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {
-        let message = (self.shared.names.channel(stream), wire::plain(&frame));
+        let shard = self.shard(stream);
+        let message = (shard.shared.names.channel(stream), wire::plain(&frame));
         // Closed only when the broker is dropped.
-        let _ = self.ephemeral.send(message);
+        let _ = shard.ephemeral.send(message);
     }
 
     async fn send_to_connection(
@@ -582,7 +697,7 @@ impl Broker for RedisBroker {
         frame: Frame,
     ) -> Result<usize, BrokerError> {
         // Here first: exact when this node holds the connection.
-        if self.shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
+        if self.first().shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
             return Ok(1);
         }
         self.publish_to_connection(id, &frame, None).await?;
@@ -596,10 +711,10 @@ impl Broker for RedisBroker {
         frame: Frame,
         within: Duration,
     ) -> Result<(usize, Option<NodeReceipts>), BrokerError> {
-        if self.shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
+        if self.first().shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
             return Ok((1, Some(NodeReceipts { answered: 1, expected: 1 })));
         }
-        let (reply, mut counts) = self.shared.expect_receipts();
+        let (reply, mut counts) = self.first().shared.expect_receipts();
         let sent = self.publish_to_connection(id, &frame, Some(&reply)).await;
         let outcome = match sent {
             // One connection is on one node at most: its answer is enough.
@@ -609,7 +724,7 @@ impl Broker for RedisBroker {
             }
             Err(error) => Err(error),
         };
-        self.shared.forget(&reply);
+        self.first().shared.forget(&reply);
         outcome
     }
 
@@ -619,13 +734,15 @@ impl Broker for RedisBroker {
         since: Option<&Position>,
         max: usize,
     ) -> Result<Recovered, BrokerError> {
-        let names = &self.shared.names;
+        let shard = self.shard(stream);
+        let shared = &*shard.shared;
+        let names = &shared.names;
         let channel = names.channel(stream);
-        let interested = self.subscribed(&channel).await?;
+        let interested = self.subscribed(shared, &channel).await?;
         let Some(limits) = self.config.history.limits(stream) else {
             return Ok(Recovered { position: None, publications: None });
         };
-        let before = if interested { self.shared.seen(&channel) } else { None };
+        let before = if interested { shared.seen(&channel) } else { None };
         let mut invocation = self.recover_script.prepare_invoke();
         invocation
             .key(names.meta(stream))
@@ -636,7 +753,7 @@ impl Broker for RedisBroker {
             .arg(since.map_or("", |s| s.epoch.as_str()))
             .arg(max);
         let (epoch, top, now, entries): (String, String, String, Vec<Entry>) = invocation
-            .invoke_async(&mut self.commands.clone())
+            .invoke_async(&mut shard.commands.clone())
             .await
             .map_err(|e| unavailable("recover", &e))?;
         let unexpected =
@@ -649,13 +766,14 @@ impl Broker for RedisBroker {
         if interested {
             // Everything Redis sent before the read is handled once the barrier is back: no
             // publication at or below the top is delivered after this returns, and one the
-            // node never received is reported.
-            let mut commands = self.commands.clone();
-            self.shared
+            // node never received is reported. The barrier goes through the stream's shard,
+            // so it follows the stream's messages on the same pub/sub connection.
+            let mut commands = shard.commands.clone();
+            shared
                 .barrier(&mut commands, Some(&channel))
                 .await
                 .map_err(BrokerError::Unavailable)?;
-            self.shared.settle(&channel, stream, before.as_ref(), &position);
+            shared.settle(&channel, stream, before.as_ref(), &position);
         }
         let publications =
             since.and_then(|since| decide(stream, &position, since, now, &entries, &limits, max));
@@ -663,7 +781,8 @@ impl Broker for RedisBroker {
     }
 
     fn interest(&self, stream: &StreamName, interested: bool) {
-        self.shared.interest(self.shared.names.channel(stream), interested);
+        let shared = &self.shard(stream).shared;
+        shared.interest(shared.names.channel(stream), interested);
     }
 
     async fn revoke(
@@ -674,24 +793,26 @@ impl Broker for RedisBroker {
     ) -> Result<(), BrokerError> {
         let issued_before = UnixMillis(issued_before.0.min(MAX_MILLIS));
         let keep_until = UnixMillis(keep_until.0.min(MAX_MILLIS));
+        // On the first shard: its control channel and its keys.
+        let first = self.first();
         let message = RevocationMessage {
-            node: self.shared.node_id.clone(),
+            node: first.shared.node_id.clone(),
             user: user.clone(),
             issued_before,
             keep_until,
         };
         let mut invocation = self.revoke_script.prepare_invoke();
         invocation
-            .key(self.shared.names.revoked(user))
+            .key(first.shared.names.revoked(user))
             .arg(issued_before.0)
             .arg(keep_until.0)
-            .arg(self.shared.names.control())
+            .arg(first.shared.names.control())
             .arg(wire::revocation(&message));
         let _recorded: i64 = invocation
-            .invoke_async(&mut self.commands.clone())
+            .invoke_async(&mut first.commands.clone())
             .await
             .map_err(|e| unavailable("revoke", &e))?;
-        self.shared.remember(user, issued_before, keep_until);
+        first.shared.remember(user, issued_before, keep_until);
         Ok(())
     }
 
@@ -710,7 +831,7 @@ impl Broker for RedisBroker {
     }
 
     fn revoked_before(&self, user: &UserId) -> Option<UnixMillis> {
-        let revocation = *self.shared.revocations.read().get(user)?;
+        let revocation = *self.first().shared.revocations.read().get(user)?;
         (revocation.keep_until > now()).then_some(revocation.issued_before)
     }
 }

@@ -1,4 +1,5 @@
-//! [`RedisPresence`]: who is online and in each topic across every node sharing one Redis.
+//! [`RedisPresence`]: who is online and in each topic across every node sharing one Redis
+//! (with several shards, the first: presence is not sharded).
 //!
 //! - Each node keeps its own connections in a [`PresenceBook`] (so `join` and `leave` answer
 //!   "first" and "last" at once, without awaiting) and mirrors it into Redis: one sorted set

@@ -192,10 +192,29 @@ pub(crate) struct Shared {
     pub(crate) alive: AtomicBool,
     pub(crate) revocations: RwLock<HashMap<UserId, Revocation>>,
     barriers: Mutex<HashMap<u64, Barrier>>,
-    next_barrier: AtomicU64,
+    pub(crate) shard: ShardInfo,
     /// Publishes waiting for receipts, by token: each node's count is sent here.
     receipts: Mutex<HashMap<u64, mpsc::UnboundedSender<usize>>>,
     pub(crate) stats: Stats,
+}
+
+/// Which shard a [`Shared`] is, and what it shares with the node's other shards.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardInfo {
+    /// Its index in the URL list (0 is the first shard).
+    pub(crate) index: usize,
+    /// Barrier and receipt tokens, drawn from one counter for every shard of the node: two
+    /// shards on one Redis (pub/sub ignores the database number) hear each other's messages
+    /// on the node's channel, and must not take them for their own.
+    pub(crate) tokens: Arc<AtomicU64>,
+}
+
+impl ShardInfo {
+    /// The first shard carries what is node-wide: the connections and control channels and
+    /// the revocations kept in Redis.
+    pub(crate) fn node_wide(&self) -> bool {
+        self.index == 0
+    }
 }
 
 /// What `/healthz` and the metrics report of the pub/sub side.
@@ -211,6 +230,7 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("node_id", &self.node_id)
+            .field("shard", &self.shard.index)
             .field("alive", &self.alive.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -235,9 +255,7 @@ enum Item {
 
 /// Which worker handles `channel`: FNV-1a of the name.
 fn worker_of(channel: &str, workers: usize) -> usize {
-    let hash = channel
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = crate::shard::fnv1a64(channel.as_bytes());
     usize::try_from(hash % workers.max(1) as u64).unwrap_or(0)
 }
 
@@ -249,6 +267,7 @@ impl Shared {
         settings: Settings,
         connection: ConnectionManager,
         commands: mpsc::UnboundedSender<Command>,
+        shard: ShardInfo,
     ) -> Shared {
         Shared {
             delivery: OnceLock::new(),
@@ -263,7 +282,7 @@ impl Shared {
             alive: AtomicBool::new(false),
             revocations: RwLock::new(HashMap::new()),
             barriers: Mutex::new(HashMap::new()),
-            next_barrier: AtomicU64::new(1),
+            shard,
             receipts: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
@@ -367,7 +386,7 @@ impl Shared {
         commands: &mut ConnectionManager,
         channel: Option<&str>,
     ) -> Result<(), String> {
-        let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let token = self.shard.tokens.fetch_add(1, Ordering::Relaxed);
         let (done, wait) = oneshot::channel();
         let remaining = if channel.is_some() { 1 } else { self.settings.workers };
         self.barriers.lock().insert(token, Barrier { remaining, done: Some(done) });
@@ -421,7 +440,7 @@ impl Shared {
     /// Starts waiting for receipts: the reply to write into the message, and where the
     /// counts arrive. [`forget`](Self::forget) the token when done.
     pub(crate) fn expect_receipts(&self) -> (Reply, mpsc::UnboundedReceiver<usize>) {
-        let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+        let token = self.shard.tokens.fetch_add(1, Ordering::Relaxed);
         let (counts, receiver) = mpsc::unbounded_channel();
         self.receipts.lock().insert(token, counts);
         (Reply { node: self.node_id.clone(), token }, receiver)
@@ -638,12 +657,20 @@ pub(crate) async fn supervise(
             Ok((mut sink, messages)) => match resubscribe(&shared, &mut sink).await {
                 Ok(()) => Some((sink, messages)),
                 Err(error) => {
-                    tracing::warn!(error, "redis broker: resubscribing failed");
+                    tracing::warn!(
+                        error,
+                        shard = shared.shard.index,
+                        "redis broker: resubscribing failed"
+                    );
                     None
                 }
             },
             Err(error) => {
-                tracing::warn!(error, "redis broker: pub/sub connection failed");
+                tracing::warn!(
+                    error,
+                    shard = shared.shard.index,
+                    "redis broker: pub/sub connection failed"
+                );
                 None
             }
         };
@@ -667,7 +694,11 @@ pub(crate) async fn supervise(
         if after_outage {
             shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(m::RECONNECTS_TOTAL).increment(1);
-            tracing::info!(resubscribe_millis = millis, "redis broker: pub/sub connection back");
+            tracing::info!(
+                resubscribe_millis = millis,
+                shard = shared.shard.index,
+                "redis broker: pub/sub connection back"
+            );
         }
         generation += 1;
         let checks = tokio::spawn(catch_up(Arc::clone(&shared), commands.clone(), after_outage));
@@ -685,7 +716,10 @@ pub(crate) async fn supervise(
         if stopped {
             return;
         }
-        tracing::warn!("redis broker: the pub/sub connection was lost; reconnecting");
+        tracing::warn!(
+            shard = shared.shard.index,
+            "redis broker: the pub/sub connection was lost; reconnecting"
+        );
     }
 }
 
@@ -708,7 +742,11 @@ pub(crate) async fn open(client: &redis::Client) -> Result<(PubSubSink, PubSubSt
 /// records each as confirmed.
 async fn resubscribe(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
     let names = &shared.names;
-    let own = [names.connections(), names.control(), names.node(&shared.node_id)];
+    let own = if shared.shard.node_wide() {
+        vec![names.connections(), names.control(), names.node(&shared.node_id)]
+    } else {
+        vec![names.node(&shared.node_id)]
+    };
     sink.subscribe(&own).await.map_err(|e| format!("SUBSCRIBE: {}", e.category()))?;
     let wanted: Vec<(String, u64)> = {
         let mut guard = shared.subscriptions.lock();
@@ -746,11 +784,17 @@ async fn read(
                 shared.dispatch(workers, message.get_channel_name(), message.get_payload_bytes());
             }
             Ok(None) => {
-                tracing::warn!("redis broker: the pub/sub connection closed");
+                tracing::warn!(
+                    shard = shared.shard.index,
+                    "redis broker: the pub/sub connection closed"
+                );
                 return;
             }
             Err(_) if probing => {
-                tracing::warn!("redis broker: an idle probe went unanswered");
+                tracing::warn!(
+                    shard = shared.shard.index,
+                    "redis broker: an idle probe went unanswered"
+                );
                 return;
             }
             Err(_) => {
@@ -839,6 +883,9 @@ async fn catch_up(shared: Arc<Shared>, mut commands: ConnectionManager, after_ou
     // The command connection may be failing too (it reconnects on its own): try a few times.
     const TRIES: u32 = 4;
     for attempt in 1..=TRIES {
+        if !shared.shard.node_wide() {
+            break;
+        }
         match load_revocations(&shared, &mut commands).await {
             Ok(()) => break,
             Err(error) => {

@@ -61,7 +61,8 @@ impl Names {
         format!("{}:control", self.prefix)
     }
 
-    /// `<prefix>:node:<id>`: this node's own channel (barriers and idle probes).
+    /// `<prefix>:node:<id>`: this node's own channel, on every shard (barriers, receipts and
+    /// idle probes).
     pub(crate) fn node(&self, id: &str) -> String {
         format!("{}:node:{id}", self.prefix)
     }

@@ -120,7 +120,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let broker = RedisBroker::connect(redis)
                     .await
                     .context("cannot use Redis (REALTIME_BROKER=redis, REALTIME_REDIS_URL)")?;
-                tracing::info!(node_id = broker.node_id(), "streams and presence on Redis");
+                tracing::info!(
+                    node_id = broker.node_id(),
+                    shards = broker.state().shards,
+                    "streams and presence on Redis"
+                );
                 let presence = broker.presence();
                 (Arc::new(broker), presence)
             }

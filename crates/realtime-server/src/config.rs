@@ -81,11 +81,14 @@ pub struct Config {
     pub max_message_bytes: usize,
 
     /// Where streams live: `memory` (one node, nothing else needed) or `redis` (any number of
-    /// nodes sharing `--redis-url`).
+    /// nodes sharing `--redis-url`, one Redis or several shards).
     #[arg(long, env = "REALTIME_BROKER", value_enum, default_value = "memory")]
     pub broker: BrokerKind,
 
-    /// The Redis of `--broker redis`, e.g. `redis://:password@127.0.0.1:6379/0`.
+    /// The Redis of `--broker redis`, e.g. `redis://:password@127.0.0.1:6379/0`, or a
+    /// comma-separated list of them: streams are sharded over the servers by a consistent
+    /// hash of their names; connections, revocations and presence live on the first. Every
+    /// node lists the same servers in the same order.
     #[arg(long, env = "REALTIME_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
@@ -372,6 +375,28 @@ impl Config {
             return Err("--broker redis (REALTIME_BROKER) needs --redis-url (REALTIME_REDIS_URL)"
                 .to_owned());
         }
+        if let Some(list) = &self.redis_url {
+            // Never the URLs themselves in the message: they may carry passwords.
+            let urls: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some(empty) = urls.iter().position(|url| url.is_empty()) {
+                return Err(format!(
+                    "--redis-url (REALTIME_REDIS_URL) is a comma-separated list of Redis URLs, \
+                     and entry {} of {} is empty",
+                    empty + 1,
+                    urls.len()
+                ));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                if let Some(first) = urls[..i].iter().position(|other| other == url) {
+                    return Err(format!(
+                        "--redis-url (REALTIME_REDIS_URL) lists the same Redis twice (entries {} \
+                         and {})",
+                        first + 1,
+                        i + 1
+                    ));
+                }
+            }
+        }
         if self.is_dev() {
             let listeners = [
                 ("--listen (REALTIME_LISTEN)", Some(self.listen)),
@@ -561,6 +586,25 @@ mod tests {
             error,
             "--broker redis (REALTIME_BROKER) needs --redis-url (REALTIME_REDIS_URL)"
         );
+        let error = parse(&["--broker", "redis", "--redis-url", "redis://:pw@a/, ,redis://b/"])
+            .validate()
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            "--redis-url (REALTIME_REDIS_URL) is a comma-separated list of Redis URLs, and entry \
+             2 of 3 is empty"
+        );
+        let error = parse(&["--redis-url", "redis://:pw@a/,redis://b/, redis://:pw@a/"])
+            .validate()
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            "--redis-url (REALTIME_REDIS_URL) lists the same Redis twice (entries 1 and 3)"
+        );
+        let sharded = parse(&["--broker", "redis", "--redis-url", "redis://a/, redis://b/"]);
+        assert_eq!(sharded.validate(), Ok(()));
         let error = parse(&["--max-topics", "0"]).validate().err().unwrap_or_default();
         assert!(
             error.starts_with("--max-topics (REALTIME_MAX_TOPICS) must be between 1"),

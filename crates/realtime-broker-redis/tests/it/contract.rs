@@ -1,4 +1,5 @@
-//! The broker contract suite, run against a real Redis: one server per test.
+//! The broker contract suite, run against a real Redis: one server per test, then two
+//! servers per test (a broker sharded over both).
 
 use std::sync::{Arc, Weak};
 
@@ -10,25 +11,33 @@ use realtime_core::{
 use realtime_ports::{Broker, BrokerError, LocalDelivery, Published, Recovered};
 use realtime_testkit::RedisProcess;
 
-/// A [`RedisBroker`] with its own `redis-server`, which lives (and is killed) with it.
+/// A [`RedisBroker`] with its own `redis-server`s (one per shard), which live (and are
+/// killed) with it.
 #[derive(Debug)]
 pub struct ServedBroker {
-    // Declared first: dropped (its tasks stopped) before the server is killed.
+    // Declared first: dropped (its tasks stopped) before the servers are killed.
     broker: RedisBroker,
-    _server: RedisProcess,
+    _servers: Vec<RedisProcess>,
 }
 
 impl ServedBroker {
     /// Starts a server and connects a broker with `history` to it. Called from inside a
     /// multi-threaded tokio runtime (the contract suite's).
     pub fn start(history: HistoryPolicy) -> ServedBroker {
-        let server = RedisProcess::start();
-        let config = RedisBrokerConfig { history, ..RedisBrokerConfig::new(server.url()) };
+        ServedBroker::sharded(history, 1)
+    }
+
+    /// Starts `shards` servers and connects a broker with `history` sharded over them.
+    pub fn sharded(history: HistoryPolicy, shards: usize) -> ServedBroker {
+        let servers: Vec<RedisProcess> = (0..shards).map(|_| RedisProcess::start()).collect();
+        let urls: Vec<String> = servers.iter().map(RedisProcess::url).collect();
+        let config = RedisBrokerConfig { history, ..RedisBrokerConfig::new(urls.join(",")) };
         let connect = RedisBroker::connect(config);
         let handle = tokio::runtime::Handle::current();
         let broker = tokio::task::block_in_place(|| handle.block_on(connect))
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", server.url()));
-        ServedBroker { broker, _server: server }
+            .unwrap_or_else(|e| panic!("connect to {urls:?}: {e}"));
+        assert_eq!(broker.state().shards, shards);
+        ServedBroker { broker, _servers: servers }
     }
 }
 
@@ -88,4 +97,8 @@ impl Broker for ServedBroker {
 
 realtime_testkit::broker_contract_tests!(|history| {
     Arc::new(ServedBroker::start(history)) as Arc<dyn Broker>
+});
+
+realtime_testkit::broker_contract_tests!(broker_contract_two_shards, |history| {
+    Arc::new(ServedBroker::sharded(history, 2)) as Arc<dyn Broker>
 });

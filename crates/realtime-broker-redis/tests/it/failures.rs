@@ -61,3 +61,36 @@ fn an_invalid_prefix_or_node_id_is_refused() {
         assert!(matches!(RedisBroker::connect(bad_node).await, Err(ConnectError::InvalidNodeId)));
     });
 }
+
+/// A URL list with an empty entry or a URL twice is refused before connecting.
+#[test]
+fn a_bad_url_list_is_refused() {
+    runtime().block_on(async {
+        for list in ["", "redis://127.0.0.1:1/,", "redis://127.0.0.1:1/, redis://127.0.0.1:1/"] {
+            let connected = RedisBroker::connect(RedisBrokerConfig::new(list)).await;
+            assert!(
+                matches!(connected, Err(ConnectError::InvalidUrlList)),
+                "{list:?}: {connected:?}"
+            );
+        }
+    });
+}
+
+/// One shard of two not there: connecting fails, says which shard, never with a password.
+#[test]
+fn connecting_with_one_shard_missing_fails_and_names_the_shard_only() {
+    runtime().block_on(async {
+        let up = RedisProcess::start();
+        let gone = {
+            let server = RedisProcess::start();
+            format!("redis://:s3cret-pass@127.0.0.1:{}/", server.port())
+        };
+        let result =
+            RedisBroker::connect(RedisBrokerConfig::new(format!("{},{gone}", up.url()))).await;
+        let Err(ConnectError::Unavailable(text)) = result else {
+            panic!("connected without the second shard: {result:?}");
+        };
+        assert!(text.contains("shard 2 of 2"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains("127.0.0.1"), "{text}");
+    });
+}

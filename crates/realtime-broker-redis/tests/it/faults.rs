@@ -306,3 +306,88 @@ fn a_full_worker_queue_drops_and_reports() {
         assert!(recorder.lost().contains(&to));
     });
 }
+
+/// Whether `to`'s keys are on `server`.
+fn holds(server: &RedisProcess, to: &StreamName) -> bool {
+    server.command(&["EXISTS", &format!("rt:{{{to}}}:meta")]) == ":1"
+}
+
+/// Two shards, and SIGKILL of the second one's Redis, then a restart without its data: the
+/// first shard's stream keeps publishing and delivering with nothing reported; the second's
+/// is refused (publish and recover) while it is down, and reported lost once it is back,
+/// then continues in a new epoch; what is node-wide (on the first shard) keeps working.
+#[test]
+fn one_shard_killed_refuses_only_its_own_streams_and_reports_them_after_restart() {
+    runtime().block_on(async {
+        let (kept, mut killed) = (RedisProcess::start(), RedisProcess::start());
+        let config = RedisBrokerConfig {
+            probe_interval: Duration::from_secs(1),
+            ..RedisBrokerConfig::new(format!("{},{}", kept.url(), killed.url()))
+        };
+        let broker = RedisBroker::connect(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let recorder = RecordingDelivery::new();
+        recorder.attach_to(&broker);
+        // One stream on each shard (a read creates the stream's keys on its shard).
+        let (mut on_kept, mut on_killed) = (None, None);
+        for i in 0..64 {
+            let to = topic(&format!("shard-{i}"));
+            broker.recover(&to, None, 300).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_ne!(holds(&kept, &to), holds(&killed, &to), "{to}: on exactly one");
+            let slot = if holds(&kept, &to) { &mut on_kept } else { &mut on_killed };
+            slot.get_or_insert(to);
+            if on_kept.is_some() && on_killed.is_some() {
+                break;
+            }
+        }
+        let (Some(on_kept), Some(on_killed)) = (on_kept, on_killed) else {
+            panic!("64 streams all on one shard");
+        };
+        for to in [&on_kept, &on_killed] {
+            broker.interest(to, true);
+            broker.recover(to, None, 300).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut kept_published, mut killed_published) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            kept_published.extend(publish(&broker, &on_kept, message()).await);
+            killed_published.extend(publish(&broker, &on_killed, message()).await);
+        }
+        assert_eq!((kept_published.len(), killed_published.len()), (3, 3));
+        eventually("three each delivered", || {
+            recorder.offsets(&on_kept).len() == 3 && recorder.offsets(&on_killed).len() == 3
+        })
+        .await;
+
+        killed.kill();
+        assert_eq!(publish(&broker, &on_killed, message()).await, None, "refused while down");
+        eventually("the node notices", || broker.state().shards_connected == 1).await;
+        assert!(!broker.state().connected);
+        let recovered = broker.recover(&on_killed, None, 300).await;
+        assert!(matches!(recovered, Err(BrokerError::Unavailable(_))), "{recovered:?}");
+        for _ in 0..3 {
+            let position = publish(&broker, &on_kept, message()).await;
+            kept_published.push(position.unwrap_or_else(|| panic!("the first shard is up")));
+        }
+        eventually("the first shard's stream still delivered", || {
+            recorder.offsets(&on_kept).len() == 6
+        })
+        .await;
+        let recovered = broker.recover(&on_kept, Some(&kept_published[2]), 300).await;
+        let replayed = recovered.map(|r| r.publications.map(|p| p.len()));
+        assert_eq!(replayed, Ok(Some(3)), "the first shard's history is there");
+        let far = UnixMillis(u64::MAX / 2);
+        let alice = realtime_testkit::fixtures::user("alice");
+        assert_eq!(broker.revoke(&alice, UnixMillis(1_000), far).await, Ok(()), "node-wide");
+
+        killed.restart();
+        back(&broker, 1).await;
+        eventually("the loss reported", || recorder.lost() == [on_killed.clone()]).await;
+        let events_killed = settle(&broker, &recorder, &on_killed, &mut killed_published).await;
+        delivered_or_reported(&events_killed, 0, &killed_published);
+        let after = killed_published.last().unwrap_or_else(|| panic!("published"));
+        assert_ne!(after.epoch, killed_published[0].epoch, "a new epoch on the restarted shard");
+        let events_kept = settle(&broker, &recorder, &on_kept, &mut kept_published).await;
+        delivered_or_reported(&events_kept, 0, &kept_published);
+        let delivered: Vec<Option<Position>> = kept_published.iter().cloned().map(Some).collect();
+        assert_eq!(events_kept, delivered, "the first shard's stream: all, once, no loss");
+    });
+}

@@ -235,3 +235,80 @@ fn receipts_sum_every_nodes_count() {
         assert_eq!(receipts, Some(realtime_ports::NodeReceipts { answered: 4, expected: 4 }));
     });
 }
+
+/// A broker sharded over `servers` (in this order), attached to `delivery`.
+async fn sharded_node(servers: &[&RedisProcess], delivery: &Arc<Node>) -> RedisBroker {
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    // Spaces around the commas are allowed.
+    let broker = RedisBroker::connect(RedisBrokerConfig::new(urls.join(" , ")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    broker.attach(Arc::downgrade(delivery) as Weak<dyn LocalDelivery>);
+    broker
+}
+
+/// Whether `key` is on `server`.
+fn holds_key(server: &RedisProcess, key: &str) -> bool {
+    server.command(&["EXISTS", key]) == ":1"
+}
+
+/// Whether `to`'s keys are on `server`.
+fn holds(server: &RedisProcess, to: &StreamName) -> bool {
+    holds_key(server, &format!("rt:{{{to}}}:meta"))
+}
+
+/// Two nodes sharded over the same two servers: streams are spread over both servers (each
+/// stream's keys on exactly one), every publication reaches the other node in order with
+/// its receipt, and what is node-wide (a message to a connection, a revocation) crosses
+/// too.
+#[test]
+fn two_sharded_nodes_spread_streams_over_both_servers_and_deliver_across() {
+    runtime().block_on(async {
+        let (first, second) = (RedisProcess::start(), RedisProcess::start());
+        let on_b = connection_id(5);
+        let (a, b) =
+            (Arc::new(Node::default()), Arc::new(Node { local: vec![on_b], ..Node::default() }));
+        let node_a = sharded_node(&[&first, &second], &a).await;
+        let node_b = sharded_node(&[&first, &second], &b).await;
+        assert_eq!((node_a.state().shards, node_a.state().shards_connected), (2, 2));
+        let streams: Vec<StreamName> = (0..16).map(|i| stream(&format!("topic:s{i}"))).collect();
+        for to in &streams {
+            node_b.interest(to, true);
+            node_b.recover(to, None, 300).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let within = Duration::from_secs(2);
+        for round in 1..=2 {
+            for to in &streams {
+                let published = node_a.publish_counted(to, message(), None, within).await;
+                let published = published.unwrap_or_else(|e| panic!("{to}: {e}"));
+                assert_eq!(published.position.map(|p| p.offset), Some(round), "{to}");
+                assert_eq!(published.delivered, 1, "{to}: b's receipt");
+                assert_eq!(
+                    published.nodes,
+                    Some(realtime_ports::NodeReceipts { answered: 1, expected: 1 })
+                );
+            }
+        }
+        eventually("b got everything", || b.streams.lock().len() == 2 * streams.len()).await;
+        for to in &streams {
+            let offsets: Vec<Option<u64>> =
+                b.streams.lock().iter().filter(|(s, _)| s == to).map(|(_, o)| *o).collect();
+            assert_eq!(offsets, [Some(1), Some(2)], "{to}");
+            assert_ne!(holds(&first, to), holds(&second, to), "{to}: on exactly one server");
+        }
+        let on_first = streams.iter().filter(|to| holds(&first, to)).count();
+        assert!(0 < on_first && on_first < streams.len(), "{on_first} of 16 on the first");
+        assert!(b.lost.lock().is_empty());
+        assert!(a.streams.lock().is_empty(), "a was never interested");
+
+        let sent = node_a.send_to_connection_counted(on_b, message(), within).await;
+        assert_eq!(sent.map(|(delivered, _)| delivered), Ok(1));
+        assert_eq!(*b.connections.lock(), [on_b]);
+        let alice = user("alice");
+        let far = UnixMillis(u64::MAX / 2);
+        assert_eq!(node_a.revoke(&alice, UnixMillis(2_000), far).await, Ok(()));
+        eventually("b knows", || node_b.revoked_before(&alice).is_some()).await;
+        assert!(holds_key(&first, "rt:revoked:{alice}"), "revocations live on the first shard");
+        assert!(!holds_key(&second, "rt:revoked:{alice}"));
+    });
+}

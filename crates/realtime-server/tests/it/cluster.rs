@@ -90,9 +90,9 @@ async fn presence_is(addr: SocketAddr, path: &str, expected: &Value) {
 async fn three_nodes_route_exactly_once_share_presence_and_revoke_everywhere() {
     let redis = RedisProcess::start();
     let nodes = [
-        support::start(node(&redis, "node-a")).await,
-        support::start(node(&redis, "node-b")).await,
-        support::start(node(&redis, "node-c")).await,
+        support::start(node(&redis.url(), "node-a")).await,
+        support::start(node(&redis.url(), "node-b")).await,
+        support::start(node(&redis.url(), "node-c")).await,
     ];
     let [a, b, c] = [nodes[0].addr, nodes[1].addr, nodes[2].addr];
     let old = now_unix_secs() - 10;
@@ -187,8 +187,8 @@ async fn three_nodes_route_exactly_once_share_presence_and_revoke_everywhere() {
 async fn a_killed_pubsub_connection_is_delivered_or_told_and_recovered() {
     let redis = RedisProcess::start();
     let (node_a, node_b) = (
-        support::start(node(&redis, "node-a")).await,
-        support::start(node(&redis, "node-b")).await,
+        support::start(node(&redis.url(), "node-a")).await,
+        support::start(node(&redis.url(), "node-b")).await,
     );
     let alice = token("alice", &[], None);
     let (mut client, hello) = open(node_b.addr, &alice, None).await;
@@ -253,7 +253,7 @@ async fn healthz_once(addr: SocketAddr, status: u16) -> Value {
 #[tokio::test]
 async fn healthz_reports_the_redis_broker() {
     let mut redis = RedisProcess::start();
-    let node_a = support::start(node(&redis, "node-a")).await;
+    let node_a = support::start(node(&redis.url(), "node-a")).await;
     let health = support::http(node_a.addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(health.status, 200, "{}", health.text());
     let body = health.json();

@@ -1,7 +1,8 @@
 //! Two realtime-server nodes on one Redis (`--broker redis`; a `redis-server` of the test's
-//! own): a message published on one node reaches a client on the other with its position, a
-//! topic works across nodes, and a client that comes back on the other node recovers from
-//! Redis history what it missed.
+//! own), then on two Redis shards (`--redis-url a,b`): a message published on one node
+//! reaches a client on the other with its position, a topic works across nodes, and a client
+//! that comes back on the other node recovers from Redis history what it missed. Sharded,
+//! each stream's keys are on exactly one server, streams use both, presence the first.
 
 use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
@@ -19,8 +20,55 @@ async fn publish(addr: std::net::SocketAddr, target: Value, i: u64) -> Value {
 #[tokio::test]
 async fn two_nodes_on_one_redis_deliver_across_and_recover_from_redis_history() {
     let redis = RedisProcess::start();
-    let a = support::start(node(&redis, "node-a")).await;
-    let b = support::start(node(&redis, "node-b")).await;
+    deliver_across_and_recover(&redis.url()).await;
+}
+
+/// Whether `key` is on `server`.
+fn holds(server: &RedisProcess, key: &str) -> bool {
+    server.command(&["EXISTS", key]) == ":1"
+}
+
+#[tokio::test]
+async fn two_nodes_on_two_redis_shards_deliver_across_and_spread_the_streams() {
+    let (first, second) = (RedisProcess::start(), RedisProcess::start());
+    let list = format!("{},{}", first.url(), second.url());
+    deliver_across_and_recover(&list).await;
+    let meta = |stream: &str| format!("rt:{{{stream}}}:meta");
+    for stream in ["user:alice", "topic:orders"] {
+        assert_ne!(holds(&first, &meta(stream)), holds(&second, &meta(stream)), "{stream}");
+    }
+
+    let a = support::start(node(&list, "node-a")).await;
+    let b = support::start(node(&list, "node-b")).await;
+    let topics: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    for topic in &topics {
+        publish(b.addr, json!({ "topic": topic }), 0).await;
+    }
+    let on_first = topics.iter().filter(|t| holds(&first, &meta(&format!("topic:{t}")))).count();
+    let on_second = topics.iter().filter(|t| holds(&second, &meta(&format!("topic:{t}")))).count();
+    assert_eq!(on_first + on_second, topics.len(), "each topic on exactly one server");
+    assert!(on_first > 0 && on_second > 0, "{on_first} and {on_second}: both servers used");
+
+    // Presence lives on the first server.
+    let token = Claims::new("bob").exp(now_unix_secs() + 3600).mint(support::SECRET);
+    let (ws, _) = open(a.addr, &token, None).await;
+    let presence = "rt:presence:user:{bob}";
+    let deadline = tokio::time::Instant::now() + realtime_testkit::WAIT;
+    while !holds(&first, presence) {
+        assert!(tokio::time::Instant::now() < deadline, "bob's presence never written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!holds(&second, presence));
+    drop(ws);
+    support::stop(a).await;
+    support::stop(b).await;
+}
+
+/// A client on node B gets what node A publishes, with its position, on a user stream and a
+/// topic; gone and back on node A with `since`, it gets what it missed from Redis history.
+async fn deliver_across_and_recover(redis_url: &str) {
+    let a = support::start(node(redis_url, "node-a")).await;
+    let b = support::start(node(redis_url, "node-b")).await;
     let token =
         Claims::new("alice").topics(&["*"]).exp(now_unix_secs() + 3600).mint(support::SECRET);
 

@@ -41,11 +41,12 @@ pub fn config() -> Config {
     config
 }
 
-/// [`config`] as node `id` of the cluster on `redis` (`--broker redis`).
-pub fn redis_node(redis: &realtime_testkit::RedisProcess, id: &str) -> Config {
+/// [`config`] as node `id` of the cluster on `redis_url` (`--broker redis`; one URL or a
+/// comma-separated list of shards).
+pub fn redis_node(redis_url: &str, id: &str) -> Config {
     let mut config = config();
     config.broker = realtime_server::BrokerKind::Redis;
-    config.redis_url = Some(redis.url());
+    config.redis_url = Some(redis_url.to_owned());
     config.node_id = Some(id.to_owned());
     config
 }
