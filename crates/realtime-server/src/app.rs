@@ -115,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     prefix: config.redis_prefix.clone(),
                     history,
                     node_id: config.node_id.clone(),
+                    presence_ttl: Duration::from_secs(config.presence_ttl_secs),
                     ..RedisBrokerConfig::new(url.clone())
                 };
                 let broker = RedisBroker::connect(redis)

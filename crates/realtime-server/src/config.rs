@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "REALTIME_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// With `--broker redis`: seconds a node's presence entries outlive its last heartbeat
+    /// (sent every third of it), so a crashed node's connections leave presence within it.
+    #[arg(long, env = "REALTIME_PRESENCE_TTL_SECS", default_value_t = 60)]
+    pub presence_ttl_secs: u64,
+
     /// Publications kept per stream for recovery after a reconnect (0 keeps none but still
     /// counts offsets).
     #[arg(long, env = "REALTIME_HISTORY_SIZE", default_value_t = 100)]
@@ -254,7 +259,7 @@ impl Config {
         let count = |range: &RangeInclusive<usize>| *range.start() as u64..=*range.end() as u64;
         let rate = u64::from(*INBOUND_RATE_RANGE.start())..=u64::from(*INBOUND_RATE_RANGE.end());
         const S: &str = " seconds";
-        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 18] = [
+        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 19] = [
             (
                 "--ping-interval-secs",
                 "REALTIME_PING_INTERVAL_SECS",
@@ -350,6 +355,13 @@ impl Config {
             ),
             ("--max-topics", "REALTIME_MAX_TOPICS", self.max_topics as u64, 1..=100_000, ""),
             ("--max-recovery", "REALTIME_MAX_RECOVERY", self.max_recovery as u64, 1..=100_000, ""),
+            (
+                "--presence-ttl-secs",
+                "REALTIME_PRESENCE_TTL_SECS",
+                self.presence_ttl_secs,
+                1..=24 * 3600,
+                S,
+            ),
             (
                 "--revocation-ttl-secs",
                 "REALTIME_REVOCATION_TTL_SECS",
@@ -605,6 +617,12 @@ mod tests {
         );
         let sharded = parse(&["--broker", "redis", "--redis-url", "redis://a/, redis://b/"]);
         assert_eq!(sharded.validate(), Ok(()));
+        let error = parse(&["--presence-ttl-secs", "0"]).validate().err().unwrap_or_default();
+        assert_eq!(
+            error,
+            "--presence-ttl-secs (REALTIME_PRESENCE_TTL_SECS) must be between 1 and 86400 \
+             seconds, got 0"
+        );
         let error = parse(&["--max-topics", "0"]).validate().err().unwrap_or_default();
         assert!(
             error.starts_with("--max-topics (REALTIME_MAX_TOPICS) must be between 1"),

@@ -15,6 +15,7 @@ mod kick;
 mod lifecycle;
 mod limits;
 mod logs;
+mod node_crash;
 mod presence_events;
 mod publish_api;
 mod recovery_model;

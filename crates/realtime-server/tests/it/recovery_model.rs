@@ -1,6 +1,11 @@
 //! Recovery checked end to end against a model: the real server (real service, in-memory
 //! broker with small history, warp transport), real sockets and JWTs.
 //!
+//! - `random_operations_on_two_redis_nodes_agree_with_the_recovery_model`: the model test
+//!   on two nodes sharing one Redis (`--broker redis`, a `redis-server` of the test's own):
+//!   each publication goes through either node, each reconnect to either, so a client often
+//!   recovers on one node what was published while it was on the other.
+//!
 //! - `random_operations_agree_with_the_recovery_model`: seeded random sequences of
 //!   publications (to the user's stream or a topic), disconnects, reconnects with `since`,
 //!   subscribes with `since` and unsubscribes, on one or two clients of one user. A `since`
@@ -38,10 +43,12 @@ use realtime_core::{
     Envelope, HistoryLimits, HistoryPolicy, RateLimitConfig, Target, TopicName, UserId,
 };
 use realtime_ports::{PublishOptions, RealtimeApi};
+use realtime_server::{BrokerKind, Running};
 use realtime_service::ServiceConfig;
+use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
 use realtime_testkit::ws::{Connect, next_json_or_close, since_query, try_connect};
-use realtime_transport_warp::TransportConfig;
+use realtime_transport_warp::{INBOUND_RATE_RANGE, TransportConfig};
 use serde_json::{Map, Value, json};
 
 use crate::support::{self, SECRET, Stack, Ws};
@@ -179,6 +186,8 @@ const MAX_LEN: u64 = 5;
 const SMALL_MAX_RECOVERY: u64 = 3;
 /// Seeds of the model test.
 const SEEDS: u64 = 40;
+/// Seeds of the model test on Redis (each starts two nodes; fewer, to keep it short).
+const REDIS_SEEDS: u64 = 40;
 /// Operations per seed.
 const STEPS: usize = 80;
 /// The topics of the model test.
@@ -199,11 +208,19 @@ struct Model {
     /// reached both).
     recovered: usize,
     not_recovered: usize,
+    /// Delivery is asynchronous (Redis pub/sub): a publication may reach a node after its
+    /// publish returned, so a client first reads up to the top of its streams, then checks
+    /// with the ping barrier that nothing more is queued.
+    asynchronous: bool,
+    /// Recoveries with something to replay on another node than the client's last one.
+    replayed_elsewhere: usize,
 }
 
 impl Model {
-    fn new(max_recovery: u64) -> Model {
+    fn new(max_recovery: u64, asynchronous: bool) -> Model {
         Model {
+            asynchronous,
+            replayed_elsewhere: 0,
             limit: MAX_LEN.min(max_recovery),
             epochs: BTreeMap::new(),
             tops: BTreeMap::new(),
@@ -261,6 +278,8 @@ struct Client {
     /// Unsubscribes sent and not answered yet.
     unsubscribing: BTreeSet<String>,
     next_id: u64,
+    /// The node it last connected to.
+    node: Option<usize>,
 }
 
 impl Client {
@@ -274,6 +293,7 @@ impl Client {
             subscribing: BTreeMap::new(),
             unsubscribing: BTreeSet::new(),
             next_id: 0,
+            node: None,
         }
     }
 
@@ -288,10 +308,11 @@ impl Client {
     /// Connects, with `since` for every implicit stream it has a position in (the user's
     /// as `how` says), and its topics' positions too when `with_topics` (not its streams
     /// until it subscribes: `connected` must ignore them).
+    /// Connects to `node` at `addr`.
     async fn connect(
         &mut self,
         model: &mut Model,
-        addr: std::net::SocketAddr,
+        (node, addr): (usize, std::net::SocketAddr),
         how: Since,
         with_topics: bool,
     ) {
@@ -314,8 +335,14 @@ impl Client {
             let recovered = state["recovered"]
                 .as_bool()
                 .unwrap_or_else(|| panic!("{}: no `recovered` for {stream}", self.name));
-            self.opened(model, stream, since.get(stream), &Pos::of(state), recovered);
+            let since = since.get(stream);
+            self.opened(model, stream, since, &Pos::of(state), recovered);
+            let moved = self.node.is_some_and(|last| last != node);
+            if recovered && moved && since.is_some_and(|since| since.offset < model.top(stream)) {
+                model.replayed_elsewhere += 1;
+            }
         }
+        self.node = Some(node);
         self.ws = Some(ws);
         self.settle(model).await;
     }
@@ -454,6 +481,14 @@ impl Client {
     /// answered.
     async fn settle(&mut self, model: &mut Model) {
         let Some(mut ws) = self.ws.take() else { return };
+        if model.asynchronous {
+            // Every frame read is checked as it comes; each read is bounded by `WAIT`.
+            while self.live.iter().any(|stream| self.seen[stream].offset < model.top(stream)) {
+                let frame = support::next_json(&mut ws).await;
+                let pong = self.handle(model, &frame);
+                assert!(pong.is_none(), "{}: a pong unasked: {frame}", self.name);
+            }
+        }
         self.next_id += 1;
         let id = format!("b{}", self.next_id);
         support::send_text(&mut ws, &json!({"type": "ping", "id": id}).to_string()).await;
@@ -514,20 +549,25 @@ impl Since {
 /// One operation of the model test.
 #[derive(Debug, Clone)]
 enum Op {
-    /// `count` publications to a stream.
-    Publish(&'static str, u64),
+    /// `count` publications to a stream, through a node.
+    Publish(&'static str, u64, usize),
     Disconnect(usize),
-    /// Reconnect with `since`, listing its topics' positions too when the flag is set.
-    Reconnect(usize, Since, bool),
+    /// Reconnect with `since`, listing its topics' positions too when the flag is set, to a
+    /// node (any: with Redis, it recovers there what it missed on another).
+    Reconnect(usize, Since, bool, usize),
     Subscribe(usize, &'static str, Since),
     Unsubscribe(usize, &'static str),
 }
 
-/// An operation that applies to the clients as they are, drawn with weights.
-fn draw(rng: &mut StdRng, clients: &[Client]) -> Op {
+/// An operation that applies to the clients as they are, drawn with weights; `nodes`
+/// servers to publish through and reconnect to (the node is drawn only when there are
+/// several, so one node's sequences stay as they were).
+fn draw(rng: &mut StdRng, clients: &[Client], nodes: usize) -> Op {
+    let node = |rng: &mut StdRng| if nodes > 1 { rng.random_range(0..nodes) } else { 0 };
     let mut ops: Vec<(u32, Op)> = Vec::new();
     for stream in [USER_STREAM, TOPICS[0], TOPICS[1]] {
-        ops.push((12, Op::Publish(stream, rng.random_range(1..=3))));
+        let count = rng.random_range(1..=3);
+        ops.push((12, Op::Publish(stream, count, node(rng))));
     }
     for (i, client) in clients.iter().enumerate() {
         if client.connected() {
@@ -540,7 +580,8 @@ fn draw(rng: &mut StdRng, clients: &[Client]) -> Op {
                 }
             }
         } else {
-            ops.push((10, Op::Reconnect(i, Since::draw(rng), rng.random_bool(0.25))));
+            let (how, with_topics) = (Since::draw(rng), rng.random_bool(0.25));
+            ops.push((10, Op::Reconnect(i, how, with_topics, node(rng))));
         }
     }
     let total: u32 = ops.iter().map(|(weight, _)| weight).sum();
@@ -558,37 +599,123 @@ fn lock(trace: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
     trace.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One seed: a fresh server, one or two clients, [`STEPS`] operations.
-async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>) -> (usize, usize) {
+/// Where the model test's servers run.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    /// One hand-assembled stack with the in-memory broker.
+    Memory,
+    /// Two nodes (`realtime_server::start`, `--broker redis`) on this Redis, with a key
+    /// prefix of the seed's own, so every seed starts with fresh streams.
+    Redis(&'a RedisProcess),
+}
+
+/// The servers of one seed.
+enum Servers {
+    Memory(Stack),
+    Redis(Vec<Running>),
+}
+
+impl Servers {
+    async fn start(backend: Backend<'_>, seed: u64, max_recovery: u64) -> Servers {
+        match backend {
+            Backend::Memory => {
+                let service = ServiceConfig {
+                    max_recovery: max_recovery as usize,
+                    ..ServiceConfig::default()
+                };
+                let broker = history(MAX_LEN as usize);
+                Servers::Memory(support::start_stack_full(transport(), service, broker, None).await)
+            }
+            Backend::Redis(redis) => {
+                let mut nodes = Vec::new();
+                for id in ["node-a", "node-b"] {
+                    let mut config = support::config();
+                    config.broker = BrokerKind::Redis;
+                    config.redis_url = Some(redis.url());
+                    config.redis_prefix = format!("model{seed}");
+                    config.node_id = Some(id.to_owned());
+                    config.history_size = MAX_LEN as usize;
+                    config.max_recovery = max_recovery as usize;
+                    // Out of the way of the barrier pings.
+                    config.inbound_rate = *INBOUND_RATE_RANGE.end();
+                    config.inbound_burst = *INBOUND_RATE_RANGE.end();
+                    nodes.push(support::start(config).await);
+                }
+                Servers::Redis(nodes)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Servers::Memory(_) => 1,
+            Servers::Redis(nodes) => nodes.len(),
+        }
+    }
+
+    fn addr(&self, node: usize) -> std::net::SocketAddr {
+        match self {
+            Servers::Memory(stack) => stack.addr,
+            Servers::Redis(nodes) => nodes[node].addr,
+        }
+    }
+
+    fn api(&self, node: usize) -> &dyn RealtimeApi {
+        match self {
+            Servers::Memory(stack) => &*stack.api,
+            Servers::Redis(nodes) => &*nodes[node].api,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Servers::Memory(stack) => stack.stop().await,
+            Servers::Redis(nodes) => {
+                for node in nodes {
+                    support::stop(node).await;
+                }
+            }
+        }
+    }
+}
+
+/// One seed: fresh servers, one or two clients, [`STEPS`] operations.
+/// Returns the model's counts: recovered, not recovered, replayed on another node.
+async fn run_seed(
+    backend: Backend<'_>,
+    seed: u64,
+    trace: &Mutex<Vec<String>>,
+) -> (usize, usize, usize) {
     let max_recovery = if seed % 2 == 1 { SMALL_MAX_RECOVERY } else { 300 };
-    let service = ServiceConfig { max_recovery: max_recovery as usize, ..ServiceConfig::default() };
-    let stack: Stack =
-        support::start_stack_full(transport(), service, history(MAX_LEN as usize), None).await;
+    let servers = Servers::start(backend, seed, max_recovery).await;
+    let nodes = servers.len();
     let mut rng = StdRng::seed_from_u64(seed);
     let names = ["c0", "c1"];
     let mut clients: Vec<Client> =
         names.iter().copied().take(rng.random_range(1..=2)).map(Client::new).collect();
-    let mut model = Model::new(max_recovery);
-    lock(trace).push(format!("max_recovery {max_recovery}, history {MAX_LEN}"));
-    for client in &mut clients {
-        lock(trace).push(format!("Connect({})", client.name));
-        client.connect(&mut model, stack.addr, Since::Seen, false).await;
+    let mut model = Model::new(max_recovery, matches!(backend, Backend::Redis(_)));
+    lock(trace).push(format!("max_recovery {max_recovery}, history {MAX_LEN}, {nodes} node(s)"));
+    for (i, client) in clients.iter_mut().enumerate() {
+        let node = i % nodes;
+        lock(trace).push(format!("Connect({}, node {node})", client.name));
+        client.connect(&mut model, (node, servers.addr(node)), Since::Seen, false).await;
     }
     for _ in 0..STEPS {
-        let op = draw(&mut rng, &clients);
+        let op = draw(&mut rng, &clients, nodes);
         lock(trace).push(format!("{op:?}"));
         match op {
-            Op::Publish(stream, count) => {
+            Op::Publish(stream, count, node) => {
                 for _ in 0..count {
-                    model.publish(&*stack.api, stream).await;
+                    model.publish(servers.api(node), stream).await;
                 }
                 for client in &mut clients {
                     client.settle(&mut model).await;
                 }
             }
             Op::Disconnect(i) => clients[i].disconnect().await,
-            Op::Reconnect(i, how, with_topics) => {
-                clients[i].connect(&mut model, stack.addr, how, with_topics).await;
+            Op::Reconnect(i, how, with_topics, node) => {
+                let at = (node, servers.addr(node));
+                clients[i].connect(&mut model, at, how, with_topics).await;
             }
             Op::Subscribe(i, topic, how) => clients[i].subscribe(&mut model, topic, how).await,
             Op::Unsubscribe(i, topic) => clients[i].unsubscribe(&mut model, topic).await,
@@ -599,19 +726,20 @@ async fn run_seed(seed: u64, trace: &Mutex<Vec<String>>) -> (usize, usize) {
             client.disconnect().await;
         }
     }
-    stack.stop().await;
-    (model.recovered, model.not_recovered)
+    servers.stop().await;
+    (model.recovered, model.not_recovered, model.replayed_elsewhere)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_operations_agree_with_the_recovery_model() {
-    let (mut recovered, mut not) = (0, 0);
-    for seed in 0..SEEDS {
+/// Runs `seeds` on `backend`; a failure names its seed and the operations that led to it.
+async fn run_seeds(backend: Backend<'_>, seeds: std::ops::Range<u64>) {
+    let (mut recovered, mut not, mut elsewhere) = (0, 0, 0);
+    for seed in seeds {
         let trace = Mutex::new(Vec::new());
-        let run = AssertUnwindSafe(run_seed(seed, &trace)).catch_unwind().await;
-        if let Ok((yes, no)) = run {
+        let run = AssertUnwindSafe(run_seed(backend, seed, &trace)).catch_unwind().await;
+        if let Ok((yes, no, moved)) = run {
             recovered += yes;
             not += no;
+            elsewhere += moved;
         } else {
             let mut ops = String::new();
             for (step, op) in lock(&trace).iter().enumerate() {
@@ -621,8 +749,29 @@ async fn random_operations_agree_with_the_recovery_model() {
         }
     }
     // The seeds are fixed: the operations reach both outcomes.
-    eprintln!("recoveries: {recovered} recovered, {not} not recovered");
+    eprintln!(
+        "recoveries: {recovered} recovered, {not} not recovered, \
+         {elsewhere} replayed on another node than the last"
+    );
     assert!(recovered > 0 && not > 0, "recovered {recovered}, not recovered {not}");
+    if matches!(backend, Backend::Redis(_)) {
+        assert!(elsewhere > 0, "no client recovered on another node what it missed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_agree_with_the_recovery_model() {
+    run_seeds(Backend::Memory, 0..SEEDS).await;
+}
+
+/// The same model on two nodes sharing one Redis (a `redis-server` of the test's own):
+/// publications go through either node, a client reconnects to either and must recover
+/// there, from Redis history, what it missed on the other. Delivery through Redis pub/sub
+/// is asynchronous, so each client reads up to the top before its ping barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_operations_on_two_redis_nodes_agree_with_the_recovery_model() {
+    let redis = RedisProcess::start();
+    run_seeds(Backend::Redis(&redis), 0..REDIS_SEEDS).await;
 }
 
 // ---------------------------------------------------------------- the race test
