@@ -6,24 +6,41 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Parses the arguments after `bench`: whether `--full` was given.
-pub(crate) fn parse(rest: &[String]) -> Result<bool, String> {
+/// Which benchmark `cargo xtask bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The quick comparison (no flag, or `--quick`).
+    Quick,
+    /// `--full`: every scenario, three repetitions.
+    Full,
+    /// `--cluster`: several nodes on one Redis against one node.
+    Cluster,
+}
+
+/// Parses the arguments after `bench`.
+pub(crate) fn parse(rest: &[String]) -> Result<Mode, String> {
     match rest {
-        [] => Ok(false),
-        [flag] if flag == "--full" => Ok(true),
-        [flag] if flag == "--quick" => Ok(false),
-        [extra, ..] => Err(format!("unexpected argument `{extra}` after `bench` (only --full)")),
+        [] => Ok(Mode::Quick),
+        [flag] if flag == "--full" => Ok(Mode::Full),
+        [flag] if flag == "--quick" => Ok(Mode::Quick),
+        [flag] if flag == "--cluster" => Ok(Mode::Cluster),
+        [extra, ..] => Err(format!(
+            "unexpected argument `{extra}` after `bench` (--quick, --full or --cluster)"
+        )),
     }
 }
 
-/// Runs `cargo run --release -p realtime-bench --bin realtime-bench -- quick|full`.
+/// Runs `cargo run --release -p realtime-bench --bin realtime-bench -- quick|full|cluster`.
 ///
 /// # Errors
 /// When cargo cannot be started or the driver fails (a session could not run, or a
 /// delivery was missing or extra).
-pub(crate) fn run(full: bool) -> anyhow::Result<()> {
-    let (mode, command) =
-        if full { ("full", "cargo xtask bench --full") } else { ("quick", "cargo xtask bench") };
+pub(crate) fn run(mode: Mode) -> anyhow::Result<()> {
+    let (mode, command) = match mode {
+        Mode::Full => ("full", "cargo xtask bench --full"),
+        Mode::Quick => ("quick", "cargo xtask bench"),
+        Mode::Cluster => ("cluster", "cargo xtask bench --cluster"),
+    };
     let args = ["run", "--release", "-p", "realtime-bench", "--bin", "realtime-bench", "--", mode];
     eprintln!("==> cargo {}", args.join(" "));
     let status = Command::new(crate::cargo())
@@ -46,9 +63,10 @@ mod tests {
     fn parses_the_bench_flags() {
         let parse_args =
             |args: &[&str]| parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
-        assert_eq!(parse_args(&[]), Ok(false));
-        assert_eq!(parse_args(&["--full"]), Ok(true));
-        assert_eq!(parse_args(&["--quick"]), Ok(false));
+        assert_eq!(parse_args(&[]), Ok(Mode::Quick));
+        assert_eq!(parse_args(&["--full"]), Ok(Mode::Full));
+        assert_eq!(parse_args(&["--quick"]), Ok(Mode::Quick));
+        assert_eq!(parse_args(&["--cluster"]), Ok(Mode::Cluster));
         assert!(parse_args(&["--fast"]).is_err());
         assert!(parse_args(&["--full", "x"]).is_err());
     }

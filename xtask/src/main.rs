@@ -22,7 +22,8 @@ usage: cargo xtask <command>
 
 commands:
   test    fmt check, clippy (-D warnings) and every test of the workspace, failing fast
-  bench   realtime-server against the baseline, N = 5,000 (--full: up to 19,000, 3 repetitions)
+  bench   realtime-server against the baseline, N = 5,000 (--full: up to 19,000, 3 repetitions;
+          --cluster: 5 nodes on one Redis, 95,000 connections, against one node)
   help    print this message";
 
 /// A parsed command line.
@@ -30,10 +31,10 @@ commands:
 enum Command {
     /// `cargo xtask test`
     Test,
-    /// `cargo xtask bench [--full]`
+    /// `cargo xtask bench [--full | --cluster]`
     Bench {
-        /// `--full`
-        full: bool,
+        /// Which benchmark.
+        mode: bench::Mode,
     },
     /// `cargo xtask help`, `-h`, `--help`
     Help,
@@ -48,7 +49,7 @@ impl Command {
         };
         let command = match first {
             "test" => Command::Test,
-            "bench" => return bench::parse(rest).map(|full| Command::Bench { full }),
+            "bench" => return bench::parse(rest).map(|mode| Command::Bench { mode }),
             "help" | "-h" | "--help" => Command::Help,
             other => return Err(format!("unknown command `{other}`")),
         };
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Test => test::run(),
-        Command::Bench { full } => bench::run(full),
+        Command::Bench { mode } => bench::run(mode),
         Command::Help => {
             eprintln!("{USAGE}");
             Ok(())

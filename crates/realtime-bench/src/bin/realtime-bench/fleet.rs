@@ -37,12 +37,25 @@ impl Fleet {
         secret_hex: &str,
         workers: usize,
     ) -> anyhow::Result<Fleet> {
+        Fleet::spawn_numbered(loadgen, addr, secret_hex, workers, 0).await
+    }
+
+    /// As [`spawn`](Self::spawn), with shard numbers from `first_shard` on (several fleets
+    /// against several servers then have distinct users and source addresses).
+    pub async fn spawn_numbered(
+        loadgen: &Path,
+        addr: SocketAddr,
+        secret_hex: &str,
+        workers: usize,
+        first_shard: usize,
+    ) -> anyhow::Result<Fleet> {
         let (tx, events) = mpsc::unbounded_channel();
         let mut children = Vec::new();
         let mut stdins = Vec::new();
         for w in 0..workers {
             let mut child = tokio::process::Command::new(loadgen)
-                .args(["worker", "--addr", &addr.to_string(), "--shard", &w.to_string()])
+                .args(["worker", "--addr", &addr.to_string()])
+                .args(["--shard", &(first_shard + w).to_string()])
                 .env(SECRET_ENV, secret_hex)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

@@ -8,6 +8,7 @@
 //! session could not run.
 
 mod charts;
+mod cluster;
 mod fleet;
 mod procfs;
 mod report;
@@ -65,6 +66,12 @@ struct Args {
     /// realtime-server only) after the others, instead of them, or not at all.
     #[arg(long, global = true, value_enum, default_value = "on")]
     streams: SoakMode,
+    /// `cluster` mode: how many nodes (5).
+    #[arg(long, global = true)]
+    nodes: Option<usize>,
+    /// `cluster` mode: connections per node (19,000).
+    #[arg(long, global = true)]
+    per_node: Option<u32>,
 }
 
 /// Whether a group of scenarios (soak, streams) runs.
@@ -85,6 +92,9 @@ enum Mode {
     /// N up to 19,000, every scenario, three repetitions, medians; soak at 10,000 with 100
     /// churn cycles.
     Full,
+    /// Five realtime-server nodes joined by one Redis, 95,000 connections, against one node
+    /// at the same per-node load (`cargo xtask bench --cluster`).
+    Cluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,8 +173,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         bail!("{} not found", paths.loadgen.display());
     }
 
+    if matches!(args.mode, Mode::Cluster) {
+        return run_cluster(args, &root, &paths);
+    }
     let mut plan = match args.mode {
-        Mode::Quick => Plan::quick(),
+        Mode::Quick | Mode::Cluster => Plan::quick(),
         Mode::Full => Plan::full(),
     };
     if let Some(reps) = args.reps {
@@ -347,4 +360,39 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     )?;
     Ok(results.exactly_once && recovered)
+}
+
+/// `cluster` mode: runs [`cluster::run_cluster`], writes `results/bench/cluster-<date>.json`
+/// and the cluster section of docs/benchmarks.md.
+fn run_cluster(args: &Args, root: &Path, paths: &Paths) -> anyhow::Result<bool> {
+    let mut plan = cluster::ClusterPlan::full();
+    if let Some(nodes) = args.nodes {
+        plan.nodes = nodes.max(1);
+    }
+    if let Some(per_node) = args.per_node {
+        plan.per_node = per_node.max(1);
+    }
+    let command = std::env::var("REALTIME_BENCH_COMMAND").unwrap_or_else(|_| {
+        let rest: Vec<String> = std::env::args().skip(1).collect();
+        format!("cargo run --release -p realtime-bench --bin realtime-bench -- {}", rest.join(" "))
+    });
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(cluster::run_cluster(paths, &plan)).context("cluster")?;
+    drop(runtime);
+    let date = report::utc_date(started_unix);
+    let results_dir = root.join("results/bench");
+    std::fs::create_dir_all(&results_dir)?;
+    let json_path = results_dir.join(format!("cluster-{date}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&result)?)?;
+    eprintln!("wrote {}", json_path.display());
+    let generated = cluster::markdown(&result, &date, &command);
+    if !args.no_docs {
+        let md_path = root.join("docs/benchmarks.md");
+        let text = std::fs::read_to_string(&md_path).unwrap_or_default();
+        std::fs::write(&md_path, cluster::splice(&text, &generated))?;
+        eprintln!("updated {}", md_path.display());
+    }
+    writeln!(std::io::stdout().lock(), "{generated}")?;
+    Ok(result.exactly_once)
 }

@@ -217,8 +217,13 @@ impl Outcome {
         }
     }
 
+    /// Delivery latency of every first, correct delivery.
+    pub fn delivery(&self) -> &Histogram<u64> {
+        &self.delivery
+    }
+
     /// Completion latency of the complete messages.
-    fn completion(&self) -> Histogram<u64> {
+    pub fn completion(&self) -> Histogram<u64> {
         let mut h = new_hist();
         for (&done, &us) in self.complete.iter().zip(&self.completion_us) {
             if done {
