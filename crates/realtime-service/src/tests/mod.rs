@@ -722,8 +722,8 @@ async fn a_reply_echoes_the_request_id_and_passes_the_publish_checks() {
         Err(PublishError::ReservedType(forged.kind.clone()))
     );
     // `{"type":"n","payload":{"t":"..."}}` is 31 bytes around the text; `"id":"ab",` is 10.
-    let exactly = Envelope::from_parts("n", serde_json::json!({ "t": "x".repeat(max - 41) }))
-        .unwrap();
+    let exactly =
+        Envelope::from_parts("n", serde_json::json!({ "t": "x".repeat(max - 41) })).unwrap();
     assert_eq!(
         service.reply(alice, Some(id(serde_json::json!("abc"))), &exactly).await,
         Err(PublishError::TooLarge { len: max + 1, max })
