@@ -115,6 +115,7 @@ export class RealtimeClient {
   subscribe(topic: string, fn: MessageHandler): Subscription;
   /** Fire and forget, with a fresh id (returned); `null` when not connected. */
   send(type: string, payload?: Record<string, unknown>): number | null;
+  /** Resolves with the frame carrying its id (a protocol reply, or the inbound handler's reply); rejects on an `error` with its id, a timeout or a disconnect. */
   request(type: string, payload?: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<Message>;
   /** Resolves with the round trip in ms. */
   ping(options?: { timeoutMs?: number }): Promise<number>;

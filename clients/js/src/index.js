@@ -193,8 +193,10 @@ export class RealtimeClient {
 
   /**
    * Sends a message with an `id` and resolves with the server's frame carrying the same id
-   * (`pong`, `subscribed`, `unsubscribed`, `refreshed`); rejects with a `RealtimeError` on
-   * an `error` frame with that id, after `timeoutMs`, or when the socket closes first.
+   * (`pong`, `subscribed`, `unsubscribed`, `refreshed`, or the inbound handler's reply to an
+   * application message: the server echoes the id on every reply and refusal); rejects with
+   * a `RealtimeError` on an `error` frame with that id, after `timeoutMs` (also when the
+   * handler answers nothing), or when the socket closes first.
    *
    * @param {string} type
    * @param {object} [payload]
