@@ -104,6 +104,9 @@ export function backoffDelay(
   random?: () => number,
 ): number;
 
+/** What the client does after close `code` (docs/protocol.md, Close codes): stop, reconnect at once with a new token, or reconnect with backoff. */
+export function closeStep(code: number, how?: { opened?: boolean; status?: number }): "stop" | "now" | "backoff";
+
 export class RealtimeClient {
   constructor(url: string, options: RealtimeClientOptions);
   readonly state: "idle" | "connecting" | "connected" | "reconnecting" | "stopped";
