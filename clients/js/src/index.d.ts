@@ -104,6 +104,9 @@ export function backoffDelay(
   random?: () => number,
 ): number;
 
+/** What the client does after close `code` (docs/protocol.md, Close codes): stop, reconnect at once with a new token, or reconnect with backoff. */
+export function closeStep(code: number, how?: { opened?: boolean; status?: number }): "stop" | "now" | "backoff";
+
 export class RealtimeClient {
   constructor(url: string, options: RealtimeClientOptions);
   readonly state: "idle" | "connecting" | "connected" | "reconnecting" | "stopped";
@@ -115,6 +118,7 @@ export class RealtimeClient {
   subscribe(topic: string, fn: MessageHandler): Subscription;
   /** Fire and forget, with a fresh id (returned); `null` when not connected. */
   send(type: string, payload?: Record<string, unknown>): number | null;
+  /** Resolves with the frame carrying its id (a protocol reply, or the inbound handler's reply); rejects on an `error` with its id, a timeout or a disconnect. */
   request(type: string, payload?: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<Message>;
   /** Resolves with the round trip in ms. */
   ping(options?: { timeoutMs?: number }): Promise<number>;

@@ -19,6 +19,23 @@ const STOP_CODES = new Map([
 /** Close code for a token whose `exp` passed: get a fresh token and reconnect at once. */
 const TOKEN_EXPIRED = 4001;
 
+/**
+ * What the client does after a socket ended with close `code` (docs/protocol.md, Close
+ * codes): `"stop"` (4003 kicked, 4005 revoked, a handshake answered 403), `"now"` (4001
+ * token expired: a new token, no delay) or `"backoff"` (anything else).
+ *
+ * @param {number} code
+ * @param {{opened?: boolean, status?: number}} [how] whether the socket had opened, and
+ *   the handshake's HTTP status when the WebSocket implementation reports it
+ * @returns {"stop"|"now"|"backoff"}
+ */
+export function closeStep(code, { opened = true, status } = {}) {
+  if (STOP_CODES.has(code)) return "stop";
+  // A revoked token or missing permission: a new token for the same user is refused too.
+  if (!opened && status === 403) return "stop";
+  return code === TOKEN_EXPIRED ? "now" : "backoff";
+}
+
 const DEFAULTS = Object.freeze({
   minDelayMs: 500,
   maxDelayMs: 30_000,
@@ -193,8 +210,10 @@ export class RealtimeClient {
 
   /**
    * Sends a message with an `id` and resolves with the server's frame carrying the same id
-   * (`pong`, `subscribed`, `unsubscribed`, `refreshed`); rejects with a `RealtimeError` on
-   * an `error` frame with that id, after `timeoutMs`, or when the socket closes first.
+   * (`pong`, `subscribed`, `unsubscribed`, `refreshed`, or the inbound handler's reply to an
+   * application message: the server echoes the id on every reply and refusal); rejects with
+   * a `RealtimeError` on an `error` frame with that id, after `timeoutMs` (also when the
+   * handler answers nothing), or when the socket closes first.
    *
    * @param {string} type
    * @param {object} [payload]
@@ -327,21 +346,15 @@ export class RealtimeClient {
     this._clearConnectionTimers();
     this._rejectPending("disconnected", `connection closed (${code}${reason ? ` ${reason}` : ""})`);
     this._connection = null;
-    const info = { code, reason, status, reconnect: true, delayMs: 0 };
-    if (STOP_CODES.has(code)) {
-      info.reconnect = false;
-      info.reason = reason || STOP_CODES.get(code);
-    } else if (!opened && status === 403) {
-      // A revoked token or missing permission: a new token for the same user is refused too.
-      info.reconnect = false;
-    }
-    if (!info.reconnect) {
+    const step = closeStep(code, { opened, status });
+    const info = { code, reason, status, reconnect: step !== "stop", delayMs: 0 };
+    if (step === "stop") {
+      if (STOP_CODES.has(code)) info.reason = reason || STOP_CODES.get(code);
       this._stop(code, info.reason, info);
       return;
     }
-    if (code === TOKEN_EXPIRED) {
-      info.delayMs = 0; // getToken is called before every connect
-    } else {
+    // "now": no delay, no attempt counted (getToken is called before every connect).
+    if (step === "backoff") {
       info.delayMs = backoffDelay(this._attempt, this._options);
       this._attempt += 1;
     }

@@ -133,3 +133,27 @@ test("a token is refreshed in band before it expires: the connection outlives it
     await server.stop();
   }
 });
+
+test("request() of an application message resolves with the inbound handler's reply, matched by id", async () => {
+  // The demo handler: `demo.notify` notifies the user and answers `demo.ack`.
+  const server = await startServer({ env: { REALTIME_DEMO: "true" } });
+  const client = new RealtimeClient(server.wsUrl, { getToken: () => token("dana") });
+  const notes = [];
+  client.on("notification", (payload) => notes.push(payload));
+  try {
+    await next(client, "connected");
+    const reply = await client.request("demo.notify", {}, { timeoutMs: 5_000 });
+    assert.equal(reply.type, "demo.ack");
+    assert.equal(typeof reply.id, "number");
+    assert.deepEqual(reply.payload, { action: "notify", delivered: 1 });
+    await until(() => notes.length === 1, "the notification it sent");
+    // Several requests in flight: each settles on its own reply.
+    const [topic, job] = await Promise.all([client.request("demo.topic"), client.request("demo.job")]);
+    assert.deepEqual([topic.payload.action, job.payload.action], ["topic", "job"]);
+    // A refusal by the handler rejects the request, with its code.
+    await assert.rejects(client.request("demo.nothing"), (error) => error.code === "unsupported_type");
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});

@@ -162,11 +162,10 @@ impl Client {
     }
 
     /// Sends a message with an `id` and resolves with the server's frame carrying the same
-    /// id (`pong` for `ping`; an inbound handler's reply, when it carries the id).
-    ///
-    /// The server does not put the id on an inbound handler's reply or refusal today
-    /// (only on protocol replies), so for application types prefer [`Client::send`] and
-    /// read the reply or the refusal from the events; a `request` of one times out.
+    /// id: `pong` for `ping`, the inbound handler's reply for an application type (the
+    /// server echoes the request's id on every reply and refusal). The reply is also
+    /// delivered as [`Event::Message`](crate::Event::Message), with its `id`. A handler that
+    /// answers nothing leaves the request to time out.
     ///
     /// # Errors
     /// [`ClientError::Refused`] on an `error` frame with that id; [`ClientError::Timeout`];

@@ -129,4 +129,58 @@ mod tests {
             check(Disconnect::Refused { status, body: String::new() }, Step::Backoff);
         }
     }
+
+    /// The rows of the close-code table of `docs/protocol.md`: each code and what its last
+    /// column says the client does.
+    fn documented_close_codes() -> Vec<(u16, String)> {
+        let doc = include_str!("../../../docs/protocol.md");
+        let section =
+            doc.split("\n## Close codes\n").nth(1).unwrap_or_else(|| panic!("no section"));
+        let section = section.split("\n## ").next().unwrap_or_default();
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.trim().trim_matches('|').split('|').collect();
+                let code = cells.first()?.trim().parse().ok()?;
+                Some((code, cells.last()?.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Every code of `realtime_core::protocol::close`, read from its source.
+    fn protocol_close_codes() -> Vec<u16> {
+        let source = include_str!("../../realtime-core/src/protocol.rs");
+        let module = source.split("pub mod close {").nth(1).unwrap_or_else(|| panic!("no close"));
+        let module = module.split("\n}").next().unwrap_or_default();
+        module
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub const ")?.split("= ").nth(1))
+            .map(|value| value.trim_end_matches(';').parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// docs/protocol.md's close-code table lists every code of `protocol::close`, and says of
+    /// each what [`next_step`] does.
+    #[test]
+    fn the_close_code_table_of_protocol_md_is_the_policy() {
+        let table = documented_close_codes();
+        let codes = protocol_close_codes();
+        assert!(codes.len() >= 15, "{codes:?}");
+        for code in &codes {
+            assert!(table.iter().any(|(c, _)| c == code), "{code} is not in the table");
+        }
+        for (code, does) in table {
+            let step = next_step(&closed(code));
+            let documented = if does.starts_with("stops") {
+                matches!(step, Step::Stop(_))
+            } else if does.starts_with("reconnects at once with a new token") {
+                step == Step::ReconnectNow
+            } else if does.starts_with("reconnects with backoff") {
+                step == Step::Backoff
+            } else {
+                panic!("{code}: the table says {does:?}, not one of the three answers")
+            };
+            assert!(documented, "{code}: the table says {does:?}, next_step says {step:?}");
+        }
+    }
 }

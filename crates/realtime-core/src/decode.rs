@@ -176,6 +176,73 @@ pub fn decode_client_text(
     }
 }
 
+/// The `id` of a client text frame, read without decoding the rest of it: for a frame
+/// that is dropped unhandled (over the rate limit) but still answered. `None` when the frame
+/// is over the limits, is not a JSON object, or has no valid `id` (what
+/// [`decode_client_text`] would put in the [`DecodeFailure`] or the message).
+///
+/// Cheaper than decoding: the other fields are scanned, not built.
+pub fn request_id_of(text: &str, limits: &DecodeLimits) -> Option<RequestId> {
+    use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    /// An object's `id` (the last one, as in a decoded object), other fields skipped.
+    struct IdOnly(Option<Value>);
+
+    struct IdVisitor;
+
+    impl<'de> Visitor<'de> for IdVisitor {
+        type Value = IdOnly;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdOnly, A::Error> {
+            let mut id = None;
+            while let Some(key) = map.next_key::<IsId>()? {
+                if key.0 {
+                    id = Some(map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(IdOnly(id))
+        }
+    }
+
+    /// Whether a key is `id`, without keeping the key.
+    struct IsId(bool);
+
+    impl<'de> de::Deserialize<'de> for IsId {
+        fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<IsId, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = IsId;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string key")
+                }
+
+                fn visit_str<E: de::Error>(self, key: &str) -> Result<IsId, E> {
+                    Ok(IsId(key == "id"))
+                }
+            }
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
+
+    if text.len() > limits.max_bytes || nesting_depth(text.as_bytes()) > limits.max_depth {
+        return None;
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let IdOnly(id) = deserializer.deserialize_map(IdVisitor).ok()?;
+    deserializer.end().ok()?;
+    match id? {
+        Value::Null => None,
+        raw => RequestId::from_json(&raw).ok(),
+    }
+}
+
 /// A decoded message still missing its id (added by [`Decoded::with_id`]), so that the
 /// id is moved into the message on success and into the failure otherwise.
 enum Decoded {
@@ -542,5 +609,50 @@ mod tests {
             DecodeError::InvalidId(InvalidRequestId::WrongType).to_string(),
             "invalid \"id\": \"id\" must be a string or a number"
         );
+    }
+
+    /// The id a frame decodes with (in the message or in the failure).
+    fn decoded_id(text: &str, limits: &DecodeLimits) -> Option<RequestId> {
+        match decode_client_text(text, limits) {
+            Ok(
+                ClientMessage::Ping { id }
+                | ClientMessage::Subscribe { id, .. }
+                | ClientMessage::Unsubscribe { id, .. }
+                | ClientMessage::Refresh { id, .. }
+                | ClientMessage::Message { id, .. },
+            ) => id,
+            Err(failure) => failure.id,
+        }
+    }
+
+    #[test]
+    fn the_id_alone_is_read_as_decoding_reads_it() {
+        let limits = DecodeLimits { max_bytes: 200, max_depth: 4 };
+        let cases = [
+            (r#"{"type":"chat","id":7,"payload":{"id":"inner"}}"#, id(json!(7))),
+            (r#"{"id":"a1","type":"ping"}"#, id(json!("a1"))),
+            (r#"{"type":"x","payload":{"k":[1,{"id":2}]},"id":-1.5}"#, id(json!(-1.5))),
+            (r#"{"type":"chat","id":1,"id":"last"}"#, id(json!("last"))),
+            (r#"{"type":"\u0063hat","\u0069d":"escaped"}"#, id(json!("escaped"))),
+            (r#"{"type":"nope!","id":"bad type"}"#, id(json!("bad type"))),
+            (r#"{"type":"chat","payload":3,"id":4}"#, id(json!(4))),
+            (r#"{"type":"chat"}"#, None),
+            (r#"{"type":"chat","id":null}"#, None),
+            (r#"{"type":"chat","id":true}"#, None),
+            (r#"{"type":"chat","id":{"a":1}}"#, None),
+            (r#"[{"id":1}]"#, None),
+            (r#"{"id":1"#, None),
+            (r#"{"id":1} {}"#, None),
+            (r#""id""#, None),
+            (r#"{"type":"chat","payload":{"a":[[[[1]]]]},"id":5}"#, None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(request_id_of(text, &limits), expected, "{text}");
+            assert_eq!(decoded_id(text, &limits), expected, "{text}");
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "a".repeat(65));
+        assert_eq!(request_id_of(&long, &limits), None);
+        let big = format!(r#"{{"id":1,"payload":{{"s":"{}"}}}}"#, "a".repeat(200));
+        assert_eq!((request_id_of(&big, &limits), decoded_id(&big, &limits)), (None, None));
     }
 }

@@ -30,6 +30,13 @@ impl Frame {
         Frame(Bytes::from(bytes))
     }
 
+    /// `envelope` as the reply to the client frame `id` came in: its wire form with the
+    /// request's `"id"` between `type` and `payload`, `{"type":..,"id":..,"payload":{..}}`,
+    /// serialised once. Without an id it is exactly [`Frame::encode`]'s bytes.
+    pub fn encode_reply(envelope: &Envelope, id: Option<&RequestId>) -> Frame {
+        server_frame(envelope.kind.as_str(), id, &envelope.payload)
+    }
+
     /// A frame from text the caller already holds.
     pub fn from_text(text: String) -> Frame {
         Frame(Bytes::from(text))
@@ -136,6 +143,26 @@ mod tests {
         let copy = frame.clone();
         // Same allocation: a clone shares the bytes.
         assert_eq!(copy.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn a_reply_carries_the_request_id_and_is_otherwise_the_encoded_envelope() {
+        let env = Envelope::from_parts("demo.ack", json!({"action": "notify", "n": [1, "}"]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Frame::encode_reply(&env, None), Frame::encode(&env));
+        for (id, text) in [(json!(7), "7"), (json!("r\"1"), r#""r\"1""#), (json!(-1.5), "-1.5")] {
+            let id = RequestId::from_json(&id).unwrap_or_else(|e| panic!("{e}"));
+            let reply = Frame::encode_reply(&env, Some(&id));
+            assert_eq!(
+                reply.as_str(),
+                format!(
+                    r#"{{"type":"demo.ack","id":{text},"payload":{{"action":"notify","n":[1,"}}"]}}}}"#
+                )
+            );
+            let value: serde_json::Value =
+                serde_json::from_str(reply.as_str()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(value["payload"], json!({"action": "notify", "n": [1, "}"]}));
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ mod wire;
 
 pub use auth::{ClaimsError, Identity, RawClaims, connection_authorized};
 pub use connection::Connection;
-pub use decode::{ClientMessage, DecodeError, DecodeFailure, DecodeLimits, decode_client_text};
+pub use decode::{
+    ClientMessage, DecodeError, DecodeFailure, DecodeLimits, decode_client_text, request_id_of,
+};
 pub use envelope::{Envelope, EnvelopeError, Payload, Target};
 pub use frame::Frame;
 pub use ids::{

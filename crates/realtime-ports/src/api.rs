@@ -331,6 +331,25 @@ pub trait RealtimeApi: Send + Sync + 'static {
         Ok(receipt.delivered)
     }
 
+    /// Answers a client frame: sends `message` to connection `id` as the reply to the frame
+    /// whose `id` was `reply_id`. The frame is `{"type":..,"id":..,"payload":{..}}`
+    /// (`Frame::encode_reply`: serialised once, the request's id echoed; none when the
+    /// request had none), so the client can match it to its request. The transport sends
+    /// the inbound handler's replies this way. Returns how many connections accepted it (1,
+    /// or 0 when the connection is gone).
+    ///
+    /// # Errors
+    /// The checks of [`publish_with`](RealtimeApi::publish_with), which every implementation
+    /// MUST apply to replies too: [`PublishError::ReservedType`] for a type the protocol
+    /// reserves, [`PublishError::TooLarge`] when the encoded reply (with its id) exceeds the
+    /// limit, [`PublishError::Unavailable`]. In every error case nothing was sent.
+    async fn reply(
+        &self,
+        id: ConnectionId,
+        reply_id: Option<RequestId>,
+        message: &Envelope,
+    ) -> Result<usize, PublishError>;
+
     /// Opens a newly connected connection's implicit streams (its user, its roles,
     /// `broadcast`), recovering from `since` where the client gives a position: the
     /// recovered publications are queued on its sink, before any live one. Returns every

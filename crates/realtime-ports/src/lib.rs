@@ -108,6 +108,16 @@ mod tests {
                 nodes: None,
             })
         }
+        async fn reply(
+            &self,
+            id: ConnectionId,
+            _: Option<RequestId>,
+            _: &Envelope,
+        ) -> Result<usize, PublishError> {
+            let mut targets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            targets.push(Target::Connection(id));
+            Ok(1)
+        }
         async fn open_streams(
             &self,
             _: ConnectionId,

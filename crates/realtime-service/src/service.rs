@@ -202,6 +202,34 @@ impl RealtimeService {
         Some(registered)
     }
 
+    /// The checks every publish and reply passes before any recipient: a type the protocol
+    /// reserves is refused, then the message is encoded once (with `reply_id`, for a reply),
+    /// also with no recipient so that the size check does not depend on who happens to be
+    /// connected, and refused when over the limit with what the broker adds for `stream`.
+    /// Counts the publish.
+    fn checked_frame(
+        &self,
+        target: &Target,
+        stream: Option<&StreamName>,
+        message: &Envelope,
+        reply_id: Option<&RequestId>,
+    ) -> Result<Frame, PublishError> {
+        if protocol::is_reserved_server_type(message.kind.as_str()) {
+            self.refuse_publish(target, m::REASON_RESERVED_TYPE);
+            return Err(PublishError::ReservedType(message.kind.clone()));
+        }
+        let frame = Frame::encode_reply(message, reply_id);
+        let len = frame.len() + stream.map_or(0, position_overhead);
+        let max = self.config.max_message_bytes;
+        if len > max {
+            self.refuse_publish(target, m::REASON_TOO_LARGE);
+            return Err(PublishError::TooLarge { len, max });
+        }
+        ::metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET => target.kind())
+            .increment(1);
+        Ok(frame)
+    }
+
     fn refuse_publish(&self, target: &Target, reason: &'static str) {
         ::metrics::counter!(m::PUBLISH_REFUSED_TOTAL, m::LABEL_REASON => reason).increment(1);
         debug!(target_kind = target.kind(), reason, "publish refused");
@@ -456,22 +484,8 @@ impl RealtimeApi for RealtimeService {
         message: &Envelope,
         options: &PublishOptions,
     ) -> Result<PublishReceipt, PublishError> {
-        if protocol::is_reserved_server_type(message.kind.as_str()) {
-            self.refuse_publish(target, m::REASON_RESERVED_TYPE);
-            return Err(PublishError::ReservedType(message.kind.clone()));
-        }
-        // Encoded once per publish, also with no recipient, so the size check does not
-        // depend on who happens to be connected.
-        let frame = Frame::encode(message);
         let stream = target.stream();
-        let len = frame.len() + stream.as_ref().map_or(0, position_overhead);
-        let max = self.config.max_message_bytes;
-        if len > max {
-            self.refuse_publish(target, m::REASON_TOO_LARGE);
-            return Err(PublishError::TooLarge { len, max });
-        }
-        ::metrics::counter!(m::MESSAGES_PUBLISHED_TOTAL, m::LABEL_TARGET => target.kind())
-            .increment(1);
+        let frame = self.checked_frame(target, stream.as_ref(), message, None)?;
         let Some(stream) = stream else {
             let Target::Connection(id) = target else {
                 return Err(PublishError::Unavailable("a target without a stream".to_owned()));
@@ -517,6 +531,23 @@ impl RealtimeApi for RealtimeService {
             duplicate: published.duplicate,
             nodes: options.receipts.then(|| published.nodes.unwrap_or(ONE_NODE)),
         })
+    }
+
+    async fn reply(
+        &self,
+        id: ConnectionId,
+        reply_id: Option<RequestId>,
+        message: &Envelope,
+    ) -> Result<usize, PublishError> {
+        let target = Target::Connection(id);
+        let frame = self.checked_frame(&target, None, message, reply_id.as_ref())?;
+        // A request comes from a connection of this node: when it is not registered here any
+        // more, it is gone and nobody takes the reply.
+        let Some(local) = self.registry.get(id) else {
+            debug!(connection_id = %id, "reply to a connection that is gone");
+            return Ok(0);
+        };
+        Ok(self.fan_out("connection", None, None, &frame, || vec![local]))
     }
 
     async fn open_streams(

@@ -20,9 +20,10 @@
 //!   until the handler is done). A call gets `inbound_timeout`; a call that times out or
 //!   panics is dropped and answered with `internal_error`, and the connection goes on (a
 //!   panic is caught with `catch_unwind` and logged once, at error level).
-//! - Handler replies go through the service (`send_to_connection`), so they obey the same
-//!   rules as every publish: a reply of a reserved type or over the size limit is refused
-//!   (logged at warn, `internal_error` to the client).
+//! - Handler replies go through the service (`RealtimeApi::reply`, which puts the message's
+//!   `id` on them), so they obey the same rules as every publish: a reply of a reserved type
+//!   or over the size limit is refused (logged at warn, `internal_error` to the client).
+//!   Every answer to a client frame (reply, refusal, `rate_limited`) echoes its `id`.
 //! - The protocol's own requests (`subscribe`, `unsubscribe`, `refresh`) take the same
 //!   one-at-a-time call slot as handler calls, so every client message is answered in the
 //!   order it came, beside the timers and within `inbound_timeout`. Each reply echoes the
@@ -48,7 +49,7 @@ use realtime_core::protocol;
 use realtime_core::{
     BearerToken, ClientMessage, Connection, DecodeLimits, Envelope, Frame, Liveness,
     LivenessAction, LivenessConfig, Position, RateLimitConfig, RateLimiter, RateVerdict, RequestId,
-    TopicName, TopicPattern, UnixMillis, decode_client_text, refreshed_frame,
+    TopicName, TopicPattern, UnixMillis, decode_client_text, refreshed_frame, request_id_of,
 };
 use realtime_ports::{
     CloseReason, ConnectionSink, InboundHandler, PublishError, RealtimeApi, SendError,
@@ -643,7 +644,9 @@ impl<'a> Inbound<'a> {
             Message::Text(text) => match decode_client_text(text.as_str(), &self.settings.decode) {
                 Ok(ClientMessage::Ping { id: None }) => self.settings.pong.clone(),
                 Ok(ClientMessage::Ping { id: Some(id) }) => Frame::pong(Some(&id)),
-                Ok(ClientMessage::Message { envelope, .. }) => return Some(self.call(envelope)),
+                Ok(ClientMessage::Message { id, envelope }) => {
+                    return Some(self.call(id, envelope));
+                }
                 Ok(ClientMessage::Subscribe { id, topic, since }) => {
                     return Some(self.subscribe(id, topic, since, topics.to_vec()));
                 }
@@ -668,16 +671,17 @@ impl<'a> Inbound<'a> {
         None
     }
 
-    /// The handler call for `envelope`: bounded by the inbound timeout, a panic caught, the
-    /// reply sent through the service.
-    fn call(&self, envelope: Envelope) -> HandlerCall<'a> {
+    /// The handler call for `envelope` (whose frame had `id`): bounded by the inbound
+    /// timeout, a panic caught, the reply sent through the service (`RealtimeApi::reply`,
+    /// which puts `id` on it); a refusal echoes `id` too.
+    fn call(&self, id: Option<RequestId>, envelope: Envelope) -> HandlerCall<'a> {
         let Inbound { sink, settings, connection, inbound, api, .. } = *self;
         Box::pin(async move {
             let kind = envelope.kind.clone();
             let handled = AssertUnwindSafe(inbound.handle(connection, envelope)).catch_unwind();
             let fault = match tokio::time::timeout(settings.inbound_timeout, handled).await {
                 Ok(Ok(Ok(Some(reply)))) => {
-                    match api.send_to_connection(connection.id, &reply).await {
+                    match api.reply(connection.id, id.clone(), &reply).await {
                         Ok(_) => None,
                         Err(PublishError::ReservedType(reserved)) => {
                             warn!(
@@ -685,25 +689,25 @@ impl<'a> Inbound<'a> {
                                 reply = reserved.as_str(),
                                 "inbound handler replied with a reserved type; refused"
                             );
-                            Some(ClientFault::Internal.frame())
+                            Some(ClientFault::Internal(id.as_ref()).frame())
                         }
                         Err(error) => {
                             warn!(kind = kind.as_str(), %error, "inbound handler reply refused");
-                            Some(ClientFault::Internal.frame())
+                            Some(ClientFault::Internal(id.as_ref()).frame())
                         }
                     }
                 }
                 Ok(Ok(Ok(None))) => None,
                 Ok(Ok(Err(error))) => {
                     debug!(%error, kind = kind.as_str(), "inbound message refused");
-                    Some(ClientFault::Inbound(&error, &kind).frame())
+                    Some(ClientFault::Inbound(&error, &kind, id.as_ref()).frame())
                 }
                 Ok(Err(_panic)) => {
                     error!(
                         kind = kind.as_str(),
                         "inbound handler panicked; answered internal_error"
                     );
-                    Some(ClientFault::Internal.frame())
+                    Some(ClientFault::Internal(id.as_ref()).frame())
                 }
                 Err(_elapsed) => {
                     let timeout_ms =
@@ -712,7 +716,7 @@ impl<'a> Inbound<'a> {
                         kind = kind.as_str(),
                         timeout_ms, "inbound handler timed out; answered internal_error"
                     );
-                    Some(ClientFault::Internal.frame())
+                    Some(ClientFault::Internal(id.as_ref()).frame())
                 }
             };
             if let Some(frame) = fault {
@@ -905,7 +909,14 @@ async fn read_half<'a>(
                         RateVerdict::Allowed => backlog.push_back(message),
                         RateVerdict::Limited => {
                             debug!("client message over the rate limit dropped");
-                            let _ = sink.send(ClientFault::RateLimited.frame());
+                            // Its id, without decoding it (a binary frame has none).
+                            let id = match &message {
+                                Message::Text(text) => {
+                                    request_id_of(text.as_str(), &settings.decode)
+                                }
+                                _ => None,
+                            };
+                            let _ = sink.send(ClientFault::RateLimited(id.as_ref()).frame());
                         }
                         RateVerdict::Exceeded => {
                             debug!("client over the rate limit; closing");

@@ -379,20 +379,23 @@ pub(crate) enum ClientFault<'a> {
     Refresh(&'a RefreshError, Option<&'a RequestId>),
     /// A `subscribe`, `unsubscribe` or `refresh` not answered within the inbound timeout.
     ProtocolTimeout(&'static str, Option<&'a RequestId>),
-    /// A binary frame.
+    /// A binary frame (it has no id to echo).
     Binary,
-    /// The application's inbound handler refused or failed the message.
-    Inbound(&'a InboundError, &'a MessageType),
+    /// The application's inbound handler refused or failed the message (the id is the
+    /// message's).
+    Inbound(&'a InboundError, &'a MessageType, Option<&'a RequestId>),
     /// Handling the message failed on the server's side (the handler panicked or timed out,
     /// or the service refused its reply); logged by the caller, no detail for the client.
-    Internal,
-    /// The client sent over its inbound rate limit; the message was dropped.
-    RateLimited,
+    Internal(Option<&'a RequestId>),
+    /// The client sent over its inbound rate limit; the message was dropped (the id is the
+    /// dropped frame's, when it was a JSON object with a valid `id`: `request_id_of`).
+    RateLimited(Option<&'a RequestId>),
 }
 
 impl ClientFault<'_> {
-    /// The `error` frame `{"type":"error","id":..,"payload":{"code":..,"message":..}}`
-    /// (`id` only when the refused frame had one).
+    /// The `error` frame `{"type":"error","id":..,"payload":{"code":..,"message":..}}`:
+    /// every refusal echoes the refused frame's `id`, when it had a valid one (a binary
+    /// frame has none).
     pub(crate) fn frame(&self) -> Frame {
         let (code, message): (&str, Cow<'_, str>) = match self {
             ClientFault::Decode(failure) => {
@@ -438,18 +441,18 @@ impl ClientFault<'_> {
                 protocol::ERROR_BINARY_UNSUPPORTED,
                 "binary messages are not supported; send JSON text".into(),
             ),
-            ClientFault::Inbound(InboundError::Unsupported, kind) => (
+            ClientFault::Inbound(InboundError::Unsupported, kind, _) => (
                 protocol::ERROR_UNSUPPORTED_TYPE,
                 format!("unsupported message type {:?}", kind.as_str()).into(),
             ),
-            ClientFault::Inbound(InboundError::Rejected(text), _) => {
+            ClientFault::Inbound(InboundError::Rejected(text), _, _) => {
                 (protocol::ERROR_REJECTED, text.as_str().into())
             }
             // Internal failures are logged by the caller; the client sees no detail.
-            ClientFault::Inbound(_, _) | ClientFault::Internal => {
+            ClientFault::Inbound(_, _, _) | ClientFault::Internal(_) => {
                 (protocol::ERROR_INTERNAL, "internal error".into())
             }
-            ClientFault::RateLimited => (
+            ClientFault::RateLimited(_) => (
                 protocol::ERROR_RATE_LIMITED,
                 "too many messages; slow down or the connection is closed".into(),
             ),
@@ -460,11 +463,11 @@ impl ClientFault<'_> {
             | ClientFault::Unsubscribe(_, id)
             | ClientFault::RefreshToken(_, id)
             | ClientFault::Refresh(_, id)
-            | ClientFault::ProtocolTimeout(_, id) => *id,
-            ClientFault::Binary
-            | ClientFault::Inbound(_, _)
-            | ClientFault::Internal
-            | ClientFault::RateLimited => None,
+            | ClientFault::ProtocolTimeout(_, id)
+            | ClientFault::Inbound(_, _, id)
+            | ClientFault::Internal(id)
+            | ClientFault::RateLimited(id) => *id,
+            ClientFault::Binary => None,
         };
         error_frame(id, code, &message)
     }
@@ -586,24 +589,32 @@ mod tests {
     fn frames() {
         assert_eq!(pong_frame().as_str(), r#"{"type":"pong","payload":{}}"#);
         let kind = MessageType::new("chat").unwrap_or_else(|e| panic!("{e}"));
-        let cases = [
-            (ClientFault::Binary, "binary_unsupported"),
-            (ClientFault::Internal, "internal_error"),
-            (ClientFault::RateLimited, "rate_limited"),
-            (ClientFault::Inbound(&InboundError::Unsupported, &kind), "unsupported_type"),
-            (ClientFault::Inbound(&InboundError::Rejected("no".into()), &kind), "rejected"),
-            (
-                ClientFault::Inbound(&InboundError::Internal("db down".into()), &kind),
-                "internal_error",
-            ),
-        ];
-        for (fault, code) in cases {
-            let value: serde_json::Value =
-                serde_json::from_str(fault.frame().as_str()).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(value["type"], "error");
-            assert_eq!(value["payload"]["code"], code);
-            assert!(!fault.frame().as_str().contains("db down"), "internal detail leaked");
+        let request = RequestId::from_json(&json!(9)).unwrap_or_else(|e| panic!("{e}"));
+        for id in [None, Some(&request)] {
+            let cases = [
+                (ClientFault::Internal(id), "internal_error"),
+                (ClientFault::RateLimited(id), "rate_limited"),
+                (ClientFault::Inbound(&InboundError::Unsupported, &kind, id), "unsupported_type"),
+                (ClientFault::Inbound(&InboundError::Rejected("no".into()), &kind, id), "rejected"),
+                (
+                    ClientFault::Inbound(&InboundError::Internal("db down".into()), &kind, id),
+                    "internal_error",
+                ),
+            ];
+            for (fault, code) in cases {
+                let value: serde_json::Value =
+                    serde_json::from_str(fault.frame().as_str()).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(value["type"], "error");
+                assert_eq!(value["payload"]["code"], code);
+                assert_eq!(value.get("id").cloned(), id.map(|_| json!(9)), "{fault:?}");
+                assert!(!fault.frame().as_str().contains("db down"), "internal detail leaked");
+            }
         }
+        let binary = ClientFault::Binary.frame();
+        assert_eq!(
+            binary.as_str(),
+            r#"{"type":"error","payload":{"code":"binary_unsupported","message":"binary messages are not supported; send JSON text"}}"#
+        );
         let failure = realtime_core::decode_client_text(
             r#"{"type":"x","id":7,"payload":1}"#,
             &realtime_core::DecodeLimits::default(),
@@ -642,10 +653,10 @@ mod tests {
             assert_eq!((&value["id"], &value["payload"]["code"]), (&json!("s1"), &json!(code)));
             assert!(!fault.frame().as_str().contains("redis"), "internal detail leaked");
         }
-        let rejected = ClientFault::Inbound(&InboundError::Rejected("not now".into()), &kind);
+        let rejected = ClientFault::Inbound(&InboundError::Rejected("not now".into()), &kind, id);
         assert_eq!(
             rejected.frame().as_str(),
-            r#"{"type":"error","payload":{"code":"rejected","message":"not now"}}"#
+            r#"{"type":"error","id":"s1","payload":{"code":"rejected","message":"not now"}}"#
         );
     }
 }

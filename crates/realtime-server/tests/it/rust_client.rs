@@ -148,16 +148,24 @@ async fn the_rust_client_receives_messages_and_answers_requests() {
     assert_eq!(note.position.map(|p| p.offset), Some(1));
 
     client.ping().await.unwrap_or_else(|e| panic!("{e}"));
-    // No inbound handler: the refusal comes as an event. (The server does not echo the
-    // frame's id on inbound refusals, though docs/protocol.md says every reply does: so
-    // the id is not checked here; reported.)
-    client.send("chat.say", json!({"text": "hi"})).await.unwrap_or_else(|e| panic!("{e}"));
+    // No inbound handler: the refusal comes as an event, with the id `send` returned.
+    let sent =
+        client.send("chat.say", json!({"text": "hi"})).await.unwrap_or_else(|e| panic!("{e}"));
     let refusal =
         until(&mut events, &mut seen, "the refusal", |e| matches!(e, Event::ServerError { .. }))
             .await;
     assert!(
-        matches!(&refusal, Event::ServerError { code, .. } if code == "unsupported_type"),
+        matches!(&refusal, Event::ServerError { code, id: Some(id), .. }
+            if code == "unsupported_type" && *id == json!(sent)),
         "{refusal:?}"
+    );
+    // A `request` of an application type settles on its refusal, matched by id.
+    assert!(
+        matches!(
+            client.request("chat.say", json!({})).await,
+            Err(ClientError::Refused { code, .. }) if code == "unsupported_type"
+        ),
+        "a refused request"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -167,6 +175,50 @@ async fn the_rust_client_receives_messages_and_answers_requests() {
     assert!(client.is_stopped());
     assert_eq!(client.ping().await, Err(ClientError::Stopped));
     support::eventually("the server saw the close", || running.api.connection_count() == 0).await;
+    support::stop(running).await;
+}
+
+/// `request` of an application message resolves with the inbound handler's reply, which
+/// the server sends with the request's id (the demo handler: `demo.notify` notifies the user
+/// and answers `demo.ack`); a refusal by the handler settles it with the refusal.
+#[tokio::test]
+async fn a_request_to_the_demo_handler_resolves_with_its_reply() {
+    let mut server_config = support::config();
+    server_config.demo = Some(true);
+    let running = support::start(server_config).await;
+    let (_, tokens) = counting_tokens("ana", 3600);
+    let (client, mut events) =
+        Client::start(config(running.addr), tokens).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    until(&mut events, &mut seen, "connected", |e| matches!(e, Event::Connected(_))).await;
+    let reply = client.request("demo.notify", json!({})).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.kind, "demo.ack");
+    assert_eq!(reply.payload, json!({"action": "notify", "delivered": 1}));
+    // The notification it sent reached the user (this client).
+    until(
+        &mut events,
+        &mut seen,
+        "the notification",
+        |e| matches!(e, Event::Message(Message { kind, .. }) if kind == "notification"),
+    )
+    .await;
+    // Each of several requests in flight gets its own reply.
+    let (topic, job) = tokio::join!(
+        client.request("demo.topic", json!({})),
+        client.request("demo.job", json!({}))
+    );
+    let action = |reply: Result<realtime_client::Reply, ClientError>| {
+        reply.unwrap_or_else(|e| panic!("{e}")).payload["action"].clone()
+    };
+    assert_eq!((action(topic), action(job)), (json!("topic"), json!("job")));
+    assert!(
+        matches!(
+            client.request("demo.nothing", json!({})).await,
+            Err(ClientError::Refused { code, .. }) if code == "unsupported_type"
+        ),
+        "an unknown demo type is refused"
+    );
+    client.close().await;
     support::stop(running).await;
 }
 

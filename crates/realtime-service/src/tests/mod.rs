@@ -677,3 +677,60 @@ async fn an_oversize_message_is_refused_before_any_recipient_even_with_none() {
     let refused = format!("{}{{reason={}}}", m::PUBLISH_REFUSED_TOTAL, m::REASON_TOO_LARGE);
     assert_eq!(recorder.counter(&refused), 2);
 }
+
+/// A reply carries the request's id, is checked as a publish is (the id counts towards the
+/// size), and reaches only the connection it answers.
+#[tokio::test]
+async fn a_reply_echoes_the_request_id_and_passes_the_publish_checks() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let max = 100;
+    let (service, _) = service_over(
+        Arc::new(MapRegistry::default()),
+        ServiceConfig { max_message_bytes: max, ..ServiceConfig::default() },
+    );
+    let connect = |name: &str| {
+        let sink = Arc::new(RecordingSink::new());
+        let mut req = request(identity(name, &[], &[]));
+        req.sink = sink.clone();
+        (service.connect(req).unwrap().id, sink)
+    };
+    let (alice, alice_sink) = connect("alice");
+    let (bob, bob_sink) = connect("bob");
+    for id in [alice, bob] {
+        assert_eq!(service.open_streams(id, &Default::default()).await, Ok(Vec::new()));
+    }
+    let id = |value: serde_json::Value| realtime_core::RequestId::from_json(&value).unwrap();
+    let ack = Envelope::from_parts("demo.ack", serde_json::json!({"n": 1})).unwrap();
+    assert_eq!(service.reply(alice, Some(id(serde_json::json!(7))), &ack).await, Ok(1));
+    assert_eq!(service.reply(alice, Some(id(serde_json::json!("r1"))), &ack).await, Ok(1));
+    assert_eq!(service.reply(alice, None, &ack).await, Ok(1));
+    assert_eq!(
+        alice_sink.texts(),
+        [
+            r#"{"type":"demo.ack","id":7,"payload":{"n":1}}"#,
+            r#"{"type":"demo.ack","id":"r1","payload":{"n":1}}"#,
+            r#"{"type":"demo.ack","payload":{"n":1}}"#,
+        ]
+    );
+    assert!(bob_sink.is_empty(), "a reply goes to its connection only");
+    assert_eq!(service.reply(conn_id(99), Some(id(serde_json::json!(1))), &ack).await, Ok(0));
+    // The reserved types and the size limit, as for a publish; nothing is sent.
+    let forged = Envelope::from_parts("pong", serde_json::json!({})).unwrap();
+    assert_eq!(
+        service.reply(alice, Some(id(serde_json::json!(1))), &forged).await,
+        Err(PublishError::ReservedType(forged.kind.clone()))
+    );
+    // `{"type":"n","payload":{"t":"..."}}` is 31 bytes around the text; `"id":"ab",` is 10.
+    let exactly =
+        Envelope::from_parts("n", serde_json::json!({ "t": "x".repeat(max - 41) })).unwrap();
+    assert_eq!(
+        service.reply(alice, Some(id(serde_json::json!("abc"))), &exactly).await,
+        Err(PublishError::TooLarge { len: max + 1, max })
+    );
+    assert_eq!(alice_sink.len(), 3, "nothing refused reached the connection");
+    assert_eq!(service.reply(alice, Some(id(serde_json::json!("ab"))), &exactly).await, Ok(1));
+    let refused = |reason| format!("{}{{reason={reason}}}", m::PUBLISH_REFUSED_TOTAL);
+    assert_eq!(recorder.counter(&refused(m::REASON_RESERVED_TYPE)), 1);
+    assert_eq!(recorder.counter(&refused(m::REASON_TOO_LARGE)), 1);
+}

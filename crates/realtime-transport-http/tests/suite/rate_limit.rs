@@ -1,5 +1,6 @@
 //! The inbound rate limit per connection: a client that floods gets `rate_limited` error
-//! frames, then close 4029 if it goes on; another client is unaffected meanwhile.
+//! frames (echoing each dropped frame's id), then close 4029 if it goes on; another client
+//! is unaffected meanwhile.
 
 use realtime_core::RateLimitConfig;
 use realtime_ports::DisconnectReason;
@@ -59,5 +60,52 @@ async fn a_flooding_client_gets_rate_limited_then_4029_and_others_are_unaffected
     // The other client goes on.
     send_text(&mut bob, r#"{"type":"ping"}"#).await;
     assert_eq!(next_json(&mut bob).await["type"], "pong");
+    server.stop().await;
+}
+
+/// A dropped frame's `rate_limited` echoes its id when it had a valid one; a frame that is
+/// not JSON gets one without. Whether a frame is dropped depends on the clock, so each frame
+/// is checked against both of its possible answers, by id.
+#[tokio::test]
+async fn a_rate_limited_refusal_echoes_the_dropped_frames_id() {
+    let config = TransportConfig {
+        inbound_rate: RateLimitConfig { per_second: 1, burst: 1 },
+        ..test_config()
+    };
+    let server = support::start(config).await;
+    let (mut ws, _) = support::connect(server.addr, "good.mallory").await;
+    // The answer each frame gets when it is handled rather than dropped.
+    let frames = [
+        (r#"{"type":"ping","id":1}"#, Some(json!(1)), "pong"),
+        (r#"{"type":"ping","id":"two"}"#, Some(json!("two")), "pong"),
+        (r#"{"type":"echo","id":3,"payload":{}}"#, Some(json!(3)), "echo"),
+        ("{not json", None, "invalid_message"),
+        (r#"{"type":"ping","id":true}"#, None, "invalid_message"),
+    ];
+    for (text, _, _) in &frames {
+        send_text(&mut ws, text).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..frames.len() {
+        answers.push(next_json(&mut ws).await);
+    }
+    let mut limited_with_id = 0;
+    for (text, id, handled) in &frames {
+        let position = answers
+            .iter()
+            .position(|answer| {
+                let answered = answer["payload"]["code"]
+                    .as_str()
+                    .unwrap_or(answer["type"].as_str().unwrap_or_default());
+                answer.get("id") == id.as_ref()
+                    && (answered == *handled || answered == "rate_limited")
+            })
+            .unwrap_or_else(|| panic!("no answer to {text} with its id among {answers:?}"));
+        let answer = answers.remove(position);
+        if id.is_some() && answer["payload"]["code"] == "rate_limited" {
+            limited_with_id += 1;
+        }
+    }
+    assert!(limited_with_id >= 1, "at least one frame with an id was dropped");
     server.stop().await;
 }

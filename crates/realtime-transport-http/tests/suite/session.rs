@@ -85,6 +85,51 @@ async fn the_inbound_handler_answers_or_refuses() {
     server.stop().await;
 }
 
+/// Every answer to an application message echoes its `id`, as sent: the handler's reply,
+/// an `unsupported_type`, a refusal, a failure, a panic, a reply the service refuses; a
+/// message without an id gets answers without one.
+#[tokio::test]
+async fn every_answer_to_an_application_message_echoes_its_id() {
+    let server = support::start(test_config()).await;
+    let (mut ws, _) = support::connect(server.addr, "good.alice").await;
+    send_text(&mut ws, r#"{"type":"echo","id":7,"payload":{"n":1}}"#).await;
+    assert_eq!(next_json(&mut ws).await, json!({"type": "echo", "id": 7, "payload": {"n": 1}}));
+    send_text(&mut ws, r#"{"type":"echo","id":"e-2","payload":{"n":2}}"#).await;
+    assert_eq!(next_json(&mut ws).await, json!({"type": "echo", "id": "e-2", "payload": {"n": 2}}));
+    send_text(&mut ws, r#"{"type":"chat","id":"u1","payload":{"t":"hi"}}"#).await;
+    let unsupported = next_json(&mut ws).await;
+    assert_eq!(
+        (&unsupported["type"], &unsupported["id"], &unsupported["payload"]["code"]),
+        (&json!("error"), &json!("u1"), &json!("unsupported_type")),
+        "{unsupported}"
+    );
+    let refusals = [
+        ("reject", json!(11), "rejected"),
+        ("boom", json!("b"), "internal_error"),
+        ("panic", json!(12.5), "internal_error"),
+        ("forge", json!("f"), "internal_error"),
+    ];
+    for (kind, id, code) in refusals {
+        send_text(&mut ws, &json!({"type": kind, "id": id}).to_string()).await;
+        let error = next_json(&mut ws).await;
+        assert_eq!(
+            (&error["type"], &error["id"], &error["payload"]["code"]),
+            (&json!("error"), &id, &json!(code)),
+            "{kind}: {error}"
+        );
+        assert!(!error.to_string().contains("hunter2"), "internal detail leaked");
+    }
+    send_text(&mut ws, r#"{"type":"echo","payload":{"n":3}}"#).await;
+    assert_eq!(next_json(&mut ws).await, json!({"type": "echo", "payload": {"n": 3}}));
+    send_text(&mut ws, r#"{"type":"chat"}"#).await;
+    let error = next_json(&mut ws).await;
+    assert_eq!(
+        (error["payload"]["code"].as_str(), error.get("id")),
+        (Some("unsupported_type"), None)
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_oversize_message_closes_with_1009() {
     let config =

@@ -210,6 +210,20 @@ impl RealtimeApi for FakeApi {
         Ok(PublishReceipt { delivered, stream: target.stream(), position, duplicate, nodes: None })
     }
 
+    async fn reply(
+        &self,
+        id: ConnectionId,
+        reply_id: Option<RequestId>,
+        message: &Envelope,
+    ) -> Result<usize, PublishError> {
+        // As the contract requires of every service.
+        if realtime_core::protocol::is_reserved_server_type(message.kind.as_str()) {
+            return Err(PublishError::ReservedType(message.kind.clone()));
+        }
+        let frame = Frame::encode_reply(message, reply_id.as_ref());
+        Ok(usize::from(self.send_one(id, frame).is_ok()))
+    }
+
     async fn open_streams(
         &self,
         id: ConnectionId,
