@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use realtime_core::{Envelope, Target, TopicName, UserId};
 use realtime_ports::PublishOptions;
-use realtime_server::{BrokerKind, Config};
+use realtime_server::Config;
 use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, DEV_SECRET, now_unix_secs};
 use realtime_testkit::ws::{
@@ -132,10 +132,7 @@ impl Drop for Binary {
 
 /// Node Y's configuration: in this process, on the same Redis.
 fn node(redis: &RedisProcess, id: &str) -> Config {
-    let mut config = support::config();
-    config.broker = BrokerKind::Redis;
-    config.redis_url = Some(redis.url());
-    config.node_id = Some(id.to_owned());
+    let mut config = support::redis_node(&redis.url(), id);
     config.presence_ttl_secs = PRESENCE_TTL_SECS;
     config.history_size = HISTORY;
     config.max_recovery = HISTORY;

@@ -43,7 +43,7 @@ use realtime_core::{
     Envelope, HistoryLimits, HistoryPolicy, RateLimitConfig, Target, TopicName, UserId,
 };
 use realtime_ports::{PublishOptions, RealtimeApi};
-use realtime_server::{BrokerKind, Running};
+use realtime_server::Running;
 use realtime_service::ServiceConfig;
 use realtime_testkit::RedisProcess;
 use realtime_testkit::jwt::{Claims, now_unix_secs};
@@ -629,11 +629,8 @@ impl Servers {
             Backend::Redis(redis) => {
                 let mut nodes = Vec::new();
                 for id in ["node-a", "node-b"] {
-                    let mut config = support::config();
-                    config.broker = BrokerKind::Redis;
-                    config.redis_url = Some(redis.url());
+                    let mut config = support::redis_node(&redis.url(), id);
                     config.redis_prefix = format!("model{seed}");
-                    config.node_id = Some(id.to_owned());
                     config.history_size = MAX_LEN as usize;
                     config.max_recovery = max_recovery as usize;
                     // Out of the way of the barrier pings.
