@@ -102,8 +102,13 @@ pub struct ClusterResult {
     pub cluster: TopologyResult,
     /// One node alone at the same per-node load (same Redis broker).
     pub single: TopologyResult,
+    /// The same nodes sharing the single node's connections (the same total work): what
+    /// crossing nodes costs when the machine's cores are not the limit.
+    pub spread: TopologyResult,
     /// Cross-node broadcast completion p99 over the single node's.
     pub completion_p99_ratio: f64,
+    /// The spread topology's completion p99 over the single node's.
+    pub spread_completion_p99_ratio: f64,
     /// Nothing missing, nothing extra, in both.
     pub exactly_once: bool,
     /// Unusual things seen.
@@ -152,20 +157,30 @@ pub async fn run_cluster(paths: &Paths, plan: &ClusterPlan) -> anyhow::Result<Cl
     let redis = Redis::start().await?;
     let mut notes = Vec::new();
     eprintln!("cluster: {} nodes x {} connections", plan.nodes, plan.per_node);
-    let cluster = run_topology(paths, plan, &redis, plan.nodes, "cluster", &mut notes).await?;
-    eprintln!("cluster: one node x {} connections (the reference)", plan.per_node);
-    let single = run_topology(paths, plan, &redis, 1, "single", &mut notes).await?;
-    let ratio = if single.completion.p99_us > 0 {
-        cluster.completion.p99_us as f64 / single.completion.p99_us as f64
-    } else {
-        0.0
+    let per_node = plan.per_node;
+    let cluster =
+        run_topology(paths, plan, &redis, plan.nodes, per_node, "cluster", &mut notes).await?;
+    eprintln!("cluster: one node x {per_node} connections (the reference)");
+    let single = run_topology(paths, plan, &redis, 1, per_node, "single", &mut notes).await?;
+    let share = (per_node / plan.nodes as u32).max(1);
+    eprintln!("cluster: {} nodes x {share} connections (the same total)", plan.nodes);
+    let spread = run_topology(paths, plan, &redis, plan.nodes, share, "spread", &mut notes).await?;
+    let ratio = |t: &TopologyResult| {
+        if single.completion.p99_us > 0 {
+            t.completion.p99_us as f64 / single.completion.p99_us as f64
+        } else {
+            0.0
+        }
     };
-    let exactly_once = [&cluster, &single].iter().all(|t| t.missing == 0 && t.extra == 0);
+    let (completion_p99_ratio, spread_completion_p99_ratio) = (ratio(&cluster), ratio(&spread));
+    let exactly_once = [&cluster, &single, &spread].iter().all(|t| t.missing == 0 && t.extra == 0);
     Ok(ClusterResult {
         plan: plan.clone(),
         cluster,
         single,
-        completion_p99_ratio: ratio,
+        spread,
+        completion_p99_ratio,
+        spread_completion_p99_ratio,
         exactly_once,
         notes,
     })
@@ -181,6 +196,7 @@ async fn run_topology(
     plan: &ClusterPlan,
     redis: &Redis,
     nodes: usize,
+    per_node: u32,
     name: &str,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<TopologyResult> {
@@ -198,13 +214,13 @@ async fn run_topology(
             ("REALTIME_NODE_ID", format!("{name}-{n}")),
         ];
         let log = format!("{name}-node{n}");
-        let max = plan.per_node + 500;
+        let max = per_node + 500;
         running.push(
             start(TargetKind::RealtimeServer, paths, &log, &secret_text, &api_key, max, &env)
                 .await?,
         );
     }
-    let shards_per_node = plan.per_node.div_ceil(plan.shard_size.max(1)).max(1) as usize;
+    let shards_per_node = per_node.div_ceil(plan.shard_size.max(1)).max(1) as usize;
     let secret_hex = to_hex(secret_text.as_bytes());
     let mut fleets = Vec::new();
     for (n, node) in running.iter().enumerate() {
@@ -218,7 +234,7 @@ async fn run_topology(
     let mut connect_failed = 0;
     // Nodes are connected one after the other: each gets the whole machine for its handshakes.
     for fleet in &mut fleets {
-        let report = fleet.connect_to(plan.per_node, plan.concurrency).await?;
+        let report = fleet.connect_to(per_node, plan.concurrency).await?;
         connect_failed += report.failed;
         if let Some(e) = report.first_error {
             notes.push(format!("{name}: a connection failed: {e}"));
@@ -407,7 +423,8 @@ pub fn markdown(result: &ClusterResult, date: &str, command: &str) -> String {
         "Run {date} with `{command}`: {} nodes of {} connections joined by one `redis-server`, \
          clients on 127.0.0.2 and up in shards of at most {}; {} broadcasts and {} user messages \
          published one at a time through the first node; then one node alone at the same load \
-         on the same Redis broker.\n\n",
+         on the same Redis broker; then the same nodes sharing that one node's connections. \
+         Every process (nodes, Redis, load generators) shares the machine's cores.\n\n",
         result.plan.nodes,
         result.plan.per_node,
         result.plan.shard_size,
@@ -418,10 +435,21 @@ pub fn markdown(result: &ClusterResult, date: &str, command: &str) -> String {
     out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     out.push_str(&row("cluster", &result.cluster));
     out.push_str(&row("one node", &result.single));
+    out.push_str(&row("same total, spread", &result.spread));
     out.push_str(&format!(
-        "\nCross-node broadcast completion p99 / single node: **{:.2}x** (target at most 1.5x); \
-         exactly once: **{}**.\n",
-        result.completion_p99_ratio, result.exactly_once
+        "\nCross-node broadcast completion p99 / single node at the same per-node load: \
+         **{:.2}x** (target at most 1.5x); the same total connections spread over the nodes / \
+         single node: **{:.2}x**; exactly once: **{}**.\n",
+        result.completion_p99_ratio, result.spread_completion_p99_ratio, result.exactly_once
+    ));
+    let per_million = |t: &TopologyResult| {
+        if t.deliveries == 0 { 0.0 } else { t.nodes_cpu_seconds * 1e6 / t.deliveries as f64 }
+    };
+    out.push_str(&format!(
+        "\nNode CPU-seconds per million deliveries: cluster {:.1}, one node {:.1}, spread {:.1}.\n",
+        per_million(&result.cluster),
+        per_million(&result.single),
+        per_million(&result.spread)
     ));
     for note in &result.notes {
         out.push_str(&format!("\n- {note}"));
