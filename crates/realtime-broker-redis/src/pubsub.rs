@@ -325,6 +325,11 @@ impl Shared {
         });
         entry.wanted = interested;
         entry.seq = seq;
+        if !interested {
+            // Nothing is seen while the node is not interested: what was seen before says
+            // nothing of what comes when it is again (its first read starts afresh).
+            entry.track = Track::default();
+        }
         // Sent under the lock, so commands reach the task in number order. While the
         // connection is down they wait; the resubscription covers them anyway.
         let command = if interested {
@@ -1073,6 +1078,41 @@ mod tests {
             let distinct: std::collections::HashSet<_> = draws.iter().collect();
             assert!(distinct.len() > 100, "not spread: {failures}");
         }
+    }
+
+    /// Interest lost and regained before Redis confirmed the UNSUBSCRIBE keeps the entry,
+    /// but not what was seen: publications made meanwhile were never received, and the next
+    /// read must start afresh instead of reporting them as lost.
+    #[test]
+    fn interest_regained_forgets_what_was_seen() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
+        let server = realtime_testkit::RedisProcess::start();
+        runtime.block_on(async {
+            let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+            let connection = ConnectionManager::new(client).await.unwrap_or_else(|e| panic!("{e}"));
+            let settings = Settings {
+                workers: 1,
+                queue_capacity: 1,
+                probe_interval: Duration::from_secs(1),
+                max_reconnect_delay: Duration::from_secs(1),
+                barrier_timeout: Duration::from_secs(1),
+            };
+            let (commands, _queue) = mpsc::unbounded_channel();
+            let names = Names::new("rt");
+            let history = HistoryPolicy::default();
+            let shard = ShardInfo { index: 0, tokens: Arc::default() };
+            let node = "n".to_owned();
+            let shared = Shared::new(names, node, history, settings, connection, commands, shard);
+            let stream = StreamName::parse("topic:t").unwrap_or_else(|e| panic!("{e}"));
+            let channel = shared.names.channel(&stream);
+            shared.interest(channel.clone(), true);
+            shared.settle(&channel, &stream, None, &at("e", 1));
+            assert_eq!(shared.seen(&channel), Some(at("e", 1)));
+            shared.interest(channel.clone(), false);
+            shared.interest(channel.clone(), true);
+            assert_eq!(shared.seen(&channel), None, "nothing seen since interest came back");
+        });
     }
 
     #[test]

@@ -255,7 +255,9 @@ async fn healthz_once(addr: SocketAddr, status: u16) -> Value {
 }
 
 /// `/healthz` reports the broker: 503 `broker_unavailable` while Redis is down (new clients
-/// are refused then), 200 again once the node is back; the reconnection is counted.
+/// are refused then), 200 again once the node is back; the reconnection is counted. A publish
+/// while Redis is down is refused with 503; its retry with the same idempotency key after
+/// Redis is back publishes once. `/metrics` has the Redis broker's metrics.
 #[tokio::test]
 async fn healthz_reports_the_redis_broker() {
     let mut redis = RedisProcess::start();
@@ -268,12 +270,48 @@ async fn healthz_reports_the_redis_broker() {
         (&json!("redis"), &json!(true)),
         "{body}"
     );
+    // A client, so that the node receives a publication through pub/sub (the lag metric).
+    let (mut alice, _) = open(node_a.addr, &token("alice", &[], None), None).await;
+    publish(node_a.addr, json!({"user": "alice"}), "before").await;
+    assert_eq!(next_json(&mut alice.ws).await["payload"]["label"], "before");
     redis.kill();
     let body = healthz_once(node_a.addr, 503).await;
     let down = (&body["status"], &body["broker"]["connected"]);
     assert_eq!(down, (&json!("broker_unavailable"), &json!(false)), "{body}");
+    // Redis down at publish time: an error, never a silent success.
+    let keyed = json!({"target": {"user": "alice"}, "idempotency_key": "retry-1",
+        "message": {"type": "n", "payload": {"label": "retried"}}});
+    let refused = support::publish(node_a.addr, &keyed).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
     redis.restart();
     let body = healthz_once(node_a.addr, 200).await;
     assert_eq!(body["broker"]["reconnects"], 1, "{body}");
+    // The retry with the same key publishes once; a second retry is answered as a duplicate.
+    let first = call(node_a.addr, "POST", "/api/publish", Some(&keyed)).await;
+    assert_eq!(first.get("duplicate"), None, "{first}");
+    let again = call(node_a.addr, "POST", "/api/publish", Some(&keyed)).await;
+    assert_eq!(
+        (&again["duplicate"], &again["offset"]),
+        (&json!(true), &first["offset"]),
+        "{again}"
+    );
+    let metrics = call_text(node_a.addr, "/metrics").await;
+    for name in [
+        "realtime_redis_reconnects_total",
+        "realtime_redis_resubscribe_seconds",
+        "realtime_redis_pubsub_lag_seconds",
+        "realtime_redis_gaps_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    drop(alice);
     support::stop(node_a).await;
+}
+
+/// `GET <path>` with the API key; the body as text.
+async fn call_text(addr: SocketAddr, path: &str) -> String {
+    let auth = format!("Bearer {API_KEY}");
+    let response = support::http(addr, "GET", path, &[("Authorization", &auth)], b"").await;
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    response.text()
 }
