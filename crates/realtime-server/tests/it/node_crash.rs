@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,13 +27,13 @@ use realtime_core::{Envelope, Target, TopicName, UserId};
 use realtime_ports::PublishOptions;
 use realtime_server::Config;
 use realtime_testkit::RedisProcess;
-use realtime_testkit::jwt::{Claims, DEV_SECRET, now_unix_secs};
+use realtime_testkit::jwt::{Claims, now_unix_secs};
 use realtime_testkit::ws::{
     Connect, next_json_or_close, since_query, spawn_json_reader, try_connect,
 };
 use serde_json::{Map, Value, json};
 
-use crate::support::{self, API_KEY, SECRET, Ws};
+use crate::support::{self, API_KEY, Pos, SECRET, ServerBinary, Ws};
 
 /// Clients of the crashed node; client `i` is user `u{i / 2}`, and even ones subscribe to
 /// [`TOPIC`].
@@ -68,68 +67,6 @@ fn user_stream(user: usize) -> String {
 
 // ---------------------------------------------------------------- node X, a process
 
-/// The server binary on Redis, killed with SIGKILL (on drop too).
-struct Binary {
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Binary {
-    async fn start(redis: &RedisProcess, node_id: &str) -> Binary {
-        let port = {
-            let listener =
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-            listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
-            .env("REALTIME_LISTEN", addr.to_string())
-            .env("REALTIME_JWT_SECRET", DEV_SECRET)
-            .env("REALTIME_API_KEY", API_KEY)
-            .env("REALTIME_DEMO", "false")
-            .env("REALTIME_BROKER", "redis")
-            .env("REALTIME_REDIS_URL", redis.url())
-            .env("REALTIME_NODE_ID", node_id)
-            .env("REALTIME_PRESENCE_TTL_SECS", PRESENCE_TTL_SECS.to_string())
-            .env("REALTIME_HISTORY_SIZE", HISTORY.to_string())
-            .env("REALTIME_MAX_RECOVERY", HISTORY.to_string())
-            .env("REALTIME_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn the server binary: {e}"));
-        let binary = Binary { addr, child: Some(child) };
-        let ready = async {
-            loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok()
-                    && support::http(addr, "GET", "/healthz", &[], b"").await.status == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), ready)
-            .await
-            .unwrap_or_else(|_| panic!("the server binary did not answer /healthz"));
-        binary
-    }
-
-    /// SIGKILL (`Child::kill` on Unix), then reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Node Y's configuration: in this process, on the same Redis.
 fn node(redis: &RedisProcess, id: &str) -> Config {
     let mut config = support::redis_node(&redis.url(), id);
@@ -140,25 +77,6 @@ fn node(redis: &RedisProcess, id: &str) -> Config {
 }
 
 // ---------------------------------------------------------------- clients
-
-/// A stream position as the wire gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pos {
-    epoch: String,
-    offset: u64,
-}
-
-impl Pos {
-    fn of(value: &Value) -> Pos {
-        let epoch = value["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {value}"));
-        let offset = value["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {value}"));
-        Pos { epoch: epoch.to_owned(), offset }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({"epoch": self.epoch, "offset": self.offset})
-    }
-}
 
 /// Opens a WebSocket with `since` (when not empty); the close code when the server closes
 /// before `connected` (`None`: no close frame).
@@ -422,7 +340,16 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_clients_recover_on_another_node_and_leave_presence() {
     let redis = RedisProcess::start();
-    let mut x = Binary::start(&redis, "node-x").await;
+    let env = [
+        ("REALTIME_DEMO", "false".to_owned()),
+        ("REALTIME_BROKER", "redis".to_owned()),
+        ("REALTIME_REDIS_URL", redis.url()),
+        ("REALTIME_NODE_ID", "node-x".to_owned()),
+        ("REALTIME_PRESENCE_TTL_SECS", PRESENCE_TTL_SECS.to_string()),
+        ("REALTIME_HISTORY_SIZE", HISTORY.to_string()),
+        ("REALTIME_MAX_RECOVERY", HISTORY.to_string()),
+    ];
+    let mut x = ServerBinary::start(&env).await;
     let y = support::start(node(&redis, "node-y")).await;
 
     let mut clients = Vec::new();

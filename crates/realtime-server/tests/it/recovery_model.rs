@@ -51,7 +51,7 @@ use realtime_testkit::ws::{Connect, next_json_or_close, since_query, try_connect
 use realtime_transport_warp::{INBOUND_RATE_RANGE, TransportConfig};
 use serde_json::{Map, Value, json};
 
-use crate::support::{self, SECRET, Stack, Ws};
+use crate::support::{self, Pos, SECRET, Stack, Ws};
 
 /// The one user of both tests.
 const USER: &str = "model-user";
@@ -61,27 +61,6 @@ const USER_STREAM: &str = "user:model-user";
 const BROADCAST: &str = "broadcast";
 
 // ---------------------------------------------------------------- shared
-
-/// A stream position as the wire gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pos {
-    epoch: String,
-    offset: u64,
-}
-
-impl Pos {
-    /// The `epoch` and `offset` of a `connected` stream entry, a `subscribed` payload or a
-    /// publication.
-    fn of(value: &Value) -> Pos {
-        let epoch = value["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {value}"));
-        let offset = value["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {value}"));
-        Pos { epoch: epoch.to_owned(), offset }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({"epoch": self.epoch, "offset": self.offset})
-    }
-}
 
 /// A token of [`USER`] that may subscribe to every topic.
 fn user_token() -> String {

@@ -5,7 +5,6 @@
 //! 4005, 4003 and a handshake 403.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,12 +12,12 @@ use std::time::Duration;
 use realtime_client::{
     Client, ClientConfig, ClientError, Disconnect, Event, Events, Message, Stop, StreamName,
 };
-use realtime_testkit::jwt::{Claims, DEV_SECRET, now_unix_secs};
+use realtime_testkit::jwt::{Claims, now_unix_secs};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::support::{self, API_KEY};
+use crate::support::{self, API_KEY, ServerBinary};
 
 /// The bound of every wait for an event (a failure bound, never a timing assertion).
 const LONG: Duration = Duration::from_secs(20);
@@ -291,67 +290,9 @@ async fn a_refused_subscribe_is_an_error_and_leaves_nothing_behind() {
 
 // ---------------------------------------------------------------- the server binary
 
-/// The server binary on a fixed port, killed (SIGKILL) and started again on it.
-struct Binary {
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Binary {
-    async fn start() -> Binary {
-        let port = {
-            let listener =
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-            listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-        };
-        let mut binary = Binary { addr: SocketAddr::from(([127, 0, 0, 1], port)), child: None };
-        binary.spawn().await;
-        binary
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
-            .env("REALTIME_JWT_SECRET", DEV_SECRET)
-            .env("REALTIME_API_KEY", API_KEY)
-            .env("REALTIME_LISTEN", self.addr.to_string())
-            .env("REALTIME_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn the server binary: {e}"));
-        self.child = Some(child);
-        let ready = async {
-            loop {
-                if TcpStream::connect(self.addr).await.is_ok()
-                    && support::http(self.addr, "GET", "/healthz", &[], b"").await.status == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(LONG, ready)
-            .await
-            .unwrap_or_else(|_| panic!("the server binary did not answer /healthz"));
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn the_rust_client_reconnects_after_the_server_binary_is_killed_and_started_again() {
-    let mut server = Binary::start().await;
+    let mut server = ServerBinary::start(&[]).await;
     let (calls, tokens) = counting_tokens("dan", 3600);
     let (client, mut events) =
         Client::start(config(server.addr), tokens).unwrap_or_else(|e| panic!("{e}"));

@@ -263,3 +263,100 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     };
     tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("never true: {what}"));
 }
+
+// ---------------------------------------------------------------- the server binary
+
+/// The server binary as a child process on a port of its own: killed with SIGKILL (a crash),
+/// and started again on the same port with the same settings.
+pub struct ServerBinary {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
+}
+
+impl ServerBinary {
+    /// Starts it with the test secret and API key, `REALTIME_LOG=warn` and `env`, on a free
+    /// port; waits (at most 30 s) until it answers `/healthz`.
+    pub async fn start(env: &[(&str, String)]) -> ServerBinary {
+        let port = {
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let mut binary =
+            ServerBinary { addr: SocketAddr::from(([127, 0, 0, 1], port)), child: None, env };
+        binary.spawn().await;
+        binary
+    }
+
+    /// Starts it (again, after [`kill`](Self::kill)) on its port.
+    pub async fn spawn(&mut self) {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_realtime-server"))
+            .env("REALTIME_JWT_SECRET", DEV_SECRET)
+            .env("REALTIME_API_KEY", API_KEY)
+            .env("REALTIME_LISTEN", self.addr.to_string())
+            .env("REALTIME_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the server binary: {e}"));
+        self.child = Some(child);
+        let addr = self.addr;
+        let ready = async {
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok()
+                    && http(addr, "GET", "/healthz", &[], b"").await.status == 200
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .unwrap_or_else(|_| panic!("the server binary did not answer /healthz"));
+    }
+
+    /// SIGKILL (`Child::kill` on Unix), then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerBinary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------- positions
+
+/// A stream position as the wire gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pos {
+    /// Its epoch.
+    pub epoch: String,
+    /// Its offset.
+    pub offset: u64,
+}
+
+impl Pos {
+    /// The `epoch` and `offset` of a `connected` stream entry, a `subscribed` payload or a
+    /// publication.
+    pub fn of(value: &Value) -> Pos {
+        let epoch = value["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {value}"));
+        let offset = value["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {value}"));
+        Pos { epoch: epoch.to_owned(), offset }
+    }
+
+    /// As `since` wants it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"epoch": self.epoch, "offset": self.offset})
+    }
+}
