@@ -559,28 +559,6 @@ async fn connect_shard(
     Ok((Shard { shared, commands, ephemeral }, tasks))
 }
 
-/// Collects the counts of `expected` nodes from `counts`, for at most `within`, or until
-/// `enough` holds for the sum so far.
-async fn collect(
-    counts: &mut mpsc::UnboundedReceiver<usize>,
-    expected: usize,
-    within: Duration,
-    enough: impl Fn(usize) -> bool,
-) -> (usize, NodeReceipts) {
-    let deadline = tokio::time::Instant::now() + within;
-    let (mut delivered, mut answered) = (0, 0);
-    while answered < expected && !enough(delivered) {
-        match tokio::time::timeout_at(deadline, counts.recv()).await {
-            Ok(Some(count)) => {
-                delivered += count;
-                answered += 1;
-            }
-            _ => break,
-        }
-    }
-    (delivered, NodeReceipts { answered, expected })
-}
-
 /// Sends ephemeral frames in the order they were queued; a failure is logged (they are at
 /// most once).
 async fn publish_ephemeral(
@@ -671,17 +649,11 @@ impl Broker for RedisBroker {
     ) -> Result<Published, BrokerError> {
         // Receipts come back on the node's channel of the stream's shard.
         let shard = self.shard(stream);
-        let (reply, mut counts) = shard.shared.expect_receipts();
-        let published = self.run_publish(shard, stream, frame, idempotency_key, Some(&reply)).await;
-        let outcome = match published {
-            Ok((published, receivers)) => {
-                let (delivered, nodes) = collect(&mut counts, receivers, within, |_| false).await;
-                Ok(Published { delivered, nodes: Some(nodes), ..published })
-            }
-            Err(error) => Err(error),
-        };
-        shard.shared.forget(&reply);
-        outcome
+        let receipts = shard.shared.expect_receipts();
+        let (published, receivers) =
+            self.run_publish(shard, stream, frame, idempotency_key, Some(receipts.reply())).await?;
+        let (delivered, nodes) = receipts.collect(receivers, within, |_| false).await;
+        Ok(Published { delivered, nodes: Some(nodes), ..published })
     }
 
     fn publish_ephemeral(&self, stream: &StreamName, frame: Frame) {
@@ -714,18 +686,11 @@ impl Broker for RedisBroker {
         if self.first().shared.delivery().is_some_and(|d| d.deliver_to_connection(id, &frame)) {
             return Ok((1, Some(NodeReceipts { answered: 1, expected: 1 })));
         }
-        let (reply, mut counts) = self.first().shared.expect_receipts();
-        let sent = self.publish_to_connection(id, &frame, Some(&reply)).await;
-        let outcome = match sent {
-            // One connection is on one node at most: its answer is enough.
-            Ok(receivers) => {
-                let (delivered, nodes) = collect(&mut counts, receivers, within, |n| n > 0).await;
-                Ok((delivered, Some(nodes)))
-            }
-            Err(error) => Err(error),
-        };
-        self.first().shared.forget(&reply);
-        outcome
+        let receipts = self.first().shared.expect_receipts();
+        let receivers = self.publish_to_connection(id, &frame, Some(receipts.reply())).await?;
+        // One connection is on one node at most: its answer is enough.
+        let (delivered, nodes) = receipts.collect(receivers, within, |n| n > 0).await;
+        Ok((delivered, Some(nodes)))
     }
 
     async fn recover(

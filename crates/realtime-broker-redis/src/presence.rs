@@ -205,17 +205,15 @@ impl RedisPresence {
         }
     }
 
-    async fn members(&self, key: String) -> Result<Vec<String>, PresenceError> {
+    /// After a flush, the READ script on `key` in `mode` (`members` or `count`).
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        key: String,
+        mode: &str,
+    ) -> Result<T, PresenceError> {
         self.flush().await?;
         let mut invocation = self.read.key(key);
-        invocation.arg("members");
-        invocation.invoke_async(&mut self.commands.clone()).await.map_err(unavailable)
-    }
-
-    async fn count(&self, key: String) -> Result<usize, PresenceError> {
-        self.flush().await?;
-        let mut invocation = self.read.key(key);
-        invocation.arg("count");
+        invocation.arg(mode);
         invocation.invoke_async(&mut self.commands.clone()).await.map_err(unavailable)
     }
 }
@@ -282,13 +280,14 @@ impl Presence for RedisPresence {
     }
 
     async fn user(&self, user: &UserId) -> Result<UserPresence, PresenceError> {
-        let connections = self.count(self.names.presence_user(user)).await?;
+        let connections: usize = self.read(self.names.presence_user(user), "count").await?;
         Ok(UserPresence { user_id: user.clone(), online: connections > 0, connections })
     }
 
     async fn topic(&self, topic: &TopicName) -> Result<Vec<TopicMember>, PresenceError> {
         let mut counts: BTreeMap<UserId, usize> = BTreeMap::new();
-        for member in self.members(self.names.presence_topic(topic)).await? {
+        let members: Vec<String> = self.read(self.names.presence_topic(topic), "members").await?;
+        for member in members {
             // `<connection id>:<user>`: the id is a hyphenated UUID (no colon).
             let Some((_, user)) = member.split_once(':') else { continue };
             let Ok(user) = UserId::new(user) else { continue };
@@ -301,6 +300,6 @@ impl Presence for RedisPresence {
     }
 
     async fn online_count(&self) -> Result<usize, PresenceError> {
-        self.count(self.names.presence_all()).await
+        self.read(self.names.presence_all(), "count").await
     }
 }

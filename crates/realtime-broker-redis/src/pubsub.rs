@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use realtime_core::{HistoryPolicy, Position, StreamName, UnixMillis, UserId};
-use realtime_ports::LocalDelivery;
+use realtime_ports::{LocalDelivery, NodeReceipts};
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -253,6 +253,48 @@ enum Item {
     },
 }
 
+/// The receipts of one publication as they arrive; its token is forgotten on drop.
+pub(crate) struct Receipts<'a> {
+    shared: &'a Shared,
+    reply: Reply,
+    counts: mpsc::UnboundedReceiver<usize>,
+}
+
+impl Receipts<'_> {
+    /// What to write into the message.
+    pub(crate) fn reply(&self) -> &Reply {
+        &self.reply
+    }
+
+    /// Sums the counts of `expected` nodes for at most `within`, or until `enough` holds
+    /// for the sum so far.
+    pub(crate) async fn collect(
+        mut self,
+        expected: usize,
+        within: Duration,
+        enough: impl Fn(usize) -> bool,
+    ) -> (usize, NodeReceipts) {
+        let deadline = tokio::time::Instant::now() + within;
+        let (mut delivered, mut answered) = (0, 0);
+        while answered < expected && !enough(delivered) {
+            match tokio::time::timeout_at(deadline, self.counts.recv()).await {
+                Ok(Some(count)) => {
+                    delivered += count;
+                    answered += 1;
+                }
+                _ => break,
+            }
+        }
+        (delivered, NodeReceipts { answered, expected })
+    }
+}
+
+impl Drop for Receipts<'_> {
+    fn drop(&mut self) {
+        self.shared.receipts.lock().remove(&self.reply.token);
+    }
+}
+
 /// Which worker handles `channel`: FNV-1a of the name.
 fn worker_of(channel: &str, workers: usize) -> usize {
     let hash = crate::shard::fnv1a64(channel.as_bytes());
@@ -442,17 +484,13 @@ impl Shared {
         });
     }
 
-    /// Starts waiting for receipts: the reply to write into the message, and where the
-    /// counts arrive. [`forget`](Self::forget) the token when done.
-    pub(crate) fn expect_receipts(&self) -> (Reply, mpsc::UnboundedReceiver<usize>) {
+    /// Starts waiting for receipts; the token is forgotten when the [`Receipts`] is dropped
+    /// (a publish that fails or is cancelled included).
+    pub(crate) fn expect_receipts(&self) -> Receipts<'_> {
         let token = self.shard.tokens.fetch_add(1, Ordering::Relaxed);
-        let (counts, receiver) = mpsc::unbounded_channel();
-        self.receipts.lock().insert(token, counts);
-        (Reply { node: self.node_id.clone(), token }, receiver)
-    }
-
-    pub(crate) fn forget(&self, reply: &Reply) {
-        self.receipts.lock().remove(&reply.token);
+        let (sender, counts) = mpsc::unbounded_channel();
+        self.receipts.lock().insert(token, sender);
+        Receipts { shared: self, reply: Reply { node: self.node_id.clone(), token }, counts }
     }
 
     /// Sends this node's count for a message that asked for a receipt (in the background:
@@ -910,7 +948,7 @@ async fn catch_up(shared: Arc<Shared>, mut commands: ConnectionManager, after_ou
         tokio::time::sleep(Duration::from_millis(250) * attempt).await;
     }
     // What was missed cannot be told: every wanted stream may have lost publications.
-    let wanted: Vec<(String, StreamName)> = {
+    let wanted: Vec<StreamName> = {
         let mut guard = shared.subscriptions.lock();
         guard
             .0
@@ -918,11 +956,11 @@ async fn catch_up(shared: Arc<Shared>, mut commands: ConnectionManager, after_ou
             .filter(|(_, s)| s.wanted)
             .filter_map(|(channel, s)| {
                 s.track.reset = true;
-                Some((channel.clone(), shared.names.stream_of(channel)?))
+                shared.names.stream_of(channel)
             })
             .collect()
     };
-    for (_, stream) in wanted {
+    for stream in wanted {
         shared.report(&stream, Gap::Outage, None);
     }
 }

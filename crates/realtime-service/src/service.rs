@@ -486,13 +486,13 @@ impl RealtimeApi for RealtimeService {
     ) -> Result<PublishReceipt, PublishError> {
         let stream = target.stream();
         let frame = self.checked_frame(target, stream.as_ref(), message, None)?;
+        let unavailable = |e: realtime_ports::BrokerError| {
+            self.refuse_publish(target, m::REASON_UNAVAILABLE);
+            PublishError::Unavailable(e.to_string())
+        };
         let Some(stream) = stream else {
             let Target::Connection(id) = target else {
                 return Err(PublishError::Unavailable("a target without a stream".to_owned()));
-            };
-            let unavailable = |e: realtime_ports::BrokerError| {
-                self.refuse_publish(target, m::REASON_UNAVAILABLE);
-                PublishError::Unavailable(e.to_string())
             };
             let (delivered, nodes) = if let Some(local) = self.registry.get(*id) {
                 (self.fan_out("connection", None, None, &frame, || vec![local]), None)
@@ -520,10 +520,7 @@ impl RealtimeApi for RealtimeService {
         } else {
             self.broker.publish(&stream, frame, key).await
         }
-        .map_err(|e| {
-            self.refuse_publish(target, m::REASON_UNAVAILABLE);
-            PublishError::Unavailable(e.to_string())
-        })?;
+        .map_err(unavailable)?;
         Ok(PublishReceipt {
             delivered: published.delivered,
             stream: Some(stream),
@@ -772,11 +769,12 @@ impl LocalDelivery for RealtimeService {
     fn lost(&self, stream: &StreamName) -> usize {
         let holds = self.streams.for_delivery();
         let recipients = members(&*self.registry, stream);
-        let closed = holds.lose(stream, &recipients);
+        // Those still recovering are counted when their release closes them.
+        let closed_now = holds.lose(stream, &recipients);
         drop(holds);
-        ::metrics::counter!(m::STREAM_LAGGED_TOTAL).increment(closed as u64);
-        warn!(%stream, connections = closed, "the broker may have missed publications: closing the stream's connections so they recover");
-        closed
+        ::metrics::counter!(m::STREAM_LAGGED_TOTAL).increment(closed_now as u64);
+        warn!(%stream, connections = recipients.len(), "the broker may have missed publications: closing the stream's connections so they recover");
+        recipients.len()
     }
 }
 

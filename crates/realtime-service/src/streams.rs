@@ -172,22 +172,6 @@ impl StreamState {
     }
 }
 
-impl Holds {
-    /// The broker may have missed publications of `stream`: closes every recipient
-    /// ([`CloseReason::StreamLagged`]); one still recovering is marked overflowed instead,
-    /// so its release closes it. Returns how many.
-    pub(crate) fn lose(&self, stream: &StreamName, recipients: &[Registered]) -> usize {
-        let held = self.streams.get(stream);
-        for recipient in recipients {
-            match held.and_then(|h| h.get(&recipient.connection.id)) {
-                Some(hold) => hold.lock().overflowed = true,
-                None => recipient.sink.close(CloseReason::StreamLagged),
-            }
-        }
-        recipients.len()
-    }
-}
-
 /// What one delivery did, for the metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -197,6 +181,24 @@ pub(crate) struct Outcome {
 }
 
 impl Holds {
+    /// The broker may have missed publications of `stream`: closes every recipient
+    /// ([`CloseReason::StreamLagged`]); one still recovering is marked overflowed instead,
+    /// so its release closes it. Returns how many were closed now.
+    pub(crate) fn lose(&self, stream: &StreamName, recipients: &[Registered]) -> usize {
+        let held = self.streams.get(stream);
+        let mut closed = 0;
+        for recipient in recipients {
+            match held.and_then(|h| h.get(&recipient.connection.id)) {
+                Some(hold) => hold.lock().overflowed = true,
+                None => {
+                    recipient.sink.close(CloseReason::StreamLagged);
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+
     /// Hands `frame` to each recipient's sink, or to its hold when it has one for `stream`.
     /// A hold counts as a delivery (the frame is released to the sink after the replay).
     pub(crate) fn hand_out(
