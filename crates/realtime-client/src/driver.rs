@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use realtime_core::protocol::{self, close};
-use realtime_core::{Position, StreamName, TopicName};
+use realtime_core::{BEARER_PREFIX, Position, SUBPROTOCOL, StreamName, TopicName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -41,10 +41,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the client waits for the closing handshake once it closes (or was closed).
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// The subprotocol of realtime's protocol, version 1, offered beside the token
-/// (`realtime_core`'s `SUBPROTOCOL` and `BEARER_PREFIX`, which it does not export).
-const SUBPROTOCOL: &str = "realtime.v1";
-const BEARER_PREFIX: &str = "bearer.";
 /// How much of a refused upgrade's body an event carries.
 const BODY_MAX: usize = 256;
 
@@ -552,6 +548,9 @@ impl Driver {
                 let on_server =
                     self.confirmed.contains(&topic) || self.subscribe_waiters(&topic).is_some();
                 self.drop_topic(&topic);
+                // Not confirmed any more: a subscribe before the `unsubscribed` reply must
+                // ask the server again.
+                self.confirmed.remove(&topic);
                 if on_server {
                     let payload = json!({"topic": topic.as_str()});
                     self.send_request(
@@ -684,11 +683,15 @@ impl Driver {
         let (Some(before), Some(expires_at)) = (self.config.refresh_before, expires_at) else {
             return;
         };
-        let due = (UNIX_EPOCH + Duration::from_secs(expires_at)).checked_sub(before);
-        let wait = due
+        // `expires_at` comes from the server: an absurd one means no refresh, never a panic.
+        let Some(expiry) = UNIX_EPOCH.checked_add(Duration::from_secs(expires_at)) else {
+            return;
+        };
+        let wait = expiry
+            .checked_sub(before)
             .and_then(|due| due.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::ZERO);
-        let mut at = Instant::now() + wait;
+        let Some(mut at) = Instant::now().checked_add(wait) else { return };
         if let Some(last) = link.last_refresh {
             at = at.max(last + MIN_REFRESH_INTERVAL);
         }
@@ -764,7 +767,16 @@ impl Driver {
         }
         // Commands still queued are dropped with the receiver: their calls see `Stopped`.
         self.commands.close();
-        self.emit(Event::Stopped(stop)).await;
+        // The last event is never dropped: with a full buffer after `close` it waits for
+        // room in a task of its own, so that `close` is not held up (nothing comes after it).
+        if let Err(mpsc::error::TrySendError::Full(last)) =
+            self.events.try_send(Event::Stopped(stop))
+        {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(last).await;
+            });
+        }
     }
 
     /// Hands an event to the application, waiting while its buffer is full (but not past

@@ -53,8 +53,8 @@ pub use stream::{
 };
 pub use time::UnixMillis;
 pub use token::{
-    BearerToken, QueryParamError, SubprotocolError, TokenQueryError, query_param, token_from_query,
-    token_from_subprotocols,
+    BEARER_PREFIX, BearerToken, QueryParamError, SUBPROTOCOL, SubprotocolError, TokenQueryError,
+    query_param, token_from_query, token_from_subprotocols,
 };
 pub use wire::{
     InvalidRequestId, RequestId, SINCE_MAX_BYTES, SINCE_MAX_STREAMS, SinceError, StreamState,

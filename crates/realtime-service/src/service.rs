@@ -141,7 +141,11 @@ impl RealtimeService {
         frame: &Frame,
         recipients: impl FnOnce() -> Vec<Registered>,
     ) -> usize {
-        let holds = self.streams.for_delivery();
+        // The hold lock orders stream deliveries with holds and releases; a message to one
+        // connection is in no stream, so no hold applies and the lock is not taken.
+        let guard = stream.map(|_| self.streams.for_delivery());
+        let no_holds = crate::streams::Holds::default();
+        let holds = guard.as_deref().unwrap_or(&no_holds);
         let recipients = recipients();
         if recipients.is_empty() {
             debug!(stream_kind = kind, delivered = 0, "no recipients");
@@ -150,7 +154,7 @@ impl RealtimeService {
         let offset = position.map(|p| p.offset);
         let max_held = self.config.max_recovery_buffer;
         let outcome = holds.hand_out(stream, offset, frame, &recipients, max_held);
-        drop(holds);
+        drop(guard);
         ::metrics::counter!(m::MESSAGES_DELIVERED_TOTAL, m::LABEL_TARGET => kind)
             .increment(outcome.delivered as u64);
         if outcome.slow > 0 {
@@ -170,6 +174,13 @@ impl RealtimeService {
             "message delivered"
         );
         outcome.delivered
+    }
+
+    /// Hands `frame` to connection `id` if it is on this node (how many took it: 0 or 1);
+    /// `None` when it is not. One connection is in no stream, so no hold applies.
+    fn deliver_local(&self, id: ConnectionId, frame: &Frame) -> Option<usize> {
+        let local = self.registry.get(id)?;
+        Some(self.fan_out("connection", None, None, frame, || vec![local]))
     }
 
     /// Removes `id` from the registry, its streams, its holds and presence, and releases its
@@ -494,8 +505,9 @@ impl RealtimeApi for RealtimeService {
             let Target::Connection(id) = target else {
                 return Err(PublishError::Unavailable("a target without a stream".to_owned()));
             };
-            let (delivered, nodes) = if let Some(local) = self.registry.get(*id) {
-                (self.fan_out("connection", None, None, &frame, || vec![local]), None)
+            let local = self.deliver_local(*id, &frame);
+            let (delivered, nodes) = if let Some(delivered) = local {
+                (delivered, None)
             } else if options.receipts {
                 let within = self.config.receipt_timeout;
                 self.broker
@@ -540,11 +552,11 @@ impl RealtimeApi for RealtimeService {
         let frame = self.checked_frame(&target, None, message, reply_id.as_ref())?;
         // A request comes from a connection of this node: when it is not registered here any
         // more, it is gone and nobody takes the reply.
-        let Some(local) = self.registry.get(id) else {
+        let delivered = self.deliver_local(id, &frame);
+        if delivered.is_none() {
             debug!(connection_id = %id, "reply to a connection that is gone");
-            return Ok(0);
-        };
-        Ok(self.fan_out("connection", None, None, &frame, || vec![local]))
+        }
+        Ok(delivered.unwrap_or(0))
     }
 
     async fn open_streams(
@@ -758,8 +770,7 @@ impl LocalDelivery for RealtimeService {
     }
 
     fn deliver_to_connection(&self, id: ConnectionId, frame: &Frame) -> bool {
-        let registry = &*self.registry;
-        self.fan_out("connection", None, None, frame, || registry.get(id).into_iter().collect()) > 0
+        self.deliver_local(id, frame).is_some_and(|delivered| delivered > 0)
     }
 
     fn revoke(&self, user: &UserId, issued_before: UnixMillis) -> usize {

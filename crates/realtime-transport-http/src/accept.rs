@@ -49,7 +49,7 @@ pub(crate) struct HttpLimits {
 pub(crate) type HttpConnections = Tracked;
 
 /// The errors a service or a body may fail with.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Accepts connections on `listener` and serves `service` (a tower service: warp's, axum's
 /// `Router`, ...) on each until `stop` is cancelled; then drops the listener (no more

@@ -13,7 +13,7 @@ use crate::config::TransportConfig;
 use crate::shutdown::{DrainOutcome, ShutdownHandle};
 
 /// The errors a service or a body may fail with.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::accept::BoxError;
 
 /// Validates `config` and binds `addr` with `SO_REUSEADDR` and an accept queue of
 /// `listen_backlog` (so that a reconnect storm is not dropped by the kernel).
