@@ -9,14 +9,10 @@ use std::time::Duration;
 use realtime_core::{DecodeLimits, LivenessConfig, LivenessConfigError, RateLimitConfig};
 use realtime_ports::{InboundHandler, RealtimeApi, TokenVerifier};
 use subtle::ConstantTimeEq;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Largest accepted [`TransportConfig::read_buffer_bytes`]: the read buffer is allocated
-/// eagerly for every connection, so it is what an idle connection costs.
+/// Largest accepted [`TransportConfig::read_buffer_bytes`], and the size of the read buffer
+/// each worker thread shares among its connections.
 pub const MAX_READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Bytes a WebSocket frame header can add to a payload (2 + 8 length bytes + 4 mask bytes).
-const FRAME_HEADER_BYTES: usize = 14;
 
 /// Bytes a `POST /api/publish` body may have beyond [`TransportConfig::max_message_bytes`]
 /// for what surrounds the message (`target` and the other top-level fields).
@@ -32,21 +28,21 @@ pub struct TransportConfig {
     /// sites from using a visitor's browser, and browsers always send the header.
     pub allowed_origins: Option<Vec<String>>,
     /// Largest message, in bytes, in every direction; the one size setting:
-    /// - a client message or frame larger than this closes the connection with 1009
-    ///   (tungstenite's `max_message_size` and `max_frame_size`, and the decoder's limit);
+    /// - a client message or frame larger than this closes the connection with 1009 (decided
+    ///   from the frame header, before the payload is read), and it is the JSON decoder's
+    ///   limit;
     /// - a `POST /api/publish` body larger than this plus [`PUBLISH_BODY_OVERHEAD_BYTES`]
     ///   gets 413, before it is read;
-    /// - it bounds tungstenite's write buffer. The service refuses to publish a message
-    ///   whose encoded size is over its own `max_message_bytes` (413 over HTTP), so set both
-    ///   to the same value (the server does).
+    /// - the service refuses to publish a message whose encoded size is over its own
+    ///   `max_message_bytes` (413 over HTTP), so set both to the same value (the server
+    ///   does).
     pub max_message_bytes: usize,
-    /// Read buffer per connection, in bytes (at most [`MAX_READ_BUFFER_BYTES`]). It is
-    /// allocated when the connection opens and is the largest piece of an idle connection's
-    /// memory; it is also the most read from the socket at once. Clients mostly send small
-    /// messages, so the default is 1 KiB (a larger message grows the buffer as it arrives).
+    /// Most bytes read from a socket at once (at most [`MAX_READ_BUFFER_BYTES`]). Connections
+    /// hold no read buffer of their own: they read into one shared by the worker thread and
+    /// keep bytes only while a frame is incomplete.
     pub read_buffer_bytes: usize,
-    /// Bytes tungstenite collects before writing to the socket (0 writes every frame at once);
-    /// the writer flushes after every batch anyway.
+    /// Kept for compatibility, not used: frames are written straight from their shared
+    /// buffers, at once when nothing is queued, else in vectored writes of up to 64 frames.
     pub write_buffer_bytes: usize,
     /// Outbound frames queued per connection. When a client reads so slowly that its queue is
     /// full, it is closed with 4008 "slow consumer".
@@ -425,24 +421,6 @@ impl TransportConfig {
     pub fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits { max_bytes: self.max_message_bytes, max_depth: self.max_json_depth }
     }
-
-    /// tungstenite's settings for every connection: the whole `WebSocketConfig` is set, so
-    /// no default (128 KiB read buffer, 64 MiB messages, unbounded write buffer) applies.
-    pub fn websocket_config(&self) -> WebSocketConfig {
-        let read_buffer = self.read_buffer_bytes.clamp(1, MAX_READ_BUFFER_BYTES);
-        let max_message = self.max_message_bytes.max(1);
-        WebSocketConfig::default()
-            .read_buffer_size(read_buffer)
-            .write_buffer_size(self.write_buffer_bytes)
-            .max_write_buffer_size(
-                self.write_buffer_bytes
-                    .saturating_add(self.max_message_bytes.max(1))
-                    .saturating_add(FRAME_HEADER_BYTES),
-            )
-            .max_message_size(Some(max_message))
-            .max_frame_size(Some(max_message))
-            .accept_unmasked_frames(false)
-    }
 }
 
 /// The HTTP API key. `Debug` never shows it and comparison takes the same time whatever the
@@ -776,16 +754,5 @@ mod tests {
             )),
         );
         check(|c| c.liveness.ping_interval = ms(200), None);
-    }
-
-    #[test]
-    fn websocket_config_is_fully_set() {
-        let ws = TransportConfig::default().websocket_config();
-        assert_eq!(ws.read_buffer_size, 1024);
-        assert_eq!(ws.write_buffer_size, 4 * 1024);
-        assert_eq!(ws.max_message_size, Some(64 * 1024));
-        assert_eq!(ws.max_frame_size, Some(64 * 1024));
-        assert!(ws.max_write_buffer_size < 2 * 1024 * 1024);
-        assert!(ws.max_write_buffer_size > ws.write_buffer_size);
     }
 }

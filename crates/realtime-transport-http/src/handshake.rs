@@ -1,6 +1,6 @@
 //! `GET /ws`: checks an upgrade request (upgrade, origin, capacity, `since`, token) before
 //! upgrading, admits the connection, opens its streams (recovering from `since`), answers 101
-//! itself and starts the connection task with a fully configured tungstenite stream.
+//! itself and starts the connection task, which speaks WebSocket on the raw socket.
 //!
 //! Framework-neutral: [`WsEndpoint::handle`] takes the request's method, headers, raw query
 //! and hyper's `OnUpgrade` (an adapter reads them from its framework's request) and returns
@@ -136,7 +136,8 @@ impl WsEndpoint {
     /// [`ShutdownHandle::drain`] when the embedding server stops.
     pub fn new(deps: &Deps, config: &TransportConfig, shutdown: &ShutdownHandle) -> Self {
         let settings = Arc::new(SessionSettings {
-            websocket: config.websocket_config(),
+            max_message: config.max_message_bytes.max(1),
+            read_chunk: config.read_buffer_bytes.clamp(1, crate::config::MAX_READ_BUFFER_BYTES),
             liveness: config.liveness,
             decode: config.decode_limits(),
             close_timeout: config.close_timeout,

@@ -9,9 +9,11 @@
 //!
 //! - [`WsEndpoint`]: `GET /ws` from the request's pieces ([`UpgradeRequest`]) to the whole
 //!   answer. The token (query `token=` or subprotocol `bearer.<JWT>` beside `realtime.v1`) is
-//!   verified before the upgrade; the upgrade is performed here, on hyper's `OnUpgrade`, so
-//!   that tungstenite's whole `WebSocketConfig` is set (small buffers, bounded messages).
-//! - Per connection: one bounded outbound queue and one writer; a full queue closes the
+//!   verified before the upgrade; the upgrade is performed here, on hyper's `OnUpgrade`, and
+//!   the WebSocket is then spoken on the raw `TcpStream` with our own framing (`ws_codec`):
+//!   writes straight from the publishing thread, no per-connection buffers while idle.
+//! - Per connection: one bounded outbound queue (used only when the socket does not take a
+//!   frame at once) and one writer; a full queue closes the
 //!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001);
 //!   an inbound rate limit (`rate_limited`, then 4029); protocol violations close with 1002
 //!   or 1007; the inbound handler runs beside the timers with a timeout.
@@ -37,6 +39,7 @@ mod server;
 mod session;
 mod shutdown;
 mod wire;
+mod ws_codec;
 
 pub use config::{
     ApiKey, ApiKeyError, CLOSE_TIMEOUT_RANGE, ConfigError, Deps, HEADER_READ_TIMEOUT_RANGE,

@@ -17,10 +17,9 @@ use realtime_ports::{
     PublishError, RefreshError, RevokeError, SubscribeError, UnsubscribeError,
 };
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocolError;
 
 use crate::Response;
+use crate::ws_codec::ReadFault;
 
 /// The one body every authentication failure gets, whatever the cause.
 pub(crate) const UNAUTHORIZED_BODY: &str = "unauthorized";
@@ -340,27 +339,14 @@ impl SessionEnd {
         }
     }
 
-    /// How a read error from the client's stream ends the connection: its own faults get a
-    /// close code, a failing or vanished socket does not.
-    pub(crate) fn from_read_error(error: &WsError) -> SessionEnd {
-        match error {
-            WsError::Capacity(_) => SessionEnd::MessageTooBig,
-            WsError::Utf8(_) => SessionEnd::InvalidUtf8,
-            WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake) => {
-                SessionEnd::TransportError
-            }
-            WsError::Protocol(_) => SessionEnd::ProtocolViolation,
-            _ => SessionEnd::TransportError,
+    /// How a fault in the client's byte stream ends the connection (each has its close
+    /// code: 1002, 1009, 1007).
+    pub(crate) fn from_read_fault(fault: ReadFault) -> SessionEnd {
+        match fault {
+            ReadFault::Protocol(_) => SessionEnd::ProtocolViolation,
+            ReadFault::TooBig => SessionEnd::MessageTooBig,
+            ReadFault::InvalidUtf8 => SessionEnd::InvalidUtf8,
         }
-    }
-
-    /// Whether the stream can no longer be read frame by frame after this end (the client's
-    /// bytes are then drained raw so that the close frame is not lost to a reset).
-    pub(crate) fn stream_broken(&self) -> bool {
-        matches!(
-            self,
-            SessionEnd::MessageTooBig | SessionEnd::ProtocolViolation | SessionEnd::InvalidUtf8
-        )
     }
 }
 
@@ -551,37 +537,16 @@ mod tests {
     }
 
     #[test]
-    fn read_errors_map_to_ends() {
-        use tokio_tungstenite::tungstenite::error::CapacityError;
+    fn read_faults_map_to_ends() {
         let cases = [
-            (WsError::Utf8("bad".into()), SessionEnd::InvalidUtf8),
-            (
-                WsError::Protocol(WsProtocolError::NonZeroReservedBits),
-                SessionEnd::ProtocolViolation,
-            ),
-            (
-                WsError::Protocol(WsProtocolError::InvalidCloseSequence),
-                SessionEnd::ProtocolViolation,
-            ),
-            (
-                WsError::Protocol(WsProtocolError::UnmaskedFrameFromClient),
-                SessionEnd::ProtocolViolation,
-            ),
-            (
-                WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake),
-                SessionEnd::TransportError,
-            ),
-            (
-                WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 }),
-                SessionEnd::MessageTooBig,
-            ),
-            (WsError::ConnectionClosed, SessionEnd::TransportError),
-            (WsError::Io(std::io::ErrorKind::ConnectionReset.into()), SessionEnd::TransportError),
+            (ReadFault::InvalidUtf8, SessionEnd::InvalidUtf8, 1007),
+            (ReadFault::Protocol("unmasked frame"), SessionEnd::ProtocolViolation, 1002),
+            (ReadFault::TooBig, SessionEnd::MessageTooBig, 1009),
         ];
-        for (error, end) in cases {
-            let got = SessionEnd::from_read_error(&error);
-            assert_eq!(got, end, "{error}");
-            assert_eq!(got.stream_broken(), got.close_frame().is_some(), "{error}");
+        for (fault, end, code) in cases {
+            let got = SessionEnd::from_read_fault(fault);
+            assert_eq!(got, end, "{fault:?}");
+            assert_eq!(got.close_frame().map(|(c, _)| c), Some(code), "{fault:?}");
         }
     }
 
