@@ -116,8 +116,8 @@ pub fn summarize(plan: &Plan, sessions: &[SessionResult]) -> Vec<SummaryRow> {
         row(
             sessions,
             RowSpec {
-                goal: Goal::RatioAtLeast(0.8),
-                target: Some("≥ 0.8× baseline"),
+                goal: Goal::RatioAtLeast(1.0),
+                target: Some("≥ 1.0× baseline"),
                 ..spec("Connect rate (handshakes, JWT verification included)", "conn/s")
             },
             |s| Some(s.connect.rate_per_s),
@@ -127,8 +127,8 @@ pub fn summarize(plan: &Plan, sessions: &[SessionResult]) -> Vec<SummaryRow> {
         row(
             sessions,
             RowSpec {
-                goal: Goal::ValueAtMost(8.0),
-                target: Some("≤ 8 KiB (at 10,000)"),
+                goal: Goal::ValueAtMost(3.0),
+                target: Some("≤ 3 KiB (at 10,000)"),
                 ..spec(format!("Idle server RSS per connection at {n_main}"), "KiB")
             },
             |s| mem_at(s).map(|m| m.rss_per_conn_bytes / 1024.0),
@@ -144,8 +144,8 @@ pub fn summarize(plan: &Plan, sessions: &[SessionResult]) -> Vec<SummaryRow> {
         row(
             sessions,
             RowSpec {
-                goal: Goal::RatioAtMost(1.15),
-                target: Some("≤ 1.15× baseline (at 10,000)"),
+                goal: Goal::RatioAtMost(0.8),
+                target: Some("≤ 0.8× baseline (at 10,000)"),
                 ..spec(format!("Broadcast completion p99 at {n_main}"), "ms")
             },
             |s| s.fanout.as_ref().and_then(|f| ms(f.completion.p99_us)),
@@ -156,9 +156,15 @@ pub fn summarize(plan: &Plan, sessions: &[SessionResult]) -> Vec<SummaryRow> {
         row(sessions, spec(format!("Delivery latency p95 at {n_main}"), "ms"), |s| {
             s.fanout.as_ref().and_then(|f| ms(f.delivery.p95_us))
         }),
-        row(sessions, spec(format!("Delivery latency p99 at {n_main}"), "ms"), |s| {
-            s.fanout.as_ref().and_then(|f| ms(f.delivery.p99_us))
-        }),
+        row(
+            sessions,
+            RowSpec {
+                goal: Goal::RatioAtMost(0.8),
+                target: Some("≤ 0.8× baseline (at 10,000)"),
+                ..spec(format!("Delivery latency p99 at {n_main}"), "ms")
+            },
+            |s| s.fanout.as_ref().and_then(|f| ms(f.delivery.p99_us)),
+        ),
         row(sessions, spec(format!("Delivery latency max at {n_main}"), "ms"), |s| {
             s.fanout.as_ref().and_then(|f| ms(f.delivery.max_us))
         }),
@@ -173,7 +179,11 @@ pub fn summarize(plan: &Plan, sessions: &[SessionResult]) -> Vec<SummaryRow> {
         ));
         rows.push(row(
             sessions,
-            spec(format!("Server CPU per million deliveries at {rate}/s"), "CPU-s"),
+            RowSpec {
+                goal: Goal::RatioAtMost(0.7),
+                target: Some("≤ 0.7× baseline"),
+                ..spec(format!("Server CPU per million deliveries at {rate}/s"), "CPU-s")
+            },
             move |s| tp(s).map(|t| t.cpu_s_per_million),
         ));
         rows.push(row(
