@@ -201,9 +201,9 @@ impl Out {
         self.items.len().saturating_sub(self.replayed) >= capacity
     }
 
-    /// Writes queued items until the queue is empty or the socket takes no more.
-    fn write_queued(&mut self) -> io::Result<Flushed> {
-        let Some(socket) = self.socket.clone() else { return Ok(Flushed::Blocked) };
+    /// Writes `self`'s items (taken out of the sink's queue) until none is left or the socket
+    /// takes no more.
+    fn write_to(&mut self, socket: &TcpStream) -> io::Result<Flushed> {
         while !self.items.is_empty() {
             let count = self.items.len().min(MAX_BATCH);
             let mut headers = [Header::EMPTY; MAX_BATCH];
@@ -235,9 +235,6 @@ impl Out {
                 Err(error) => return Err(error),
             }
         }
-        self.replayed = 0;
-        // A burst's buffer is given back: an idle connection holds no queue.
-        self.items = VecDeque::new();
         Ok(Flushed::Empty)
     }
 
@@ -259,13 +256,11 @@ impl Out {
     }
 
     /// Forgets what is queued except the part of a frame already on the wire (a close frame
-    /// can only follow a complete frame); returns how many frames were dropped.
-    fn drop_unwritten(&mut self) -> usize {
+    /// can only follow a complete frame).
+    fn drop_unwritten(&mut self) {
         let keep = usize::from(self.head_written > 0);
-        let dropped = self.items.iter().skip(keep).filter(|item| item.is_frame()).count();
         self.items.truncate(keep);
         self.replayed = 0;
-        dropped
     }
 }
 
@@ -348,9 +343,40 @@ impl WsSink {
         self.out.lock().socket.take()
     }
 
-    /// Writes what is queued until it is all written or the socket takes no more.
+    /// Writes what is queued until it is all written or the socket takes no more. The items
+    /// are taken out and written without the lock, so that `send` (the fan-out) never waits
+    /// for a system call; what is left goes back in front of what was queued meanwhile. (While
+    /// a batch is out, up to [`MAX_BATCH`] more live frames can be queued than the capacity.)
     fn write_queued(&self) -> io::Result<Flushed> {
-        self.out.lock().write_queued()
+        loop {
+            let (socket, mut taken) = {
+                let mut out = self.out.lock();
+                let Some(socket) = out.socket.clone() else { return Ok(Flushed::Blocked) };
+                if out.items.is_empty() {
+                    // A burst's buffer is given back: an idle connection holds no queue.
+                    out.items = VecDeque::new();
+                    out.replayed = 0;
+                    return Ok(Flushed::Empty);
+                }
+                let taken = Out {
+                    items: std::mem::take(&mut out.items),
+                    head_written: std::mem::take(&mut out.head_written),
+                    replayed: std::mem::take(&mut out.replayed),
+                    ..Out::default()
+                };
+                (socket, taken)
+            };
+            let written = taken.write_to(&socket);
+            let mut out = self.out.lock();
+            taken.items.append(&mut out.items);
+            out.items = taken.items;
+            out.head_written = taken.head_written;
+            out.replayed += taken.replayed;
+            drop(out);
+            if written? == Flushed::Blocked {
+                return Ok(Flushed::Blocked);
+            }
+        }
     }
 
     /// Queues a control frame regardless of the end (the writer's closing frames).
