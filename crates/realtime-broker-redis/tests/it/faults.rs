@@ -113,8 +113,14 @@ fn delivered_or_reported(events: &[Option<Position>], start: u64, published: &[P
     }
 }
 
-/// Publishes one last message once the node is back and waits until it is delivered or a
-/// loss is reported after the last delivery; returns the events.
+/// How long what the node saw must stay unchanged before [`settle`] takes it as final.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Publishes one last message once the node is back and waits until what the node saw of
+/// the stream is final: the last publication delivered, or a loss reported after the last
+/// delivery, and nothing new for [`QUIET`]. One look is not enough: a loss reported early in
+/// a burst can be followed by more deliveries and drops (and their own report) that a loaded
+/// machine takes a while to work through. Returns the events.
 async fn settle(
     publisher: &RedisBroker,
     recorder: &RecordingDelivery,
@@ -123,13 +129,25 @@ async fn settle(
 ) -> Vec<Option<Position>> {
     let last = publish(publisher, to, message()).await.unwrap_or_else(|| panic!("Redis is back"));
     published.push(last.clone());
-    eventually("the last publication delivered or a loss reported", || {
-        let events = events(recorder, to);
-        events.contains(&Some(last.clone())) || events.last() == Some(&None)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    events(recorder, to)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = events(recorder, to);
+    let mut unchanged_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = events(recorder, to);
+        if now != seen {
+            seen = now;
+            unchanged_since = tokio::time::Instant::now();
+        }
+        let ended = seen.contains(&Some(last.clone())) || seen.last() == Some(&None);
+        if ended && unchanged_since.elapsed() >= QUIET {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last publication neither delivered nor a loss reported within {WAIT:?}: {seen:?}"
+        );
+    }
 }
 
 /// SIGKILL of Redis while publishing, then a restart without its data: publishes in between
