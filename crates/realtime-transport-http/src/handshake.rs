@@ -242,12 +242,15 @@ impl WsEndpoint {
             topics,
             sink,
             settings: Arc::clone(&self.settings),
-            shutdown: self.shutdown.clone(),
             hello,
         };
         // The spawn, under the admission lock again, so that the drain tracks the task; a
         // shutdown that began while the streams opened refuses the connection.
-        let spawned = self.shutdown.admit(|| self.shutdown.spawn(session.run(upgrade)));
+        let (id, sink) = (session.connection.id, Arc::clone(&session.sink));
+        let spawned = self.shutdown.admit(|| {
+            let ticket = self.shutdown.enlist(id, &sink);
+            self.shutdown.spawn(session.run(upgrade, ticket));
+        });
         if spawned.is_none() {
             admitted.unregister(DisconnectReason::Shutdown);
             return Err(HandshakeRefusal::ShuttingDown);

@@ -64,7 +64,7 @@ impl MetricsServer {
         let connections =
             accept::serve(listener, service, METRICS_LIMITS, shutdown.graceful_token().clone())
                 .await;
-        connections.close(METRICS_GRACE).await;
+        connections.close(METRICS_GRACE, || {}).await;
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn serve<S, B>(
     let http = accept::serve(listener, service, limits, shutdown.graceful_token().clone()).await;
     info!("shutting down");
     let grace = config.shutdown_grace;
-    let (outcome, dropped_http) = tokio::join!(shutdown.drain(grace), http.close(grace));
+    let (outcome, dropped_http) = tokio::join!(shutdown.drain(grace), http.close(grace, || {}));
     match outcome {
         DrainOutcome::Clean => info!("every connection closed"),
         DrainOutcome::Forced { dropped } => {

@@ -56,8 +56,8 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
-use futures_util::{FutureExt, future::FusedFuture};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -73,11 +73,10 @@ use realtime_ports::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::shutdown::ShutdownHandle;
+use crate::shutdown::SessionTicket;
 use crate::wire::{ClientFault, SessionEnd};
 use crate::ws_codec::{self, Decoder, Header, Incoming, ReadFault, opcode};
 
@@ -162,8 +161,13 @@ pub(crate) struct WsSink {
     capacity: usize,
     /// Set by a queueing `send`, cleared by the writer when it looks.
     ready: AtomicBool,
-    writer: AtomicWaker,
-    end: watch::Sender<Option<SessionEnd>>,
+    /// Set once an end is recorded (it is in [`Out::end`]).
+    ending: AtomicBool,
+    /// Set when the shutdown's grace period is over: the task drops the socket at once.
+    forced: AtomicBool,
+    /// The session task: woken by a queueing `send`, an end and a forced stop. Every wait of
+    /// the task looks at its own flag, so a wake-up costs a few atomic loads, never a lock.
+    task: AtomicWaker,
 }
 
 /// What `send` and the writer share, under the sink's lock.
@@ -184,6 +188,8 @@ struct Out {
     closing: bool,
     /// Our answer to the client's close frame: its code and reason echoed.
     client_close: Option<Bytes>,
+    /// How the connection ends: the first end recorded.
+    end: Option<SessionEnd>,
 }
 
 /// What a write attempt left behind.
@@ -266,13 +272,13 @@ impl Out {
 
 /// A new connection's sink, holding at most `capacity` queued items (beyond replays).
 pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
-    let (end, _) = watch::channel(None);
     Arc::new(WsSink {
         out: Mutex::new(Out::default()),
         capacity: capacity.max(1),
         ready: AtomicBool::new(false),
-        writer: AtomicWaker::new(),
-        end,
+        ending: AtomicBool::new(false),
+        forced: AtomicBool::new(false),
+        task: AtomicWaker::new(),
     })
 }
 
@@ -281,24 +287,63 @@ impl WsSink {
     pub(crate) fn end(&self, end: SessionEnd) -> bool {
         // Under the lock, so that no `send` that saw the sink open queues after the writer's
         // last look at the queue.
-        self.out.lock().closing = true;
-        self.end.send_if_modified(|current| match current {
-            None => {
-                *current = Some(end);
-                true
-            }
-            Some(_) => false,
-        })
+        let mut out = self.out.lock();
+        out.closing = true;
+        if out.end.is_some() {
+            return false;
+        }
+        out.end = Some(end);
+        self.ending.store(true, Ordering::Release);
+        drop(out);
+        self.task.wake();
+        true
     }
 
     fn ended(&self) -> Option<SessionEnd> {
-        self.end.borrow().clone()
+        if self.ending.load(Ordering::Acquire) { self.out.lock().end.clone() } else { None }
+    }
+
+    /// Whether an end is recorded.
+    fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Completes once an end is recorded; may be polled again after that (it stays ready).
+    async fn end_recorded(&self) {
+        std::future::poll_fn(|cx| {
+            if self.is_ending() {
+                return Poll::Ready(());
+            }
+            self.task.register(cx.waker());
+            if self.is_ending() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+    }
+
+    /// Stops the session at once (the end of the shutdown's grace period): its task drops
+    /// the socket the next time it runs.
+    pub(crate) fn force(&self) {
+        self.end(SessionEnd::Shutdown);
+        self.forced.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Completes once [`force`](WsSink::force) was called.
+    async fn forced(&self) {
+        std::future::poll_fn(|cx| {
+            if self.forced.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.task.register(cx.waker());
+            if self.forced.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
     }
 
     /// Wakes the writer if it was not woken since it last looked.
     fn wake_writer(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
-            self.writer.wake();
+            self.task.wake();
         }
     }
 
@@ -322,7 +367,7 @@ impl WsSink {
     /// Completes when something was queued since the last call.
     async fn queued(&self) {
         std::future::poll_fn(|cx| {
-            self.writer.register(cx.waker());
+            self.task.register(cx.waker());
             if self.ready.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
         })
         .await;
@@ -456,7 +501,6 @@ pub(crate) struct Session {
     pub(crate) topics: Vec<TopicPattern>,
     pub(crate) sink: Arc<WsSink>,
     pub(crate) settings: Arc<SessionSettings>,
-    pub(crate) shutdown: ShutdownHandle,
     /// The first frame, `connected`, written before anything from the queue.
     pub(crate) hello: Frame,
 }
@@ -467,6 +511,8 @@ struct Unregister {
     sink: Arc<WsSink>,
     id: realtime_core::ConnectionId,
     done: bool,
+    /// Off the shutdown's list with the task.
+    _ticket: SessionTicket,
 }
 
 impl Unregister {
@@ -516,7 +562,11 @@ impl Session {
     ///
     /// A plain function returning the task's future, not an `async fn`: an `async fn` would
     /// wrap it in one more state machine that keeps a second copy of the session.
-    pub(crate) fn run(self, upgrade: OnUpgrade) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn run(
+        self,
+        upgrade: OnUpgrade,
+        ticket: SessionTicket,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let span = tracing::info_span!(
             "ws",
             connection_id = %self.connection.id,
@@ -530,20 +580,18 @@ impl Session {
                 sink: Arc::clone(&sink),
                 id: this.connection.id,
                 done: false,
+                _ticket: ticket,
             };
-            let forced = this.shutdown.forced_token().clone();
-            let mut end = sink.end.subscribe();
             // Unregister as soon as the end is known, so that nothing more is routed here
             // while the closing handshake runs.
             let unregister = async {
-                ended(&mut end).await;
+                sink.end_recorded().await;
                 guard.now()
             };
             let work = async {
                 tokio::select! {
                     biased;
-                    () = forced.cancelled() => {
-                        sink.end(SessionEnd::Shutdown);
+                    () = sink.forced() => {
                         debug!("connection dropped at the end of the shutdown grace period");
                     }
                     () = this.drive(upgrade) => {}
@@ -586,17 +634,7 @@ impl Session {
         // The `connected` frame is needed once: the session does not keep it.
         let hello = std::mem::replace(&mut self.hello, Frame::from_text(String::new()));
         let topics = std::mem::take(&mut self.topics);
-        let Session {
-            api,
-            inbound,
-            verifier,
-            connection,
-            expires_at,
-            sink,
-            settings,
-            shutdown,
-            ..
-        } = &*self;
+        let Session { api, inbound, verifier, connection, expires_at, sink, settings, .. } = &*self;
         sink.attach(Arc::clone(&socket), hello);
         let writing = write_half(&socket, sink, settings.close_timeout);
         let context = Inbound {
@@ -608,7 +646,7 @@ impl Session {
             verifier: &**verifier,
         };
         let grants = Grants { expires_at: *expires_at, topics };
-        let reading = read_half(&socket, early, &context, shutdown, grants);
+        let reading = read_half(&socket, early, &context, grants);
         let ((), drain_deadline) = tokio::join!(writing, reading);
         // When the stream cannot be read frame by frame any more (an oversize frame or a
         // protocol violation), stop writing and read what the client still sends until it
@@ -635,13 +673,6 @@ fn count_unwritten(sink: &WsSink) {
     }
 }
 
-/// Completes once an end is recorded.
-async fn ended(end: &mut watch::Receiver<Option<SessionEnd>>) {
-    // An error means the sender is gone, which cannot happen while the sink is alive; either
-    // way there is nothing more to wait for.
-    let _ = end.wait_for(Option::is_some).await;
-}
-
 /// Writes everything queued, waiting for the socket to drain as often as needed.
 async fn flush(socket: &TcpStream, sink: &WsSink) -> io::Result<()> {
     loop {
@@ -657,21 +688,16 @@ async fn flush(socket: &TcpStream, sink: &WsSink) -> io::Result<()> {
 /// queue, what is still queued; then the close frame, if the end has one. The closing part is
 /// bounded by the close timeout, counted from when the writer saw the end.
 async fn write_half(socket: &TcpStream, sink: &WsSink, close_timeout: Duration) {
-    let mut end = sink.end.subscribe();
-    // One wait for the end for the writer's whole life (not one registration per frame);
-    // fused, so that it may be polled again after it fired.
-    let end_signal = ended(&mut end).fuse();
-    tokio::pin!(end_signal);
     let mut closing = Closing { sink, close_timeout, deadline: None };
     let mut healthy = true;
-    while healthy && sink.ended().is_none() {
-        healthy = closing.write(end_signal.as_mut(), flush(socket, sink)).await;
-        if !healthy || end_signal.is_terminated() {
+    while healthy && !sink.is_ending() {
+        healthy = closing.write(flush(socket, sink)).await;
+        if !healthy || sink.is_ending() {
             break;
         }
         tokio::select! {
             biased;
-            () = &mut end_signal => break,
+            () = sink.end_recorded() => break,
             () = sink.queued() => {}
         }
     }
@@ -728,18 +754,17 @@ impl Closing<'_> {
     /// Awaits `write`. When an end is recorded meanwhile, a write whose frames the end keeps
     /// ([`flushes_queue`]) goes on until the close deadline; otherwise it is given up.
     /// Returns whether the socket is still fit for writing.
-    async fn write<E, W>(&mut self, end_signal: Pin<&mut E>, write: W) -> bool
+    async fn write<W>(&mut self, write: W) -> bool
     where
-        E: Future<Output = ()> + FusedFuture,
         W: Future<Output = io::Result<()>>,
     {
         tokio::pin!(write);
-        let result = if end_signal.is_terminated() {
+        let result = if self.sink.is_ending() {
             None
         } else {
             tokio::select! {
                 biased;
-                () = end_signal => None,
+                () = self.sink.end_recorded() => None,
                 written = &mut write => Some(written),
             }
         };
@@ -1017,8 +1042,8 @@ async fn answer<T, E>(
 }
 
 /// The reader: answers pings and bad messages, hands the rest to the inbound handler (one
-/// call at a time, beside the timers), runs the liveness timers and the rate limit, and
-/// watches for shutdown. After an end is recorded it keeps reading (and discarding) until the
+/// call at a time, beside the timers), runs the liveness timers and the rate limit, until an
+/// end is recorded (a shutdown records one on every session). After an end is recorded it keeps reading (and discarding) until the
 /// client's close frame or the close timeout, so that the closing handshake completes.
 /// `early` is what hyper read past the request. Returns, when the stream broke before the
 /// client went, the deadline for draining the raw socket.
@@ -1026,19 +1051,13 @@ async fn read_half<'a>(
     socket: &TcpStream,
     early: Bytes,
     context: &Inbound<'a>,
-    shutdown: &ShutdownHandle,
     mut grants: Grants,
 ) -> Option<Instant> {
     let Inbound { sink, settings, .. } = *context;
-    let mut end = sink.end.subscribe();
-    // One wait for the end for the reader's whole loop, as in the writer.
-    let end_signal = ended(&mut end);
-    tokio::pin!(end_signal);
     let now = Instant::now();
     let mut liveness =
         Liveness::new(settings.liveness, now.into_std(), expiry_instant(grants.expires_at, now));
     let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
-    let graceful = shutdown.graceful_token();
     let mut decoder = Decoder::new(settings.max_message);
     // Client messages that wait for the handler call in flight, and those just decoded.
     let mut backlog: VecDeque<Incoming> = VecDeque::new();
@@ -1130,10 +1149,7 @@ async fn read_half<'a>(
         let wake = Instant::from_std(liveness.poll_timeout());
         tokio::select! {
             biased;
-            () = &mut end_signal => break,
-            () = graceful.cancelled() => {
-                sink.end(SessionEnd::Shutdown);
-            }
+            () = sink.end_recorded() => break,
             () = tokio::time::sleep_until(wake) => {
                 match liveness.handle_timeout(Instant::now().into_std()) {
                     Some(LivenessAction::SendPing) => {

@@ -1,13 +1,18 @@
 //! [`ShutdownHandle`]: triggers a graceful shutdown and tracks every upgraded connection so
 //! that the drain can wait for them (warp's own graceful shutdown does not see them).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use realtime_core::ConnectionId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::session::WsSink;
+use crate::wire::SessionEnd;
 
 /// How long connection tasks get to end once they are told to stop at once.
 const FORCED_STOP_WAIT: Duration = Duration::from_secs(1);
@@ -28,6 +33,10 @@ struct Inner {
     graceful: CancellationToken,
     /// Every connection task.
     connections: Tracked,
+    /// The sinks of the live WebSocket sessions: the shutdown ends each one itself, so that
+    /// no session task polls a shared signal on every wake-up (each poll of a waiting
+    /// `Notified` takes its lock, and one shared by every connection is contended).
+    sessions: Mutex<HashMap<ConnectionId, Weak<WsSink>>>,
 }
 
 /// How a drain ended.
@@ -52,8 +61,21 @@ impl ShutdownHandle {
     /// Starts a graceful shutdown: no new WebSocket is admitted and every live one is closed
     /// with 1012 "server restart". Returns at once; calling it again does nothing more.
     pub fn shutdown(&self) {
-        let _exclusive = self.inner.admission.write();
+        let exclusive = self.inner.admission.write();
+        if self.inner.graceful.is_cancelled() {
+            return;
+        }
         self.inner.graceful.cancel();
+        // No session is added from here on (they are added under the admission lock).
+        drop(exclusive);
+        for sink in self.sessions() {
+            sink.end(SessionEnd::Shutdown);
+        }
+    }
+
+    /// The live sessions' sinks.
+    fn sessions(&self) -> Vec<Arc<WsSink>> {
+        self.inner.sessions.lock().values().filter_map(Weak::upgrade).collect()
     }
 
     /// Runs `admit` unless a shutdown has started; a shutdown that starts meanwhile waits
@@ -83,7 +105,12 @@ impl ShutdownHandle {
     /// unregistered too) and returns.
     pub async fn drain(&self, grace: Duration) -> DrainOutcome {
         self.shutdown();
-        match self.inner.connections.close(grace).await {
+        let force = || {
+            for sink in self.sessions() {
+                sink.force();
+            }
+        };
+        match self.inner.connections.close(grace, force).await {
             0 => DrainOutcome::Clean,
             dropped => DrainOutcome::Forced { dropped },
         }
@@ -93,8 +120,14 @@ impl ShutdownHandle {
         &self.inner.graceful
     }
 
-    pub(crate) fn forced_token(&self) -> &CancellationToken {
-        self.inner.connections.forced()
+    /// Puts connection `id`'s session on the shutdown's list: a shutdown ends it through
+    /// `sink` (graceful: [`WsSink::end`], at the end of the grace period: [`WsSink::force`]).
+    /// The session is taken off the list when the ticket is dropped; the session task keeps
+    /// it (not a wrapper future around the task, which would hold the task's future twice).
+    /// Call it under [`admit`](ShutdownHandle::admit), then [`spawn`](ShutdownHandle::spawn).
+    pub(crate) fn enlist(&self, id: ConnectionId, sink: &Arc<WsSink>) -> SessionTicket {
+        self.inner.sessions.lock().insert(id, Arc::downgrade(sink));
+        SessionTicket { shutdown: Arc::clone(&self.inner), id }
     }
 
     /// Runs a connection task, tracked for the drain.
@@ -103,6 +136,19 @@ impl ShutdownHandle {
         F: Future<Output = ()> + Send + 'static,
     {
         self.inner.connections.spawn(task);
+    }
+}
+
+/// A session's place on the shutdown's list, given up on drop.
+#[derive(Debug)]
+pub(crate) struct SessionTicket {
+    shutdown: Arc<Inner>,
+    id: ConnectionId,
+}
+
+impl Drop for SessionTicket {
+    fn drop(&mut self) {
+        self.shutdown.sessions.lock().remove(&self.id);
     }
 }
 
@@ -130,14 +176,16 @@ impl Tracked {
     }
 
     /// Waits up to `grace` for every task to end (they were told to finish by other means),
-    /// then stops the rest and waits briefly for them. Returns how many were stopped.
-    pub(crate) async fn close(&self, grace: Duration) -> usize {
+    /// then stops the rest (the token, and `force` for those that do not select on it) and
+    /// waits briefly for them. Returns how many were stopped.
+    pub(crate) async fn close(&self, grace: Duration, force: impl FnOnce()) -> usize {
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
             return 0;
         }
         let dropped = self.tracker.len();
         self.forced.cancel();
+        force();
         // Each task ends as soon as it is polled after the forced stop.
         let _ = tokio::time::timeout(FORCED_STOP_WAIT, self.tracker.wait()).await;
         dropped
