@@ -72,6 +72,7 @@ use realtime_ports::{
     SubscribeError, SubscribeOrigin, SubscribeRequest, TokenVerifier, UnsubscribeError,
 };
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, warn};
@@ -232,7 +233,12 @@ impl Out {
                     used += 1;
                 }
             }
-            match socket.try_write_vectored(&slices[..used]) {
+            // sendmsg(2), not tokio's writev(2): the same readiness handling, without the
+            // VFS layer on every write.
+            let sent = socket.try_io(Interest::WRITABLE, || {
+                socket2::SockRef::from(socket).send_vectored(&slices[..used])
+            });
+            match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
