@@ -605,7 +605,10 @@ impl Session {
                 // Every way out of `drive` records an end; this covers any other.
                 sink.end(SessionEnd::TransportError);
             };
-            let (reason, ()) = tokio::join!(unregister, work);
+            // `work` first in every poll: an end it records is unregistered in the same poll,
+            // not one scheduling round later (which would let another task's request see the
+            // connection still registered).
+            let ((), reason) = tokio::join!(biased; work, unregister);
             drop(sink.detach());
             info!(reason = reason.as_str(), "connection closed");
         }
