@@ -664,7 +664,9 @@ impl Session {
         drop(sink.detach());
         if drain_deadline.is_some() {
             let deadline = Instant::now() + settings.close_timeout;
-            let _ = tokio::time::timeout_at(deadline, linger(socket)).await;
+            // Boxed, as every wait of the closing path: the task's future is as large as its
+            // largest state, and an idle connection should not carry the closing ones.
+            let _ = Box::pin(tokio::time::timeout_at(deadline, linger(socket))).await;
         }
     }
 }
@@ -700,7 +702,9 @@ async fn write_half(socket: &TcpStream, sink: &WsSink, close_timeout: Duration) 
     let mut closing = Closing { sink, close_timeout, deadline: None };
     let mut healthy = true;
     while healthy && !sink.is_ending() {
-        healthy = closing.write(flush(socket, sink)).await;
+        let flushing = flush(socket, sink);
+        tokio::pin!(flushing);
+        healthy = closing.write(flushing).await;
         if !healthy || sink.is_ending() {
             break;
         }
@@ -714,7 +718,7 @@ async fn write_half(socket: &TcpStream, sink: &WsSink, close_timeout: Duration) 
     let deadline = closing.deadline();
     if healthy && flushes_queue(&end) {
         // `send` refuses from now on, so this ends.
-        match tokio::time::timeout_at(deadline, flush(socket, sink)).await {
+        match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 debug!(%error, "write failed while closing");
@@ -739,7 +743,7 @@ async fn write_half(socket: &TcpStream, sink: &WsSink, close_timeout: Duration) 
         (close, healthy || sink.ended() != Some(SessionEnd::TransportError))
     {
         sink.push_control(frame);
-        match tokio::time::timeout_at(deadline, flush(socket, sink)).await {
+        match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(%error, "close frame not sent"),
             Err(_) => debug!("close frame not sent within the close timeout"),
@@ -763,24 +767,26 @@ impl Closing<'_> {
     /// Awaits `write`. When an end is recorded meanwhile, a write whose frames the end keeps
     /// ([`flushes_queue`]) goes on until the close deadline; otherwise it is given up.
     /// Returns whether the socket is still fit for writing.
-    async fn write<W>(&mut self, write: W) -> bool
+    ///
+    /// `write` comes pinned by the caller: taken by value and pinned here, the future would
+    /// hold it twice (the argument and the pinned copy).
+    async fn write<W>(&mut self, mut write: Pin<&mut W>) -> bool
     where
         W: Future<Output = io::Result<()>>,
     {
-        tokio::pin!(write);
         let result = if self.sink.is_ending() {
             None
         } else {
             tokio::select! {
                 biased;
                 () = self.sink.end_recorded() => None,
-                written = &mut write => Some(written),
+                written = write.as_mut() => Some(written),
             }
         };
         let result = match result {
             Some(written) => written,
             None if self.sink.ended().as_ref().is_some_and(flushes_queue) => {
-                match tokio::time::timeout_at(self.deadline(), write).await {
+                match Box::pin(tokio::time::timeout_at(self.deadline(), write)).await {
                     Ok(written) => written,
                     Err(_) => return false,
                 }
@@ -1056,168 +1062,182 @@ async fn answer<T, E>(
 /// client's close frame or the close timeout, so that the closing handshake completes.
 /// `early` is what hyper read past the request. Returns, when the stream broke before the
 /// client went, the deadline for draining the raw socket.
-async fn read_half<'a>(
-    socket: &TcpStream,
+/// A plain function returning the future (not an `async fn`): an `async fn` keeps each
+/// argument twice in its future (the argument and the local it is moved into).
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps every argument twice")]
+fn read_half<'s, 'a>(
+    socket: &'s TcpStream,
     early: Bytes,
-    context: &Inbound<'a>,
+    context: &'s Inbound<'a>,
     mut grants: Grants,
-) -> Option<Instant> {
-    let Inbound { sink, settings, .. } = *context;
-    let now = Instant::now();
-    let mut liveness =
-        Liveness::new(settings.liveness, now.into_std(), expiry_instant(grants.expires_at, now));
-    let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
-    let mut decoder = Decoder::new(settings.max_message);
-    // Client messages that wait for the handler call in flight, and those just decoded.
-    let mut backlog: VecDeque<Incoming> = VecDeque::new();
-    let mut fresh: VecDeque<Incoming> = VecDeque::new();
-    let mut call: Option<HandlerCall<'a>> = None;
-    let mut step =
-        (!early.is_empty()).then(|| match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
-            Ok(()) => ReadStep::Read,
-            Err(fault) => ReadStep::Fault(fault),
-        });
-    drop(early);
-    while sink.ended().is_none() {
-        if let Some(taken) = step.take() {
-            match taken {
-                ReadStep::Read => {
-                    let now = Instant::now().into_std();
-                    while let Some(message) = fresh.pop_front() {
-                        liveness.handle_activity(now);
-                        if let Incoming::Close(close) = message {
-                            sink.out.lock().client_close = Some(match close {
-                                Some((code, reason)) => ws_codec::close_frame(code, &reason),
-                                None => ws_codec::encode(opcode::CLOSE, &[]),
-                            });
-                            sink.end(SessionEnd::ClientClosed);
-                            break;
-                        }
-                        if let Incoming::Ping(payload) = &message {
-                            let _ = sink.enqueue(Outbound::Control(ws_codec::encode(
-                                opcode::PONG,
-                                payload,
-                            )));
-                        }
-                        match rate.handle_message(now) {
-                            RateVerdict::Allowed => match message {
-                                Incoming::Ping(_) | Incoming::Pong => {}
-                                message if call.is_none() && backlog.is_empty() => {
-                                    call = context.dispatch(message, &grants.topics);
-                                }
-                                message => backlog.push_back(message),
-                            },
-                            RateVerdict::Limited => {
-                                debug!("client message over the rate limit dropped");
-                                // Its id, without decoding it (a binary frame has none).
-                                let id = match &message {
-                                    Incoming::Text(text) => request_id_of(text, &settings.decode),
-                                    _ => None,
-                                };
-                                let _ = sink.send(ClientFault::RateLimited(id.as_ref()).frame());
-                            }
-                            RateVerdict::Exceeded => {
-                                debug!("client over the rate limit; closing");
-                                sink.end(SessionEnd::RateLimited);
-                                break;
-                            }
-                        }
-                    }
-                    fresh.clear();
-                }
-                ReadStep::Blocked => {}
-                ReadStep::Eof => {
-                    sink.end(SessionEnd::TransportError);
-                }
-                ReadStep::Failed(error) => {
-                    debug!(%error, "read failed");
-                    sink.end(SessionEnd::TransportError);
-                }
-                ReadStep::Fault(fault) => {
-                    let ended = SessionEnd::from_read_fault(fault);
-                    debug!(?fault, end = ?ended, "unreadable client stream");
-                    sink.end(ended);
-                    return Some(Instant::now() + settings.close_timeout);
-                }
-            }
-            continue;
-        }
-        while call.is_none() {
-            let Some(message) = backlog.pop_front() else { break };
-            call = context.dispatch(message, &grants.topics);
-        }
-        let room = INBOUND_BACKLOG.saturating_sub(backlog.len());
-        let reading = room > 0;
-        if reading && decoder.has_pending() {
-            step = Some(match decoder.decode(&[], room, &mut fresh) {
+) -> impl Future<Output = Option<Instant>> {
+    async move {
+        let Inbound { sink, settings, .. } = *context;
+        let now = Instant::now();
+        let mut liveness = Liveness::new(
+            settings.liveness,
+            now.into_std(),
+            expiry_instant(grants.expires_at, now),
+        );
+        let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
+        let mut decoder = Decoder::new(settings.max_message);
+        // Client messages that wait for the handler call in flight, and those just decoded.
+        let mut backlog: VecDeque<Incoming> = VecDeque::new();
+        let mut fresh: VecDeque<Incoming> = VecDeque::new();
+        let mut call: Option<HandlerCall<'a>> = None;
+        let mut step = (!early.is_empty()).then(|| {
+            match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
                 Ok(()) => ReadStep::Read,
                 Err(fault) => ReadStep::Fault(fault),
-            });
-            continue;
-        }
-        let wake = Instant::from_std(liveness.poll_timeout());
-        tokio::select! {
-            biased;
-            () = sink.end_recorded() => break,
-            () = tokio::time::sleep_until(wake) => {
-                match liveness.handle_timeout(Instant::now().into_std()) {
-                    Some(LivenessAction::SendPing) => {
-                        let _ = sink.enqueue(Outbound::Control(PING));
-                    }
-                    // While the socket is not read (the handler's backlog is full), the
-                    // client's pong may be waiting unread: not its fault, so no 4004 then.
-                    Some(LivenessAction::Close) if !reading => {
-                        liveness.handle_activity(Instant::now().into_std());
-                    }
-                    Some(LivenessAction::Close) => {
-                        sink.end(SessionEnd::HeartbeatTimeout);
-                    }
-                    Some(LivenessAction::Expired) => {
-                        sink.end(SessionEnd::TokenExpired);
-                    }
-                    None => {}
-                }
             }
-            refreshed = std::future::poll_fn(|cx| call.as_mut().map_or(Poll::Pending, |c| c.as_mut().poll(cx))), if call.is_some() => {
-                call = None;
-                if let Some(refreshed) = refreshed {
-                    let now = Instant::now();
-                    liveness.set_expiry(expiry_instant(refreshed.expires_at, now));
-                    grants = refreshed;
+        });
+        drop(early);
+        while sink.ended().is_none() {
+            if let Some(taken) = step.take() {
+                match taken {
+                    ReadStep::Read => {
+                        let now = Instant::now().into_std();
+                        while let Some(message) = fresh.pop_front() {
+                            liveness.handle_activity(now);
+                            if let Incoming::Close(close) = message {
+                                sink.out.lock().client_close = Some(match close {
+                                    Some((code, reason)) => ws_codec::close_frame(code, &reason),
+                                    None => ws_codec::encode(opcode::CLOSE, &[]),
+                                });
+                                sink.end(SessionEnd::ClientClosed);
+                                break;
+                            }
+                            if let Incoming::Ping(payload) = &message {
+                                let _ = sink.enqueue(Outbound::Control(ws_codec::encode(
+                                    opcode::PONG,
+                                    payload,
+                                )));
+                            }
+                            match rate.handle_message(now) {
+                                RateVerdict::Allowed => match message {
+                                    Incoming::Ping(_) | Incoming::Pong => {}
+                                    message if call.is_none() && backlog.is_empty() => {
+                                        call = context.dispatch(message, &grants.topics);
+                                    }
+                                    message => backlog.push_back(message),
+                                },
+                                RateVerdict::Limited => {
+                                    debug!("client message over the rate limit dropped");
+                                    // Its id, without decoding it (a binary frame has none).
+                                    let id = match &message {
+                                        Incoming::Text(text) => {
+                                            request_id_of(text, &settings.decode)
+                                        }
+                                        _ => None,
+                                    };
+                                    let _ =
+                                        sink.send(ClientFault::RateLimited(id.as_ref()).frame());
+                                }
+                                RateVerdict::Exceeded => {
+                                    debug!("client over the rate limit; closing");
+                                    sink.end(SessionEnd::RateLimited);
+                                    break;
+                                }
+                            }
+                        }
+                        fresh.clear();
+                    }
+                    ReadStep::Blocked => {}
+                    ReadStep::Eof => {
+                        sink.end(SessionEnd::TransportError);
+                    }
+                    ReadStep::Failed(error) => {
+                        debug!(%error, "read failed");
+                        sink.end(SessionEnd::TransportError);
+                    }
+                    ReadStep::Fault(fault) => {
+                        let ended = SessionEnd::from_read_fault(fault);
+                        debug!(?fault, end = ?ended, "unreadable client stream");
+                        sink.end(ended);
+                        return Some(Instant::now() + settings.close_timeout);
+                    }
                 }
+                continue;
             }
-            ready = socket.readable(), if reading => {
-                step = Some(match ready {
-                    Ok(()) => read_once(socket, &mut decoder, settings.read_chunk, room, &mut fresh),
-                    Err(error) => ReadStep::Failed(error),
+            while call.is_none() {
+                let Some(message) = backlog.pop_front() else { break };
+                call = context.dispatch(message, &grants.topics);
+            }
+            let room = INBOUND_BACKLOG.saturating_sub(backlog.len());
+            let reading = room > 0;
+            if reading && decoder.has_pending() {
+                step = Some(match decoder.decode(&[], room, &mut fresh) {
+                    Ok(()) => ReadStep::Read,
+                    Err(fault) => ReadStep::Fault(fault),
                 });
+                continue;
+            }
+            let wake = Instant::from_std(liveness.poll_timeout());
+            tokio::select! {
+                biased;
+                () = sink.end_recorded() => break,
+                () = tokio::time::sleep_until(wake) => {
+                    match liveness.handle_timeout(Instant::now().into_std()) {
+                        Some(LivenessAction::SendPing) => {
+                            let _ = sink.enqueue(Outbound::Control(PING));
+                        }
+                        // While the socket is not read (the handler's backlog is full), the
+                        // client's pong may be waiting unread: not its fault, so no 4004 then.
+                        Some(LivenessAction::Close) if !reading => {
+                            liveness.handle_activity(Instant::now().into_std());
+                        }
+                        Some(LivenessAction::Close) => {
+                            sink.end(SessionEnd::HeartbeatTimeout);
+                        }
+                        Some(LivenessAction::Expired) => {
+                            sink.end(SessionEnd::TokenExpired);
+                        }
+                        None => {}
+                    }
+                }
+                refreshed = std::future::poll_fn(|cx| call.as_mut().map_or(Poll::Pending, |c| c.as_mut().poll(cx))), if call.is_some() => {
+                    call = None;
+                    if let Some(refreshed) = refreshed {
+                        let now = Instant::now();
+                        liveness.set_expiry(expiry_instant(refreshed.expires_at, now));
+                        grants = refreshed;
+                    }
+                }
+                ready = socket.readable(), if reading => {
+                    step = Some(match ready {
+                        Ok(()) => read_once(socket, &mut decoder, settings.read_chunk, room, &mut fresh),
+                        Err(error) => ReadStep::Failed(error),
+                    });
+                }
             }
         }
-    }
-    // The handler call in flight, if any, is dropped here: the connection is ending.
-    drop(call);
-    drop(backlog);
-    // Closing: read until the client's close frame (its answer to ours), bounded by twice
-    // the close timeout (the writer may spend one on flushing).
-    let deadline = Instant::now() + settings.close_timeout * 2;
-    if matches!(sink.ended(), Some(SessionEnd::TransportError | SessionEnd::ClientClosed)) {
-        return None;
-    }
-    let closing_read = async {
-        loop {
-            fresh.clear();
-            if socket.readable().await.is_err() {
-                return;
-            }
-            match read_once(socket, &mut decoder, settings.read_chunk, usize::MAX, &mut fresh) {
-                ReadStep::Read if fresh.iter().any(|m| matches!(m, Incoming::Close(_))) => return,
-                ReadStep::Read | ReadStep::Blocked => {}
-                ReadStep::Eof | ReadStep::Fault(_) | ReadStep::Failed(_) => return,
-            }
+        // The handler call in flight, if any, is dropped here: the connection is ending.
+        drop(call);
+        drop(backlog);
+        // Closing: read until the client's close frame (its answer to ours), bounded by twice
+        // the close timeout (the writer may spend one on flushing).
+        let deadline = Instant::now() + settings.close_timeout * 2;
+        if matches!(sink.ended(), Some(SessionEnd::TransportError | SessionEnd::ClientClosed)) {
+            return None;
         }
-    };
-    let _ = tokio::time::timeout_at(deadline, closing_read).await;
-    None
+        let closing_read = async {
+            loop {
+                fresh.clear();
+                if socket.readable().await.is_err() {
+                    return;
+                }
+                match read_once(socket, &mut decoder, settings.read_chunk, usize::MAX, &mut fresh) {
+                    ReadStep::Read if fresh.iter().any(|m| matches!(m, Incoming::Close(_))) => {
+                        return;
+                    }
+                    ReadStep::Read | ReadStep::Blocked => {}
+                    ReadStep::Eof | ReadStep::Fault(_) | ReadStep::Failed(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, closing_read).await;
+        None
+    }
 }
 
 /// The monotonic instant at which a token's wall-clock expiry falls; `None` when it has none
