@@ -306,7 +306,7 @@ impl WsSink {
     }
 
     fn ended(&self) -> Option<SessionEnd> {
-        if self.ending.load(Ordering::Acquire) { self.out.lock().end.clone() } else { None }
+        if self.is_ending() { self.out.lock().end.clone() } else { None }
     }
 
     /// Whether an end is recorded.
@@ -315,35 +315,36 @@ impl WsSink {
     }
 
     /// Completes once an end is recorded; may be polled again after that (it stays ready).
-    async fn end_recorded(&self) {
-        std::future::poll_fn(|cx| {
-            if self.is_ending() {
-                return Poll::Ready(());
-            }
-            self.task.register(cx.waker());
-            if self.is_ending() { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await;
+    fn end_recorded(&self) -> impl Future<Output = ()> + '_ {
+        self.flag_set(&self.ending)
     }
 
     /// Stops the session at once (the end of the shutdown's grace period): its task drops
     /// the socket the next time it runs.
     pub(crate) fn force(&self) {
-        self.end(SessionEnd::Shutdown);
         self.forced.store(true, Ordering::Release);
-        self.task.wake();
+        // Wakes the task (or finds the end recorded already, and then wakes it here).
+        if !self.end(SessionEnd::Shutdown) {
+            self.task.wake();
+        }
     }
 
     /// Completes once [`force`](WsSink::force) was called.
-    async fn forced(&self) {
-        std::future::poll_fn(|cx| {
-            if self.forced.load(Ordering::Acquire) {
+    fn forced(&self) -> impl Future<Output = ()> + '_ {
+        self.flag_set(&self.forced)
+    }
+
+    /// Completes once `flag` (one of the sink's) is set; the setter wakes [`WsSink::task`].
+    /// The poll function itself, not an `async fn` around it: every waiting state of the
+    /// task's future holds one, and an `async fn` would add its own state to each.
+    fn flag_set<'s>(&'s self, flag: &'s AtomicBool) -> impl Future<Output = ()> + 's {
+        std::future::poll_fn(move |cx| {
+            if flag.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
             self.task.register(cx.waker());
-            if self.forced.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+            if flag.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
         })
-        .await;
     }
 
     /// Wakes the writer if it was not woken since it last looked.
@@ -1056,12 +1057,68 @@ async fn answer<T, E>(
     }
 }
 
+/// Handles the client messages just decoded, in order: a close frame ends the session (its
+/// code echoed), a ping is answered, and the rest pass the rate limit to the inbound handler,
+/// one call at a time (the others wait in `backlog`).
+fn take_messages<'a>(
+    context: &Inbound<'a>,
+    fresh: &mut VecDeque<Incoming>,
+    liveness: &mut Liveness,
+    rate: &mut RateLimiter,
+    call: &mut Option<HandlerCall<'a>>,
+    backlog: &mut VecDeque<Incoming>,
+    topics: &[TopicPattern],
+) {
+    let Inbound { sink, settings, .. } = *context;
+    let now = Instant::now().into_std();
+    while let Some(message) = fresh.pop_front() {
+        liveness.handle_activity(now);
+        if let Incoming::Close(close) = message {
+            sink.out.lock().client_close = Some(match close {
+                Some((code, reason)) => ws_codec::close_frame(code, &reason),
+                None => ws_codec::encode(opcode::CLOSE, &[]),
+            });
+            sink.end(SessionEnd::ClientClosed);
+            break;
+        }
+        if let Incoming::Ping(payload) = &message {
+            let _ = sink.enqueue(Outbound::Control(ws_codec::encode(opcode::PONG, payload)));
+        }
+        match rate.handle_message(now) {
+            RateVerdict::Allowed => match message {
+                Incoming::Ping(_) | Incoming::Pong => {}
+                message if call.is_none() && backlog.is_empty() => {
+                    *call = context.dispatch(message, topics);
+                }
+                message => backlog.push_back(message),
+            },
+            RateVerdict::Limited => {
+                debug!("client message over the rate limit dropped");
+                // Its id, without decoding it (a binary frame has none).
+                let id = match &message {
+                    Incoming::Text(text) => request_id_of(text, &settings.decode),
+                    _ => None,
+                };
+                let _ = sink.send(ClientFault::RateLimited(id.as_ref()).frame());
+            }
+            RateVerdict::Exceeded => {
+                debug!("client over the rate limit; closing");
+                sink.end(SessionEnd::RateLimited);
+                break;
+            }
+        }
+    }
+    fresh.clear();
+}
+
 /// The reader: answers pings and bad messages, hands the rest to the inbound handler (one
 /// call at a time, beside the timers), runs the liveness timers and the rate limit, until an
-/// end is recorded (a shutdown records one on every session). After an end is recorded it keeps reading (and discarding) until the
-/// client's close frame or the close timeout, so that the closing handshake completes.
-/// `early` is what hyper read past the request. Returns, when the stream broke before the
-/// client went, the deadline for draining the raw socket.
+/// end is recorded (a shutdown records one on every session). After an end is recorded it
+/// keeps reading (and discarding) until the client's close frame or the close timeout, so
+/// that the closing handshake completes. `early` is what hyper read past the request.
+/// Returns, when the stream broke before the client went, the deadline for draining the raw
+/// socket.
+///
 /// A plain function returning the future (not an `async fn`): an `async fn` keeps each
 /// argument twice in its future (the argument and the local it is moved into).
 #[expect(clippy::manual_async_fn, reason = "an async fn keeps every argument twice")]
@@ -1095,53 +1152,15 @@ fn read_half<'s, 'a>(
         while sink.ended().is_none() {
             if let Some(taken) = step.take() {
                 match taken {
-                    ReadStep::Read => {
-                        let now = Instant::now().into_std();
-                        while let Some(message) = fresh.pop_front() {
-                            liveness.handle_activity(now);
-                            if let Incoming::Close(close) = message {
-                                sink.out.lock().client_close = Some(match close {
-                                    Some((code, reason)) => ws_codec::close_frame(code, &reason),
-                                    None => ws_codec::encode(opcode::CLOSE, &[]),
-                                });
-                                sink.end(SessionEnd::ClientClosed);
-                                break;
-                            }
-                            if let Incoming::Ping(payload) = &message {
-                                let _ = sink.enqueue(Outbound::Control(ws_codec::encode(
-                                    opcode::PONG,
-                                    payload,
-                                )));
-                            }
-                            match rate.handle_message(now) {
-                                RateVerdict::Allowed => match message {
-                                    Incoming::Ping(_) | Incoming::Pong => {}
-                                    message if call.is_none() && backlog.is_empty() => {
-                                        call = context.dispatch(message, &grants.topics);
-                                    }
-                                    message => backlog.push_back(message),
-                                },
-                                RateVerdict::Limited => {
-                                    debug!("client message over the rate limit dropped");
-                                    // Its id, without decoding it (a binary frame has none).
-                                    let id = match &message {
-                                        Incoming::Text(text) => {
-                                            request_id_of(text, &settings.decode)
-                                        }
-                                        _ => None,
-                                    };
-                                    let _ =
-                                        sink.send(ClientFault::RateLimited(id.as_ref()).frame());
-                                }
-                                RateVerdict::Exceeded => {
-                                    debug!("client over the rate limit; closing");
-                                    sink.end(SessionEnd::RateLimited);
-                                    break;
-                                }
-                            }
-                        }
-                        fresh.clear();
-                    }
+                    ReadStep::Read => take_messages(
+                        context,
+                        &mut fresh,
+                        &mut liveness,
+                        &mut rate,
+                        &mut call,
+                        &mut backlog,
+                        &grants.topics,
+                    ),
                     ReadStep::Blocked => {}
                     ReadStep::Eof => {
                         sink.end(SessionEnd::TransportError);
