@@ -129,25 +129,19 @@ async fn settle(
 ) -> Vec<Option<Position>> {
     let last = publish(publisher, to, message()).await.unwrap_or_else(|| panic!("Redis is back"));
     published.push(last.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut seen = events(recorder, to);
-    let mut unchanged_since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // What was seen last, and since when it has not changed.
+    let seen = std::cell::RefCell::new((events(recorder, to), Instant::now()));
+    eventually("the last publication delivered or a loss reported, then nothing new", || {
         let now = events(recorder, to);
-        if now != seen {
-            seen = now;
-            unchanged_since = tokio::time::Instant::now();
+        let mut seen = seen.borrow_mut();
+        if now != seen.0 {
+            *seen = (now, Instant::now());
         }
-        let ended = seen.contains(&Some(last.clone())) || seen.last() == Some(&None);
-        if ended && unchanged_since.elapsed() >= QUIET {
-            return seen;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the last publication neither delivered nor a loss reported within {WAIT:?}: {seen:?}"
-        );
-    }
+        let ended = seen.0.contains(&Some(last.clone())) || seen.0.last() == Some(&None);
+        ended && seen.1.elapsed() >= QUIET
+    })
+    .await;
+    seen.into_inner().0
 }
 
 /// SIGKILL of Redis while publishing, then a restart without its data: publishes in between
