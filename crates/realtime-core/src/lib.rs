@@ -13,6 +13,7 @@
 
 mod auth;
 mod connection;
+mod connection_set;
 mod decode;
 mod envelope;
 mod frame;
@@ -30,6 +31,7 @@ mod wire;
 
 pub use auth::{ClaimsError, Identity, RawClaims, connection_authorized};
 pub use connection::Connection;
+pub use connection_set::ConnectionSet;
 pub use decode::{
     ClientMessage, DecodeError, DecodeFailure, DecodeLimits, decode_client_text, request_id_of,
 };

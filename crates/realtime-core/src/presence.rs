@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::{ConnectionId, UserId};
+use crate::{ConnectionId, ConnectionSet, UserId};
 
-/// Connections of each user in one scope. A user has a handful of connections, so a vector
-/// beats a set.
-type Members = HashMap<UserId, Vec<ConnectionId>>;
+/// Connections of each user in one scope (most users have one: held inline).
+type Members = HashMap<UserId, ConnectionSet>;
 
 /// The members of every scope, keyed by `K`. A scope nobody is in holds no memory.
 #[derive(Debug, Clone)]
@@ -30,12 +29,17 @@ impl<K: Hash + Eq + Clone> PresenceBook<K> {
             Some(members) => members,
             None => self.scopes.entry(scope.clone()).or_default(),
         };
-        let connections = members.entry(user.clone()).or_default();
-        if connections.contains(&connection) {
-            return false;
+        match members.get_mut(user) {
+            Some(connections) => {
+                // Never the first: a user's entry has at least one connection.
+                connections.insert(connection);
+                false
+            }
+            None => {
+                members.insert(user.clone(), ConnectionSet::new(connection));
+                true
+            }
         }
-        connections.push(connection);
-        connections.len() == 1
     }
 
     /// `connection` of `user` left `scope`; true when it was the user's last there (false for
@@ -43,9 +47,7 @@ impl<K: Hash + Eq + Clone> PresenceBook<K> {
     pub fn leave(&mut self, scope: &K, user: &UserId, connection: ConnectionId) -> bool {
         let Some(members) = self.scopes.get_mut(scope) else { return false };
         let Some(connections) = members.get_mut(user) else { return false };
-        let Some(at) = connections.iter().position(|c| *c == connection) else { return false };
-        connections.swap_remove(at);
-        if !connections.is_empty() {
+        if connections.remove(&connection) != Some(true) {
             return false;
         }
         members.remove(user);
@@ -57,7 +59,7 @@ impl<K: Hash + Eq + Clone> PresenceBook<K> {
 
     /// How many connections `user` has in `scope`.
     pub fn connections(&self, scope: &K, user: &UserId) -> usize {
-        self.scopes.get(scope).and_then(|m| m.get(user)).map_or(0, Vec::len)
+        self.scopes.get(scope).and_then(|m| m.get(user)).map_or(0, ConnectionSet::count)
     }
 
     /// The users in `scope` with their connection counts, sorted by user id.
@@ -67,7 +69,7 @@ impl<K: Hash + Eq + Clone> PresenceBook<K> {
             .get(scope)
             .into_iter()
             .flatten()
-            .map(|(user, connections)| (user.clone(), connections.len()))
+            .map(|(user, connections)| (user.clone(), connections.count()))
             .collect();
         members.sort_by(|a, b| a.0.cmp(&b.0));
         members

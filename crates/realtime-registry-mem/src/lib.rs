@@ -28,13 +28,14 @@
 //! **Architecture Invariant:** this crate never does I/O and never awaits; it depends only on
 //! `realtime-core`, `realtime-ports` and `parking_lot`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
-use realtime_core::{Connection, ConnectionId, Role, TopicName, UserId};
+use realtime_core::{Connection, ConnectionId, ConnectionSet, Role, TopicName, UserId};
 use realtime_ports::{ConnectionRegistry, ConnectionSink, RegisterError, Registered, TopicError};
 
 /// The live connections of this node, in memory, indexed by id, user, role and topic.
@@ -72,11 +73,11 @@ struct Indexes {
     /// Every registered connection.
     by_id: HashMap<ConnectionId, Registered>,
     /// The ids of each user's connections; no entry has an empty set.
-    by_user: HashMap<UserId, HashSet<ConnectionId>>,
+    by_user: HashMap<UserId, ConnectionSet>,
     /// The ids of the connections holding each role; no entry has an empty set.
-    by_role: HashMap<Role, HashSet<ConnectionId>>,
+    by_role: HashMap<Role, ConnectionSet>,
     /// The ids of the connections subscribed to each topic; no entry has an empty set.
-    by_topic: HashMap<TopicName, HashSet<ConnectionId>>,
+    by_topic: HashMap<TopicName, ConnectionSet>,
     /// The topics of each registered connection that has any; no entry has an empty set,
     /// and every key is in `by_id`.
     topics: HashMap<ConnectionId, BTreeSet<TopicName>>,
@@ -93,18 +94,31 @@ impl Indexes {
         out
     }
 
+    /// Adds `id` to the set under `key` in `index`, making the entry if there is none.
+    fn add_to<K: std::hash::Hash + Eq>(
+        index: &mut HashMap<K, ConnectionSet>,
+        key: K,
+        id: ConnectionId,
+    ) {
+        match index.entry(key) {
+            Entry::Occupied(mut ids) => {
+                ids.get_mut().insert(id);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(ConnectionSet::new(id));
+            }
+        }
+    }
+
     /// Removes `id` from the set under `key` in `index`, and the entry itself if the set
     /// becomes empty.
     fn remove_from<K: std::hash::Hash + Eq>(
-        index: &mut HashMap<K, HashSet<ConnectionId>>,
+        index: &mut HashMap<K, ConnectionSet>,
         key: &K,
         id: &ConnectionId,
     ) {
-        if let Some(ids) = index.get_mut(key) {
-            ids.remove(id);
-            if ids.is_empty() {
-                index.remove(key);
-            }
+        if index.get_mut(key).and_then(|ids| ids.remove(id)) == Some(true) {
+            index.remove(key);
         }
     }
 }
@@ -143,9 +157,9 @@ impl ConnectionRegistry for InMemoryRegistry {
             return Err(RegisterError::Duplicate(id));
         }
         let conn = Arc::clone(&registered.connection);
-        indexes.by_user.entry(conn.user_id.clone()).or_default().insert(id);
+        Indexes::add_to(&mut indexes.by_user, conn.user_id.clone(), id);
         for role in &conn.roles {
-            indexes.by_role.entry(role.clone()).or_default().insert(id);
+            Indexes::add_to(&mut indexes.by_role, role.clone(), id);
         }
         indexes.by_id.insert(id, registered);
         self.count.store(indexes.by_id.len(), Ordering::Release);
@@ -219,7 +233,7 @@ impl ConnectionRegistry for InMemoryRegistry {
             return Err(TopicError::TooManyTopics { max: max_topics });
         }
         indexes.topics.entry(id).or_default().insert(own_key);
-        indexes.by_topic.entry(index_key).or_default().insert(id);
+        Indexes::add_to(&mut indexes.by_topic, index_key, id);
         Ok(true)
     }
 
@@ -252,7 +266,7 @@ impl ConnectionRegistry for InMemoryRegistry {
     }
 
     fn topic_count(&self, topic: &TopicName) -> usize {
-        self.indexes.read().by_topic.get(topic).map_or(0, HashSet::len)
+        self.indexes.read().by_topic.get(topic).map_or(0, ConnectionSet::count)
     }
 }
 
