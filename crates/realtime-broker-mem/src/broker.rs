@@ -69,29 +69,42 @@ impl std::fmt::Debug for InMemoryBroker {
 /// One stream: its history (none when the policy keeps none) and its recent idempotency keys.
 struct Stream {
     history: Option<StreamHistory>,
-    keys: HashMap<IdempotencyKey, (Published, UnixMillis)>,
-    /// Keys in the order they were added, to expire them oldest first.
-    key_order: VecDeque<IdempotencyKey>,
+    /// Made on the first idempotency key and dropped when the last expires: most streams
+    /// (every connection's own user stream) never see one, and an empty map and queue inline
+    /// would cost each of them 80 bytes.
+    keys: Option<Box<Keys>>,
     last_used: UnixMillis,
+}
+
+/// The idempotency keys a stream has seen, until they expire.
+#[derive(Default)]
+struct Keys {
+    seen: HashMap<IdempotencyKey, (Published, UnixMillis)>,
+    /// Keys in the order they were added, to expire them oldest first.
+    order: VecDeque<IdempotencyKey>,
 }
 
 impl Stream {
     fn expire_keys(&mut self, now: UnixMillis) {
-        while let Some(oldest) = self.key_order.front() {
-            match self.keys.get(oldest) {
+        let Some(keys) = self.keys.as_mut() else { return };
+        while let Some(oldest) = keys.order.front() {
+            match keys.seen.get(oldest) {
                 Some((_, expires)) if *expires > now => break,
                 _ => {
-                    if let Some(key) = self.key_order.pop_front() {
-                        self.keys.remove(&key);
+                    if let Some(key) = keys.order.pop_front() {
+                        keys.seen.remove(&key);
                     }
                 }
             }
+        }
+        if keys.order.is_empty() {
+            self.keys = None;
         }
     }
 
     /// Whether nothing would be lost by forgetting the stream at `now`.
     fn idle(&self, now: UnixMillis, ttl_millis: u64) -> bool {
-        self.keys.is_empty()
+        self.keys.as_ref().is_none_or(|keys| keys.seen.is_empty())
             && self.history.as_ref().is_none_or(StreamHistory::is_empty)
             && self.last_used.0.saturating_add(ttl_millis) <= now.0
     }
@@ -134,12 +147,7 @@ impl InMemoryBroker {
         }
         let history =
             self.config.history.limits(name).map(|limits| StreamHistory::new(new_epoch(), limits));
-        let stream = Arc::new(Mutex::new(Stream {
-            history,
-            keys: HashMap::new(),
-            key_order: VecDeque::new(),
-            last_used: now,
-        }));
+        let stream = Arc::new(Mutex::new(Stream { history, keys: None, last_used: now }));
         streams.insert(name.clone(), Arc::clone(&stream));
         stream
     }
@@ -230,7 +238,7 @@ impl Broker for InMemoryBroker {
         state.last_used = now;
         if let Some(key) = idempotency_key {
             state.expire_keys(now);
-            if let Some((first, _)) = state.keys.get(key) {
+            if let Some((first, _)) = state.keys.as_ref().and_then(|keys| keys.seen.get(key)) {
                 return Ok(Published { duplicate: true, ..first.clone() });
             }
         }
@@ -252,8 +260,9 @@ impl Broker for InMemoryBroker {
         let published = Published { position, delivered, duplicate: false, nodes: None };
         if let Some(key) = idempotency_key {
             let expires = self.expires(now);
-            state.keys.insert(key.clone(), (published.clone(), expires));
-            state.key_order.push_back(key.clone());
+            let keys = state.keys.get_or_insert_with(Box::default);
+            keys.seen.insert(key.clone(), (published.clone(), expires));
+            keys.order.push_back(key.clone());
         }
         Ok(published)
     }
