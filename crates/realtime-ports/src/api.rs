@@ -282,7 +282,7 @@ pub trait RealtimeApi: Send + Sync + 'static {
     /// # Errors
     /// [`ConnectError::AtCapacity`] at the connection cap; [`ConnectError::Forbidden`] when a
     /// required permission is missing.
-    fn connect(&self, request: ConnectRequest) -> Result<Connection, ConnectError>;
+    fn connect(&self, request: ConnectRequest) -> Result<Arc<Connection>, ConnectError>;
 
     /// Removes a connection whose socket has ended (called by the transport, once per
     /// connection, with why it ended). Does not touch the sink. Returns false if it was not

@@ -73,7 +73,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl RealtimeApi for Targets {
-        fn connect(&self, _: ConnectRequest) -> Result<Connection, ConnectError> {
+        fn connect(&self, _: ConnectRequest) -> Result<Arc<Connection>, ConnectError> {
             Err(ConnectError::Forbidden)
         }
         fn unregister(&self, _: ConnectionId, _: DisconnectReason) -> bool {

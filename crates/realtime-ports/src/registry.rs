@@ -66,14 +66,15 @@ pub enum TopicError {
 /// - Safe under concurrent calls from many threads; no method awaits or does I/O.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait ConnectionRegistry: Send + Sync + 'static {
-    /// Adds a connection.
+    /// Adds a connection. The record is shared, not copied: the transport's session holds
+    /// the same `Arc` (one record per connection, not one per holder).
     ///
     /// # Errors
     /// MUST return [`RegisterError::Duplicate`] if the id is already registered, and leave
     /// the registered connection unchanged.
     fn register(
         &self,
-        connection: Connection,
+        connection: Arc<Connection>,
         sink: Arc<dyn ConnectionSink>,
     ) -> Result<(), RegisterError>;
 

@@ -42,7 +42,7 @@ fn filled() -> InMemoryRegistry {
         let user_id = format!("u{}", i / 2);
         let roles: &[&str] = if i % 1000 == 0 { &["member", "admin"] } else { &["member"] };
         registry
-            .register(connection(i, &user_id, roles), sink.clone())
+            .register(Arc::new(connection(i, &user_id, roles)), sink.clone())
             .unwrap_or_else(|e| panic!("{e}"));
         let id = connection_id(i);
         let ten = topic(&format!("t{}", i % 10));
@@ -88,7 +88,7 @@ fn lookups(c: &mut Criterion) {
             || connection(N + 1, "newcomer", &["member"]),
             |c| {
                 let id = c.id;
-                registry.register(c, sink.clone()).unwrap_or_else(|e| panic!("{e}"));
+                registry.register(Arc::new(c), sink.clone()).unwrap_or_else(|e| panic!("{e}"));
                 registry.unregister(id)
             },
             BatchSize::SmallInput,

@@ -145,13 +145,13 @@ impl fmt::Debug for InMemoryRegistry {
 impl ConnectionRegistry for InMemoryRegistry {
     fn register(
         &self,
-        connection: Connection,
+        connection: Arc<Connection>,
         sink: Arc<dyn ConnectionSink>,
     ) -> Result<(), RegisterError> {
         let id = connection.id;
         // Built before the lock is taken; on a duplicate it is dropped after the lock is
         // released (it is declared before the guard, so it is dropped after it).
-        let registered = Registered { connection: Arc::new(connection), sink };
+        let registered = Registered { connection, sink };
         let mut indexes = self.indexes.write();
         if indexes.by_id.contains_key(&id) {
             return Err(RegisterError::Duplicate(id));
@@ -296,7 +296,7 @@ mod tests {
     fn topic_entries_are_removed_when_their_last_subscriber_goes() {
         let registry = InMemoryRegistry::new();
         for n in 1..=3 {
-            assert_eq!(registry.register(connection(n, "alice", &[]), sink()), Ok(()));
+            assert_eq!(registry.register(Arc::new(connection(n, "alice", &[])), sink()), Ok(()));
         }
         let id = connection_id;
         let sub = |n, t| registry.subscribe(id(n), &topic(t), 8);
@@ -339,7 +339,7 @@ mod tests {
         ];
         for (register, id, user, roles, expected) in steps {
             if *register {
-                let result = registry.register(connection(*id, user, roles), sink());
+                let result = registry.register(Arc::new(connection(*id, user, roles)), sink());
                 assert_eq!(result, Ok(()), "register {id}");
             } else {
                 let removed = registry.unregister(connection(*id, user, roles).id);
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn debug_shows_the_count_and_no_sinks() {
         let registry = InMemoryRegistry::default();
-        assert_eq!(registry.register(connection(1, "alice", &[]), sink()), Ok(()));
+        assert_eq!(registry.register(Arc::new(connection(1, "alice", &[])), sink()), Ok(()));
         assert_eq!(format!("{registry:?}"), "InMemoryRegistry { count: 1, .. }");
     }
 }

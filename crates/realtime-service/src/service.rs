@@ -407,7 +407,7 @@ fn now() -> UnixMillis {
 
 #[async_trait]
 impl RealtimeApi for RealtimeService {
-    fn connect(&self, request: ConnectRequest) -> Result<Connection, ConnectError> {
+    fn connect(&self, request: ConnectRequest) -> Result<Arc<Connection>, ConnectError> {
         let ConnectRequest { identity, metadata, sink } = request;
         if !connection_authorized(&identity, &self.config.required_permissions) {
             self.reject(m::REASON_FORBIDDEN);
@@ -426,19 +426,21 @@ impl RealtimeApi for RealtimeService {
             return Err(ConnectError::AtCapacity { max });
         };
 
-        let mut connection = Connection::new(new_id(), &identity, metadata, now());
+        // One record, shared by the registry and the transport's session.
+        let mut connection = Arc::new(Connection::new(new_id(), &identity, metadata, now()));
         let streams = implicit_streams(&connection);
         let mut attempt = 1;
         loop {
             // Held from before the registration: nothing live reaches the connection before
             // `open_streams` has queued what it recovers.
             self.streams.hold(connection.id, &streams);
-            match self.registry.register(connection.clone(), Arc::clone(&sink)) {
+            match self.registry.register(Arc::clone(&connection), Arc::clone(&sink)) {
                 Ok(()) => break,
                 Err(RegisterError::Duplicate(id)) if attempt < MAX_REGISTER_ATTEMPTS => {
                     warn!(connection_id = %id, attempt, "generated connection id already registered; retrying");
                     self.streams.unhold(id, &streams);
-                    connection.id = new_id();
+                    // The refused record was dropped: this changes the only copy.
+                    Arc::make_mut(&mut connection).id = new_id();
                     attempt += 1;
                 }
                 Err(e) => {

@@ -38,7 +38,7 @@ pub fn same_sink(registered: &Registered, sink: &Arc<RecordingSink>) -> bool {
 fn add(registry: &dyn ConnectionRegistry, connection: Connection) -> Arc<RecordingSink> {
     let sink = Arc::new(RecordingSink::new());
     let id = connection.id;
-    let result = registry.register(connection, sink.clone());
+    let result = registry.register(Arc::new(connection), sink.clone());
     assert_eq!(result, Ok(()), "register({id}) must succeed");
     sink
 }
@@ -99,7 +99,7 @@ pub fn duplicate_id_is_rejected_and_original_kept(make: impl Fn() -> Arc<dyn Con
     let first_sink = add(&*registry, original.clone());
 
     let second_sink = Arc::new(RecordingSink::new());
-    let result = registry.register(connection(1, "bob", &["ops"]), second_sink.clone());
+    let result = registry.register(Arc::new(connection(1, "bob", &["ops"])), second_sink.clone());
     assert_eq!(result, Err(RegisterError::Duplicate(connection_id(1))));
 
     let got = registry.get(connection_id(1)).unwrap_or_else(|| panic!("original is kept"));
@@ -208,7 +208,7 @@ pub fn all_and_count(make: impl Fn() -> Arc<dyn ConnectionRegistry>) {
         check_all(&*registry, &expected);
     }
     // A rejected duplicate changes neither.
-    let dup = registry.register(connection(1, "x", &[]), Arc::new(RecordingSink::new()));
+    let dup = registry.register(Arc::new(connection(1, "x", &[])), Arc::new(RecordingSink::new()));
     assert_eq!(dup, Err(RegisterError::Duplicate(connection_id(1))));
     check_all(&*registry, &expected);
 }
@@ -313,7 +313,7 @@ pub fn concurrent_operations_end_consistent(make: impl Fn() -> Arc<dyn Connectio
                 for k in 0..SHARED {
                     let n = SHARED_BASE + (k + t as u128 * 13) % SHARED;
                     let sink = Arc::new(RecordingSink::new());
-                    match registry.register(concurrent_connection(n), sink) {
+                    match registry.register(Arc::new(concurrent_connection(n)), sink) {
                         Ok(()) => {
                             registered_shared.fetch_add(1, Ordering::Relaxed);
                         }

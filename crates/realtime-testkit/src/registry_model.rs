@@ -254,7 +254,7 @@ fn run_sequence(
                     model.push((conn.clone(), BTreeSet::new()));
                     Ok(())
                 };
-                let got = registry.register(conn, Arc::new(RecordingSink::new()));
+                let got = registry.register(Arc::new(conn), Arc::new(RecordingSink::new()));
                 prop_assert_eq!(got, expected, "step {}: {:?}", step, op);
             }
             Op::Unregister { id } => {

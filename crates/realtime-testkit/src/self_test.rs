@@ -65,7 +65,7 @@ impl NaiveRegistry {
 impl ConnectionRegistry for NaiveRegistry {
     fn register(
         &self,
-        connection: Connection,
+        connection: Arc<Connection>,
         sink: Arc<dyn ConnectionSink>,
     ) -> Result<(), RegisterError> {
         let mut live = self.live.lock();
@@ -74,7 +74,7 @@ impl ConnectionRegistry for NaiveRegistry {
         {
             return Err(RegisterError::Duplicate(connection.id));
         }
-        live.push(Registered { connection: Arc::new(connection), sink });
+        live.push(Registered { connection, sink });
         Ok(())
     }
 

@@ -502,7 +502,8 @@ pub(crate) struct Session {
     pub(crate) inbound: Arc<dyn InboundHandler>,
     /// Verifies the tokens of in-band refreshes.
     pub(crate) verifier: Arc<dyn TokenVerifier>,
-    pub(crate) connection: Connection,
+    /// The registry's record, shared (not a copy of it).
+    pub(crate) connection: Arc<Connection>,
     pub(crate) expires_at: Option<UnixMillis>,
     /// The `topics` claim of the connection's current token.
     pub(crate) topics: Vec<TopicPattern>,
@@ -579,16 +580,18 @@ impl Session {
             connection_id = %self.connection.id,
             user_id = %self.connection.user_id
         );
+        // Made before the future, which then holds it once (made inside, the ticket would be
+        // kept twice: as the future's argument and in the guard).
+        let mut guard = Unregister {
+            api: Arc::clone(&self.api),
+            sink: Arc::clone(&self.sink),
+            id: self.connection.id,
+            done: false,
+            _ticket: ticket,
+        };
         let mut this = self;
         async move {
             let sink = Arc::clone(&this.sink);
-            let mut guard = Unregister {
-                api: Arc::clone(&this.api),
-                sink: Arc::clone(&sink),
-                id: this.connection.id,
-                done: false,
-                _ticket: ticket,
-            };
             // Unregister as soon as the end is known, so that nothing more is routed here
             // while the closing handshake runs.
             let unregister = async {
@@ -644,17 +647,10 @@ impl Session {
         // The `connected` frame is needed once: the session does not keep it.
         let hello = std::mem::replace(&mut self.hello, Frame::from_text(String::new()));
         let topics = std::mem::take(&mut self.topics);
-        let Session { api, inbound, verifier, connection, expires_at, sink, settings, .. } = &*self;
+        let Session { expires_at, sink, settings, .. } = &*self;
         sink.attach(Arc::clone(&socket), hello);
         let writing = write_half(&socket, sink, settings.close_timeout);
-        let context = Inbound {
-            sink,
-            settings,
-            connection,
-            inbound: &**inbound,
-            api: &**api,
-            verifier: &**verifier,
-        };
+        let context = Inbound { session: &*self };
         let grants = Grants { expires_at: *expires_at, topics };
         let reading = read_half(&socket, early, &context, grants);
         let ((), drain_deadline) = tokio::join!(writing, reading);
@@ -860,8 +856,15 @@ fn read_once(
     })
 }
 
-/// What handling a client message needs, borrowed from the session.
+/// What handling a client message needs: the session, borrowed. One reference, not one per
+/// part: the reader's future keeps it for the connection's life.
+#[derive(Clone, Copy)]
 struct Inbound<'a> {
+    session: &'a Session,
+}
+
+/// The parts of the session a client message's handling uses.
+struct Parts<'a> {
     sink: &'a WsSink,
     settings: &'a SessionSettings,
     connection: &'a Connection,
@@ -883,36 +886,52 @@ struct Grants {
 type HandlerCall<'a> = Pin<Box<dyn Future<Output = Option<Grants>> + Send + 'a>>;
 
 impl<'a> Inbound<'a> {
+    fn parts(self) -> Parts<'a> {
+        let session = self.session;
+        Parts {
+            sink: &session.sink,
+            settings: &session.settings,
+            connection: &session.connection,
+            inbound: &*session.inbound,
+            api: &*session.api,
+            verifier: &*session.verifier,
+        }
+    }
+
     /// Handles one client message; returns the call to await for an application message or
     /// a protocol request, and answers everything else at once. `topics` are the current
     /// token's grants, for a subscribe.
     fn dispatch(&self, message: Incoming, topics: &[TopicPattern]) -> Option<HandlerCall<'a>> {
         let reply = match message {
-            Incoming::Text(text) => match decode_client_text(&text, &self.settings.decode) {
-                Ok(ClientMessage::Ping { id: None }) => self.settings.pong.clone(),
-                Ok(ClientMessage::Ping { id: Some(id) }) => Frame::pong(Some(&id)),
-                Ok(ClientMessage::Message { id, envelope }) => {
-                    return Some(self.call(id, envelope));
+            Incoming::Text(text) => {
+                match decode_client_text(&text, &self.session.settings.decode) {
+                    Ok(ClientMessage::Ping { id: None }) => self.session.settings.pong.clone(),
+                    Ok(ClientMessage::Ping { id: Some(id) }) => Frame::pong(Some(&id)),
+                    Ok(ClientMessage::Message { id, envelope }) => {
+                        return Some(self.call(id, envelope));
+                    }
+                    Ok(ClientMessage::Subscribe { id, topic, since }) => {
+                        return Some(self.subscribe(id, topic, since, topics.to_vec()));
+                    }
+                    Ok(ClientMessage::Unsubscribe { id, topic }) => {
+                        return Some(self.unsubscribe(id, topic));
+                    }
+                    Ok(ClientMessage::Refresh { id, token }) => {
+                        return Some(self.refresh(id, token));
+                    }
+                    Ok(_) => return None,
+                    Err(error) => {
+                        debug!(%error, "undecodable client message");
+                        ClientFault::Decode(&error).frame()
+                    }
                 }
-                Ok(ClientMessage::Subscribe { id, topic, since }) => {
-                    return Some(self.subscribe(id, topic, since, topics.to_vec()));
-                }
-                Ok(ClientMessage::Unsubscribe { id, topic }) => {
-                    return Some(self.unsubscribe(id, topic));
-                }
-                Ok(ClientMessage::Refresh { id, token }) => return Some(self.refresh(id, token)),
-                Ok(_) => return None,
-                Err(error) => {
-                    debug!(%error, "undecodable client message");
-                    ClientFault::Decode(&error).frame()
-                }
-            },
+            }
             Incoming::Binary => ClientFault::Binary.frame(),
             // Close, ping and pong frames are handled by the reader.
             Incoming::Close(_) | Incoming::Ping(_) | Incoming::Pong => return None,
         };
         // A full queue ends the connection as a slow consumer; a closed one is ending anyway.
-        let _ = self.sink.send(reply);
+        let _ = self.session.sink.send(reply);
         None
     }
 
@@ -920,7 +939,7 @@ impl<'a> Inbound<'a> {
     /// timeout, a panic caught, the reply sent through the service (`RealtimeApi::reply`,
     /// which puts `id` on it); a refusal echoes `id` too.
     fn call(&self, id: Option<RequestId>, envelope: Envelope) -> HandlerCall<'a> {
-        let Inbound { sink, settings, connection, inbound, api, .. } = *self;
+        let Parts { sink, settings, connection, inbound, api, .. } = self.parts();
         Box::pin(async move {
             let kind = envelope.kind.clone();
             let handled = AssertUnwindSafe(inbound.handle(connection, envelope)).catch_unwind();
@@ -979,7 +998,7 @@ impl<'a> Inbound<'a> {
         since: Option<Position>,
         topics: Vec<TopicPattern>,
     ) -> HandlerCall<'a> {
-        let Inbound { sink, settings, connection, api, .. } = *self;
+        let Parts { sink, settings, connection, api, .. } = self.parts();
         Box::pin(async move {
             let request = SubscribeRequest {
                 connection: connection.id,
@@ -1003,7 +1022,7 @@ impl<'a> Inbound<'a> {
 
     /// A client `unsubscribe`: on success the service has queued `unsubscribed`.
     fn unsubscribe(&self, id: Option<RequestId>, topic: TopicName) -> HandlerCall<'a> {
-        let Inbound { sink, settings, connection, api, .. } = *self;
+        let Parts { sink, settings, connection, api, .. } = self.parts();
         Box::pin(async move {
             let outcome = api.unsubscribe(connection.id, &topic, id.clone());
             let refused = |error: &UnsubscribeError| match error {
@@ -1018,7 +1037,7 @@ impl<'a> Inbound<'a> {
     /// A client `refresh`: verifies the token, has the service accept it, answers
     /// `refreshed` and returns the new grants; any failure is answered and changes nothing.
     fn refresh(&self, id: Option<RequestId>, token: BearerToken) -> HandlerCall<'a> {
-        let Inbound { sink, settings, connection, api, verifier, .. } = *self;
+        let Parts { sink, settings, connection, api, verifier, .. } = self.parts();
         Box::pin(async move {
             let verified =
                 tokio::time::timeout(settings.inbound_timeout, verifier.verify(&token)).await;
@@ -1087,7 +1106,7 @@ fn take_messages<'a>(
     backlog: &mut VecDeque<Incoming>,
     topics: &[TopicPattern],
 ) {
-    let Inbound { sink, settings, .. } = *context;
+    let Parts { sink, settings, .. } = context.parts();
     let now = Instant::now().into_std();
     while let Some(message) = fresh.pop_front() {
         liveness.handle_activity(now);
@@ -1137,17 +1156,27 @@ fn take_messages<'a>(
 /// Returns, when the stream broke before the client went, the deadline for draining the raw
 /// socket.
 ///
-/// A plain function returning the future (not an `async fn`): an `async fn` keeps each
-/// argument twice in its future (the argument and the local it is moved into).
-#[expect(clippy::manual_async_fn, reason = "an async fn keeps every argument twice")]
+/// A plain function returning the future (not an `async fn`): an `async fn` would keep each
+/// argument twice in its future (the argument and the local it is moved into), and the early
+/// bytes are decoded before the future is made.
 fn read_half<'s, 'a>(
     socket: &'s TcpStream,
     early: Bytes,
     context: &'s Inbound<'a>,
     mut grants: Grants,
 ) -> impl Future<Output = Option<Instant>> {
+    // What hyper read past the request is decoded before the future is made, so that the
+    // future does not keep room for it.
+    let mut decoder = Decoder::new(context.session.settings.max_message);
+    let mut fresh: VecDeque<Incoming> = VecDeque::new();
+    let mut step =
+        (!early.is_empty()).then(|| match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
+            Ok(()) => ReadStep::Read,
+            Err(fault) => ReadStep::Fault(fault),
+        });
+    drop(early);
     async move {
-        let Inbound { sink, settings, .. } = *context;
+        let Parts { sink, settings, .. } = context.parts();
         let now = Instant::now();
         let mut liveness = Liveness::new(
             settings.liveness,
@@ -1155,18 +1184,10 @@ fn read_half<'s, 'a>(
             expiry_instant(grants.expires_at, now),
         );
         let mut rate = RateLimiter::new(settings.inbound_rate, now.into_std());
-        let mut decoder = Decoder::new(settings.max_message);
-        // Client messages that wait for the handler call in flight, and those just decoded.
+        // Client messages that wait for the handler call in flight (`fresh`: those just
+        // decoded).
         let mut backlog: VecDeque<Incoming> = VecDeque::new();
-        let mut fresh: VecDeque<Incoming> = VecDeque::new();
         let mut call: Option<HandlerCall<'a>> = None;
-        let mut step = (!early.is_empty()).then(|| {
-            match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
-                Ok(()) => ReadStep::Read,
-                Err(fault) => ReadStep::Fault(fault),
-            }
-        });
-        drop(early);
         while sink.ended().is_none() {
             if let Some(taken) = step.take() {
                 match taken {

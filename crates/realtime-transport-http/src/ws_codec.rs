@@ -122,7 +122,8 @@ pub(crate) struct Decoder {
     max_message: usize,
     /// Input not consumed yet (an incomplete frame, or frames beyond the caller's room).
     kept: Vec<u8>,
-    fragmented: Option<Fragmented>,
+    /// Boxed: only a connection in the middle of a fragmented message needs it.
+    fragmented: Option<Box<Fragmented>>,
     /// Set after a close frame: nothing more is decoded.
     closed: bool,
     fault: Option<ReadFault>,
@@ -342,7 +343,7 @@ impl Decoder {
                     }));
                 }
                 let data = if text { unmasked(payload, header.mask) } else { Vec::new() };
-                self.fragmented = Some(Fragmented { text, data, len: payload.len() });
+                self.fragmented = Some(Box::new(Fragmented { text, data, len: payload.len() }));
                 Ok(None)
             }
             // CONTINUATION: `check` made sure a message is in progress.

@@ -31,7 +31,11 @@ fn filled(n: u128, solo_roles: bool) -> InMemoryRegistry {
     let registry = InMemoryRegistry::new();
     let sink: Arc<dyn ConnectionSink> = Arc::new(RecordingSink::new());
     for i in 0..n {
-        assert_eq!(registry.register(nth(i, solo_roles), Arc::clone(&sink)), Ok(()), "{i}");
+        assert_eq!(
+            registry.register(Arc::new(nth(i, solo_roles)), Arc::clone(&sink)),
+            Ok(()),
+            "{i}"
+        );
     }
     assert_eq!(registry.count(), n as usize);
     registry

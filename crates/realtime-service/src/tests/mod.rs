@@ -37,7 +37,7 @@ fn accepting_registry(seen: &Arc<Mutex<Vec<Connection>>>, times: usize) -> MockC
     let seen = Arc::clone(seen);
     let mut registry = mock_registry();
     registry.expect_register().times(times).returning(move |connection, _| {
-        seen.lock().unwrap().push(connection);
+        seen.lock().unwrap().push(Connection::clone(&connection));
         Ok(())
     });
     registry
@@ -69,7 +69,7 @@ fn connect_registers_and_returns_the_connection() {
     assert_eq!(connection.id.as_uuid().get_version_num(), 4);
     let UnixMillis(at) = connection.connected_at;
     assert!(before <= at && at <= after, "connected_at {at} not in [{before}, {after}]");
-    assert_eq!(*seen.lock().unwrap(), vec![connection]);
+    assert_eq!(*seen.lock().unwrap(), vec![Connection::clone(&connection)]);
 
     assert_eq!(recorder.counter(m::CONNECTIONS_OPENED_TOTAL), 1);
     assert_eq!(recorder.gauge(m::CONNECTIONS_ACTIVE), 1.0);
@@ -120,7 +120,7 @@ fn connect_retries_with_a_new_id_on_duplicate() {
     let tried = Arc::new(Mutex::new(Vec::new()));
     let mut registry = mock_registry();
     let log = Arc::clone(&tried);
-    registry.expect_register().times(3).returning(move |c: Connection, _| {
+    registry.expect_register().times(3).returning(move |c: Arc<Connection>, _| {
         let mut tried = log.lock().unwrap();
         tried.push(c.id);
         if tried.len() < 3 { Err(RegisterError::Duplicate(c.id)) } else { Ok(()) }

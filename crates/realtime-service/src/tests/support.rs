@@ -110,14 +110,14 @@ impl MapRegistry {
 impl ConnectionRegistry for MapRegistry {
     fn register(
         &self,
-        connection: Connection,
+        connection: Arc<Connection>,
         sink: Arc<dyn ConnectionSink>,
     ) -> Result<(), RegisterError> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if map.contains_key(&connection.id) {
             return Err(RegisterError::Duplicate(connection.id));
         }
-        map.insert(connection.id, Registered { connection: Arc::new(connection), sink });
+        map.insert(connection.id, Registered { connection, sink });
         Ok(())
     }
 

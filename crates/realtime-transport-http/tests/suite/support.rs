@@ -138,7 +138,7 @@ impl FakeApi {
 
 #[async_trait]
 impl RealtimeApi for FakeApi {
-    fn connect(&self, request: ConnectRequest) -> Result<Connection, ConnectError> {
+    fn connect(&self, request: ConnectRequest) -> Result<Arc<Connection>, ConnectError> {
         if request.identity.user_id.as_str() == "forbidden" {
             return Err(ConnectError::Forbidden);
         }
@@ -150,7 +150,7 @@ impl RealtimeApi for FakeApi {
         let connection =
             Connection::new(id, &request.identity, request.metadata, UnixMillis(now_millis()));
         connections.insert(id, Entry { connection: connection.clone(), sink: request.sink });
-        Ok(connection)
+        Ok(Arc::new(connection))
     }
 
     fn unregister(&self, id: ConnectionId, reason: DisconnectReason) -> bool {
