@@ -90,7 +90,10 @@ pub enum LivenessAction {
 /// Heartbeat and expiry state of one connection.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    config: LivenessConfig,
+    /// The config's two durations, in nanoseconds (every connection has one: 16 bytes, not
+    /// 32).
+    ping_interval: u64,
+    pong_timeout: u64,
     last_seen: Instant,
     ping_sent_at: Option<Instant>,
     expires_at: Option<Instant>,
@@ -99,7 +102,14 @@ pub struct Liveness {
 impl Liveness {
     /// A connection that was last heard from at `now`, whose token expires at `expires_at`.
     pub fn new(config: LivenessConfig, now: Instant, expires_at: Option<Instant>) -> Self {
-        Liveness { config, last_seen: now, ping_sent_at: None, expires_at }
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Liveness {
+            ping_interval: nanos(config.ping_interval),
+            pong_timeout: nanos(config.pong_timeout),
+            last_seen: now,
+            ping_sent_at: None,
+            expires_at,
+        }
     }
 
     /// The client sent something (a pong or any frame) at `now`.
@@ -120,9 +130,11 @@ impl Liveness {
             return Some(LivenessAction::Expired);
         }
         match self.ping_sent_at {
-            Some(sent) if now >= sent + self.config.pong_timeout => Some(LivenessAction::Close),
+            Some(sent) if now >= sent + Duration::from_nanos(self.pong_timeout) => {
+                Some(LivenessAction::Close)
+            }
             Some(_) => None,
-            None if now >= self.last_seen + self.config.ping_interval => {
+            None if now >= self.last_seen + Duration::from_nanos(self.ping_interval) => {
                 self.ping_sent_at = Some(now);
                 Some(LivenessAction::SendPing)
             }
@@ -133,8 +145,8 @@ impl Liveness {
     /// When [`Liveness::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Instant {
         let heartbeat = match self.ping_sent_at {
-            Some(sent) => sent + self.config.pong_timeout,
-            None => self.last_seen + self.config.ping_interval,
+            Some(sent) => sent + Duration::from_nanos(self.pong_timeout),
+            None => self.last_seen + Duration::from_nanos(self.ping_interval),
         };
         self.expires_at.map_or(heartbeat, |at| at.min(heartbeat))
     }

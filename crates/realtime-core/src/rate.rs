@@ -41,10 +41,12 @@ pub enum RateVerdict {
 /// The rate limit state of one connection.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    /// Time one message costs.
-    interval: Duration,
-    /// How far ahead of `now` the arrival time may run (the burst less one message).
-    tolerance: Duration,
+    /// Time one message costs, in nanoseconds (every connection has a limiter: 8 bytes, not
+    /// a `Duration`'s 16).
+    interval: u64,
+    /// How far ahead of `now` the arrival time may run (the burst less one message), in
+    /// nanoseconds.
+    tolerance: u64,
     /// When the bucket would be full again if nothing more came.
     full_at: Instant,
     refusals: u32,
@@ -55,15 +57,20 @@ impl RateLimiter {
     pub fn new(config: RateLimitConfig, now: Instant) -> Self {
         let interval = Duration::from_secs(1) / config.per_second.max(1);
         let tolerance = interval.saturating_mul(config.burst.max(1) - 1);
-        RateLimiter { interval, tolerance, full_at: now, refusals: 0 }
+        RateLimiter {
+            interval: nanos(interval),
+            tolerance: nanos(tolerance),
+            full_at: now,
+            refusals: 0,
+        }
     }
 
     /// A client message arrived at `now`: whether it is within the limit.
     pub fn handle_message(&mut self, now: Instant) -> RateVerdict {
         let full_at = self.full_at.max(now);
-        let next = full_at.checked_add(self.interval);
+        let next = full_at.checked_add(Duration::from_nanos(self.interval));
         match next {
-            Some(next) if full_at.duration_since(now) <= self.tolerance => {
+            Some(next) if full_at.duration_since(now) <= Duration::from_nanos(self.tolerance) => {
                 self.full_at = next;
                 self.refusals = 0;
                 RateVerdict::Allowed
@@ -82,8 +89,13 @@ impl RateLimiter {
     /// The earliest instant at which a message would be allowed (`now` or earlier when one
     /// would be allowed already).
     pub fn poll_allowed_at(&self) -> Instant {
-        self.full_at.checked_sub(self.tolerance).unwrap_or(self.full_at)
+        self.full_at.checked_sub(Duration::from_nanos(self.tolerance)).unwrap_or(self.full_at)
     }
+}
+
+/// `duration` in nanoseconds, saturating (584 years).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

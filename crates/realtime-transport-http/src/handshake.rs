@@ -30,7 +30,7 @@ use tracing::debug;
 
 use crate::Response;
 use crate::config::{Deps, TransportConfig};
-use crate::session::{Session, SessionSettings, outbound_channel};
+use crate::session::{Opening, Session, SessionSettings, outbound_channel};
 use crate::shutdown::ShutdownHandle;
 use crate::wire::{self, HandshakeRefusal};
 
@@ -238,11 +238,9 @@ impl WsEndpoint {
             inbound: Arc::clone(&self.inbound),
             verifier: Arc::clone(&self.verifier),
             connection,
-            expires_at,
-            topics,
             sink,
             settings: Arc::clone(&self.settings),
-            hello,
+            opening: parking_lot::Mutex::new(Some(Box::new(Opening { expires_at, topics, hello }))),
         };
         // The spawn, under the admission lock again, so that the drain tracks the task; a
         // shutdown that began while the streams opened refuses the connection.

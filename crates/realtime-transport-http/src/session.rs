@@ -187,8 +187,9 @@ struct Out {
     replayed: usize,
     /// Set once an end is recorded: every frame accepted before it is queued or written.
     closing: bool,
-    /// Our answer to the client's close frame: its code and reason echoed.
-    client_close: Option<Bytes>,
+    /// Our answer to the client's close frame: its code and reason echoed. Boxed: every
+    /// sink has room for it, few ever hold one.
+    client_close: Option<Box<Bytes>>,
     /// How the connection ends: the first end recorded.
     end: Option<SessionEnd>,
 }
@@ -504,34 +505,51 @@ pub(crate) struct Session {
     pub(crate) verifier: Arc<dyn TokenVerifier>,
     /// The registry's record, shared (not a copy of it).
     pub(crate) connection: Arc<Connection>,
-    pub(crate) expires_at: Option<UnixMillis>,
-    /// The `topics` claim of the connection's current token.
-    pub(crate) topics: Vec<TopicPattern>,
     pub(crate) sink: Arc<WsSink>,
     pub(crate) settings: Arc<SessionSettings>,
+    /// What the session uses once, when the socket is handed over. Boxed and dropped then:
+    /// the task's future keeps room for every field of the session for the connection's life.
+    /// (Under a lock only so that the session, borrowed, can give it away.)
+    pub(crate) opening: Mutex<Option<Box<Opening>>>,
+}
+
+/// What a session needs to start: the token's grants and the first frame.
+pub(crate) struct Opening {
+    pub(crate) expires_at: Option<UnixMillis>,
+    /// The `topics` claim of the connection's token.
+    pub(crate) topics: Vec<TopicPattern>,
     /// The first frame, `connected`, written before anything from the queue.
     pub(crate) hello: Frame,
 }
 
-/// Unregisters the connection when dropped, whichever way the task ends (a panic too).
+impl Opening {
+    /// Moves the value out and frees the box now. (`*boxed` moved out where it is used would
+    /// free the box only when its binding goes out of scope: at the session's end.)
+    #[expect(clippy::boxed_local, reason = "taking the box is the point: it is freed here")]
+    fn unbox(self: Box<Self>) -> Opening {
+        *self
+    }
+}
+
+/// The session, which it unregisters when dropped, whichever way the task ends (a panic too).
+/// It holds the session itself, so that the task's future keeps no second handle to the
+/// service or the sink for it.
 struct Unregister {
-    api: Arc<dyn RealtimeApi>,
-    sink: Arc<WsSink>,
-    id: realtime_core::ConnectionId,
-    done: bool,
+    session: Session,
+    done: AtomicBool,
     /// Off the shutdown's list with the task.
     _ticket: SessionTicket,
 }
 
 impl Unregister {
     /// Unregisters now (the end is known); the drop then does nothing.
-    fn now(&mut self) -> realtime_ports::DisconnectReason {
+    fn now(&self) -> realtime_ports::DisconnectReason {
+        let session = &self.session;
         // An end recorded by nobody means the task is going away for another reason.
-        self.sink.end(SessionEnd::TransportError);
-        let reason = self.sink.ended().unwrap_or(SessionEnd::TransportError).disconnect_reason();
-        if !self.done {
-            self.done = true;
-            self.api.unregister(self.id, reason);
+        session.sink.end(SessionEnd::TransportError);
+        let reason = session.sink.ended().unwrap_or(SessionEnd::TransportError).disconnect_reason();
+        if !self.done.swap(true, Ordering::AcqRel) {
+            session.api.unregister(session.connection.id, reason);
         }
         reason
     }
@@ -540,8 +558,8 @@ impl Unregister {
 impl Drop for Unregister {
     fn drop(&mut self) {
         // Whatever happens, the socket goes with the task.
-        drop(self.sink.detach());
-        if !self.done {
+        drop(self.session.sink.detach());
+        if !*self.done.get_mut() {
             let reason = self.now();
             warn!(reason = reason.as_str(), "connection task ended abnormally; unregistered");
         }
@@ -580,18 +598,13 @@ impl Session {
             connection_id = %self.connection.id,
             user_id = %self.connection.user_id
         );
+        let session = self;
         // Made before the future, which then holds it once (made inside, the ticket would be
         // kept twice: as the future's argument and in the guard).
-        let mut guard = Unregister {
-            api: Arc::clone(&self.api),
-            sink: Arc::clone(&self.sink),
-            id: self.connection.id,
-            done: false,
-            _ticket: ticket,
-        };
-        let mut this = self;
+        let guard = Unregister { session, done: AtomicBool::new(false), _ticket: ticket };
         async move {
-            let sink = Arc::clone(&this.sink);
+            let session = &guard.session;
+            let sink = &*session.sink;
             // Unregister as soon as the end is known, so that nothing more is routed here
             // while the closing handshake runs.
             let unregister = async {
@@ -604,7 +617,7 @@ impl Session {
                     () = sink.forced() => {
                         debug!("connection dropped at the end of the shutdown grace period");
                     }
-                    () = this.drive(upgrade) => {}
+                    () = session.drive(upgrade) => {}
                 }
                 // Every way out of `drive` records an end; this covers any other.
                 sink.end(SessionEnd::TransportError);
@@ -621,7 +634,7 @@ impl Session {
 
     /// Borrows the session rather than taking it: the task's future then holds its fields
     /// once (taking `self` kept two copies of them in the future, about 550 bytes).
-    async fn drive(&mut self, upgrade: OnUpgrade) {
+    async fn drive(&self, upgrade: OnUpgrade) {
         // The connection is registered already: a client that never lets the 101 out (it
         // does not read, so hyper cannot write) must not hold its registration.
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
@@ -645,13 +658,17 @@ impl Session {
         info!("connection open");
         let socket = Arc::new(socket);
         // The `connected` frame is needed once: the session does not keep it.
-        let hello = std::mem::replace(&mut self.hello, Frame::from_text(String::new()));
-        let topics = std::mem::take(&mut self.topics);
-        let Session { expires_at, sink, settings, .. } = &*self;
+        let Some(opening) = self.opening.lock().take() else {
+            error!("session started twice; closed");
+            self.sink.end(SessionEnd::TransportError);
+            return;
+        };
+        let Opening { expires_at, topics, hello } = opening.unbox();
+        let Session { sink, settings, .. } = self;
         sink.attach(Arc::clone(&socket), hello);
         let writing = write_half(&socket, sink, settings.close_timeout);
-        let context = Inbound { session: &*self };
-        let grants = Grants { expires_at: *expires_at, topics };
+        let context = Inbound { session: self };
+        let grants = Grants { expires_at, topics };
         let reading = read_half(&socket, early, &context, grants);
         let ((), drain_deadline) = tokio::join!(writing, reading);
         // When the stream cannot be read frame by frame any more (an oversize frame or a
@@ -713,55 +730,67 @@ async fn flush(socket: &TcpStream, sink: &WsSink) -> io::Result<()> {
 /// queued before the upgrade first), until an end is recorded; then, when the end flushes the
 /// queue, what is still queued; then the close frame, if the end has one. The closing part is
 /// bounded by the close timeout, counted from when the writer saw the end.
-async fn write_half(socket: &TcpStream, sink: &WsSink, close_timeout: Duration) {
-    let mut closing = Closing { sink, close_timeout, deadline: None };
-    let mut healthy = true;
-    while healthy && !sink.is_ending() {
-        let flushing = flush(socket, sink);
-        tokio::pin!(flushing);
-        healthy = closing.write(flushing).await;
-        if !healthy || sink.is_ending() {
-            break;
-        }
-        tokio::select! {
-            biased;
-            () = sink.end_recorded() => break,
-            () = sink.queued() => {}
-        }
-    }
-    let end = sink.ended().unwrap_or(SessionEnd::TransportError);
-    let deadline = closing.deadline();
-    if healthy && flushes_queue(&end) {
-        // `send` refuses from now on, so this ends.
-        match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                debug!(%error, "write failed while closing");
-                count_unwritten(sink);
-                healthy = false;
+///
+/// A plain function returning the future (not an `async fn`, which would keep each argument
+/// twice in its future).
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps every argument twice")]
+fn write_half<'s>(
+    socket: &'s TcpStream,
+    sink: &'s WsSink,
+    close_timeout: Duration,
+) -> impl Future<Output = ()> + 's {
+    async move {
+        let mut closing = Closing { sink, close_timeout, deadline: None };
+        let mut healthy = true;
+        while healthy && !sink.is_ending() {
+            let flushing = flush(socket, sink);
+            tokio::pin!(flushing);
+            healthy = closing.write(flushing).await;
+            if !healthy || sink.is_ending() {
+                break;
             }
-            Err(_) => {
-                debug!("queued frames not written within the close timeout");
-                count_unwritten(sink);
+            tokio::select! {
+                biased;
+                () = sink.end_recorded() => break,
+                () = sink.queued() => {}
             }
         }
-    } else {
-        sink.out.lock().drop_unwritten();
-    }
-    let close = match end.close_frame() {
-        Some((code, reason)) => Some(ws_codec::close_frame(code, reason)),
-        // The answer to the client's close: its code echoed (or none).
-        None if end == SessionEnd::ClientClosed => sink.out.lock().client_close.take(),
-        None => None,
-    };
-    if let (Some(frame), true) =
-        (close, healthy || sink.ended() != Some(SessionEnd::TransportError))
-    {
-        sink.push_control(frame);
-        match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => debug!(%error, "close frame not sent"),
-            Err(_) => debug!("close frame not sent within the close timeout"),
+        let end = sink.ended().unwrap_or(SessionEnd::TransportError);
+        let deadline = closing.deadline();
+        if healthy && flushes_queue(&end) {
+            // `send` refuses from now on, so this ends.
+            match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    debug!(%error, "write failed while closing");
+                    count_unwritten(sink);
+                    healthy = false;
+                }
+                Err(_) => {
+                    debug!("queued frames not written within the close timeout");
+                    count_unwritten(sink);
+                }
+            }
+        } else {
+            sink.out.lock().drop_unwritten();
+        }
+        let close = match end.close_frame() {
+            Some((code, reason)) => Some(ws_codec::close_frame(code, reason)),
+            // The answer to the client's close: its code echoed (or none).
+            None if end == SessionEnd::ClientClosed => {
+                sink.out.lock().client_close.take().map(|c| *c)
+            }
+            None => None,
+        };
+        if let (Some(frame), true) =
+            (close, healthy || sink.ended() != Some(SessionEnd::TransportError))
+        {
+            sink.push_control(frame);
+            match Box::pin(tokio::time::timeout_at(deadline, flush(socket, sink))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => debug!(%error, "close frame not sent"),
+                Err(_) => debug!("close frame not sent within the close timeout"),
+            }
         }
     }
 }
@@ -829,7 +858,8 @@ enum ReadStep {
     /// The client closed its side.
     Eof,
     /// The bytes are not a WebSocket stream we can go on reading.
-    Fault(ReadFault),
+    /// Boxed: a step is kept in every connection's reader, a fault is rare.
+    Fault(Box<ReadFault>),
     Failed(io::Error),
 }
 
@@ -848,7 +878,7 @@ fn read_once(
             Ok(0) => ReadStep::Eof,
             Ok(read) => match decoder.decode(&buffer[..read], room, out) {
                 Ok(()) => ReadStep::Read,
-                Err(fault) => ReadStep::Fault(fault),
+                Err(fault) => ReadStep::Fault(Box::new(fault)),
             },
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => ReadStep::Blocked,
             Err(error) => ReadStep::Failed(error),
@@ -1111,10 +1141,11 @@ fn take_messages<'a>(
     while let Some(message) = fresh.pop_front() {
         liveness.handle_activity(now);
         if let Incoming::Close(close) = message {
-            sink.out.lock().client_close = Some(match close {
+            let answer = match close {
                 Some((code, reason)) => ws_codec::close_frame(code, &reason),
                 None => ws_codec::encode(opcode::CLOSE, &[]),
-            });
+            };
+            sink.out.lock().client_close = Some(Box::new(answer));
             sink.end(SessionEnd::ClientClosed);
             break;
         }
@@ -1172,7 +1203,7 @@ fn read_half<'s, 'a>(
     let mut step =
         (!early.is_empty()).then(|| match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
             Ok(()) => ReadStep::Read,
-            Err(fault) => ReadStep::Fault(fault),
+            Err(fault) => ReadStep::Fault(Box::new(fault)),
         });
     drop(early);
     async move {
@@ -1209,7 +1240,7 @@ fn read_half<'s, 'a>(
                         sink.end(SessionEnd::TransportError);
                     }
                     ReadStep::Fault(fault) => {
-                        let ended = SessionEnd::from_read_fault(fault);
+                        let ended = SessionEnd::from_read_fault(*fault);
                         debug!(?fault, end = ?ended, "unreadable client stream");
                         sink.end(ended);
                         return Some(Instant::now() + settings.close_timeout);
@@ -1226,7 +1257,7 @@ fn read_half<'s, 'a>(
             if reading && decoder.has_pending() {
                 step = Some(match decoder.decode(&[], room, &mut fresh) {
                     Ok(()) => ReadStep::Read,
-                    Err(fault) => ReadStep::Fault(fault),
+                    Err(fault) => ReadStep::Fault(Box::new(fault)),
                 });
                 continue;
             }
@@ -1263,7 +1294,8 @@ fn read_half<'s, 'a>(
                 }
                 ready = read_ready(socket), if reading => {
                     step = Some(match ready {
-                        Ok(()) => read_once(socket, &mut decoder, settings.read_chunk, room, &mut fresh),
+                        // The room again rather than a local kept across the wait.
+                        Ok(()) => read_once(socket, &mut decoder, settings.read_chunk, INBOUND_BACKLOG.saturating_sub(backlog.len()), &mut fresh),
                         Err(error) => ReadStep::Failed(error),
                     });
                 }

@@ -119,14 +119,16 @@ struct Fragmented {
 /// The client-to-server frame decoder of one connection.
 #[derive(Debug)]
 pub(crate) struct Decoder {
-    max_message: usize,
+    /// At most 64 MiB (the config's range), so 4 bytes: every connection has a decoder.
+    max_message: u32,
     /// Input not consumed yet (an incomplete frame, or frames beyond the caller's room).
     kept: Vec<u8>,
     /// Boxed: only a connection in the middle of a fragmented message needs it.
     fragmented: Option<Box<Fragmented>>,
     /// Set after a close frame: nothing more is decoded.
     closed: bool,
-    fault: Option<ReadFault>,
+    /// Boxed: every connection has a decoder, only a failed one a fault.
+    fault: Option<Box<ReadFault>>,
 }
 
 /// A parsed frame header.
@@ -141,6 +143,7 @@ struct FrameHeader {
 impl Decoder {
     /// A decoder for messages of at most `max_message` bytes; allocates nothing.
     pub(crate) fn new(max_message: usize) -> Decoder {
+        let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
         Decoder { max_message, kept: Vec::new(), fragmented: None, closed: false, fault: None }
     }
 
@@ -153,8 +156,8 @@ impl Decoder {
         room: usize,
         out: &mut VecDeque<Incoming>,
     ) -> Result<(), ReadFault> {
-        if let Some(fault) = self.fault {
-            return Err(fault);
+        if let Some(fault) = self.fault.as_deref() {
+            return Err(*fault);
         }
         if self.closed {
             self.kept = Vec::new();
@@ -179,7 +182,7 @@ impl Decoder {
             })
         };
         if let Err(fault) = result {
-            self.fault = Some(fault);
+            self.fault = Some(Box::new(fault));
             self.kept = Vec::new();
             self.fragmented = None;
         }
@@ -190,6 +193,10 @@ impl Decoder {
     /// Bytes kept between calls (unconsumed input and a fragmented message's data so far).
     pub(crate) fn buffered(&self) -> usize {
         self.kept.len() + self.fragmented.as_ref().map_or(0, |f| f.data.len())
+    }
+
+    fn max_message(&self) -> usize {
+        self.max_message as usize
     }
 
     /// Whether a complete frame may be waiting in what is kept.
@@ -287,7 +294,7 @@ impl Decoder {
                 let Some(fragmented) = &self.fragmented else {
                     return Err(ReadFault::Protocol("continuation with no message started"));
                 };
-                if fragmented.len.saturating_add(header.payload_len) > self.max_message {
+                if fragmented.len.saturating_add(header.payload_len) > self.max_message() {
                     return Err(ReadFault::TooBig);
                 }
             }
@@ -295,7 +302,7 @@ impl Decoder {
                 if self.fragmented.is_some() {
                     return Err(ReadFault::Protocol("new message inside a fragmented one"));
                 }
-                if header.payload_len > self.max_message {
+                if header.payload_len > self.max_message() {
                     return Err(ReadFault::TooBig);
                 }
             }
