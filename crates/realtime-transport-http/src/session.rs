@@ -863,6 +863,16 @@ enum ReadStep {
     Failed(io::Error),
 }
 
+impl ReadStep {
+    /// The step a decode came to: its messages were read, or the stream cannot be read on.
+    fn decoded(result: Result<(), ReadFault>) -> ReadStep {
+        match result {
+            Ok(()) => ReadStep::Read,
+            Err(fault) => ReadStep::Fault(Box::new(fault)),
+        }
+    }
+}
+
 /// Reads once into the worker thread's shared buffer and decodes what came, keeping at most
 /// `room` messages (the decoder keeps the rest).
 fn read_once(
@@ -876,10 +886,7 @@ fn read_once(
         let chunk = chunk.clamp(1, buffer.len());
         match socket.try_read(&mut buffer[..chunk]) {
             Ok(0) => ReadStep::Eof,
-            Ok(read) => match decoder.decode(&buffer[..read], room, out) {
-                Ok(()) => ReadStep::Read,
-                Err(fault) => ReadStep::Fault(Box::new(fault)),
-            },
+            Ok(read) => ReadStep::decoded(decoder.decode(&buffer[..read], room, out)),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => ReadStep::Blocked,
             Err(error) => ReadStep::Failed(error),
         }
@@ -1200,11 +1207,8 @@ fn read_half<'s, 'a>(
     // future does not keep room for it.
     let mut decoder = Decoder::new(context.session.settings.max_message);
     let mut fresh: VecDeque<Incoming> = VecDeque::new();
-    let mut step =
-        (!early.is_empty()).then(|| match decoder.decode(&early, INBOUND_BACKLOG, &mut fresh) {
-            Ok(()) => ReadStep::Read,
-            Err(fault) => ReadStep::Fault(Box::new(fault)),
-        });
+    let mut step = (!early.is_empty())
+        .then(|| ReadStep::decoded(decoder.decode(&early, INBOUND_BACKLOG, &mut fresh)));
     drop(early);
     async move {
         let Parts { sink, settings, .. } = context.parts();
@@ -1255,10 +1259,7 @@ fn read_half<'s, 'a>(
             let room = INBOUND_BACKLOG.saturating_sub(backlog.len());
             let reading = room > 0;
             if reading && decoder.has_pending() {
-                step = Some(match decoder.decode(&[], room, &mut fresh) {
-                    Ok(()) => ReadStep::Read,
-                    Err(fault) => ReadStep::Fault(Box::new(fault)),
-                });
+                step = Some(ReadStep::decoded(decoder.decode(&[], room, &mut fresh)));
                 continue;
             }
             let wake = Instant::from_std(liveness.poll_timeout());
