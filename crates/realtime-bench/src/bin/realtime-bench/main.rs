@@ -72,6 +72,11 @@ struct Args {
     /// `cluster` mode: connections per node (19,000).
     #[arg(long, global = true)]
     per_node: Option<u32>,
+    /// Pin the server under test to the last CPU and the driver with its load generators to
+    /// the others (`taskset`), instead of letting the scheduler spread all of them over every
+    /// CPU. Off by default: see docs/benchmarks.md, Findings, for what it changed.
+    #[arg(long, global = true)]
+    pin: bool,
 }
 
 /// Whether a group of scenarios (soak, streams) runs.
@@ -139,6 +144,25 @@ fn cargo_build(root: &Path, package: &str, extra: &[&str]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Pins this process (every thread; the load generators it starts inherit it) to all CPUs but
+/// the last, and returns the last one's number for the servers (`taskset -c` syntax).
+fn pin_driver() -> anyhow::Result<String> {
+    let cpus = std::thread::available_parallelism().context("counting CPUs")?.get();
+    if cpus < 2 {
+        bail!("--pin needs at least 2 CPUs, this machine has {cpus}");
+    }
+    let driver = if cpus == 2 { "0".to_owned() } else { format!("0-{}", cpus - 2) };
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &driver, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset -a -p -c {driver} failed: {status}");
+    }
+    Ok((cpus - 1).to_string())
+}
+
 fn run(args: &Args) -> anyhow::Result<bool> {
     let root = args.root.clone().unwrap_or_else(default_root);
     let root = root.canonicalize().with_context(|| format!("workspace root {}", root.display()))?;
@@ -156,7 +180,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let release = target_dir.join("release");
+    let server_cpus = if args.pin { Some(pin_driver()?) } else { None };
     let paths = Paths {
+        server_cpus,
         server: release.join("realtime-server"),
         baseline: release.join("realtime-baseline"),
         loadgen: release.join("realtime-loadgen"),
@@ -180,6 +206,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         Mode::Quick | Mode::Cluster => Plan::quick(),
         Mode::Full => Plan::full(),
     };
+    plan.server_cpus.clone_from(&paths.server_cpus);
     if let Some(reps) = args.reps {
         plan.reps = reps.max(1);
     }

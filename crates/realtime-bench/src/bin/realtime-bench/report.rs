@@ -274,12 +274,23 @@ pub fn markdown(results: &RunResults, charts: &[(String, String)]) -> String {
     let _ = writeln!(md, "| Memory | {:.1} GiB |", m.mem_total_kib as f64 / 1024.0 / 1024.0);
     let _ = writeln!(md, "| Kernel | {} |", m.kernel);
     let _ = writeln!(md, "| Open files per process | {} |\n", m.open_files_limit);
+    let sharing = match &p.server_cpus {
+        Some(cpus) => format!(
+            "The servers ran pinned to CPU {cpus} (`--pin`), the load generator and the driver on \
+             the other CPUs of this machine's {}",
+            m.nproc
+        ),
+        None => format!(
+            "The load generator, both servers and the driver share this machine's {} CPUs, so \
+             absolute numbers include the client's cost",
+            m.nproc
+        ),
+    };
     let _ = writeln!(
         md,
         "Plan: N in steps of {} up to {}; fan-out and memory at N = {}; {} repetition(s), medians reported; \
-         realtime-server and the baseline alternate within each repetition. The load generator, both \
-         servers and the driver share this machine's {} CPUs, so absolute numbers include the client's cost.\n",
-        p.step, p.n_max, p.n_main, p.reps, m.nproc
+         realtime-server and the baseline alternate within each repetition. {sharing}.\n",
+        p.step, p.n_max, p.n_main, p.reps
     );
     let _ = writeln!(md, "| Measure | Unit | realtime-server | baseline | ratio | target | met |");
     let _ = writeln!(md, "|---|---|---:|---:|---:|---|---|");

@@ -534,6 +534,10 @@ pub struct Plan {
     /// Seconds of publishing per repetition of the history cost scenario.
     #[serde(default)]
     pub history_secs: u32,
+    /// CPUs the servers were pinned to (`--pin`); the driver and the load generators ran on
+    /// the others. `None`: nothing was pinned.
+    #[serde(default)]
+    pub server_cpus: Option<String>,
 }
 
 impl Plan {
@@ -568,6 +572,7 @@ impl Plan {
             history_n: 1_000,
             history_rate: 50,
             history_secs: 5,
+            server_cpus: None,
         }
     }
 
@@ -589,6 +594,7 @@ impl Plan {
             history_n: 10_000,
             history_rate: 20,
             history_secs: 10,
+            server_cpus: None,
             ..Plan::quick()
         }
     }

@@ -31,6 +31,8 @@ const SHOOTOUT_SHARE: f64 = 0.95;
 /// Where the binaries and logs are.
 #[derive(Debug, Clone)]
 pub struct Paths {
+    /// CPUs the servers are pinned to (`taskset -c` syntax), if `--pin` was given.
+    pub server_cpus: Option<String>,
     /// `realtime-server`.
     pub server: PathBuf,
     /// `realtime-baseline`.
@@ -58,6 +60,19 @@ pub fn random_bytes() -> Vec<u8> {
     bytes
 }
 
+/// A command that runs `program`, under `taskset -c cpus` when `cpus` is given (taskset execs
+/// it, so the child's pid is the program's).
+fn pinned(program: &Path, cpus: Option<&str>) -> tokio::process::Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -80,7 +95,7 @@ pub async fn start(
     let log = std::fs::File::create(&log_path)?;
     let mut command = match kind {
         TargetKind::RealtimeServer => {
-            let mut c = tokio::process::Command::new(&paths.server);
+            let mut c = pinned(&paths.server, paths.server_cpus.as_deref());
             c.env("REALTIME_LISTEN", addr.to_string())
                 .env("REALTIME_JWT_SECRET", secret_text)
                 .env("REALTIME_API_KEY", api_key)
@@ -90,7 +105,7 @@ pub async fn start(
             c
         }
         TargetKind::Baseline => {
-            let mut c = tokio::process::Command::new(&paths.baseline);
+            let mut c = pinned(&paths.baseline, paths.server_cpus.as_deref());
             c.args(["--listen", &addr.to_string()]);
             c
         }
