@@ -1412,6 +1412,38 @@ mod tests {
 
     realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(capacity)));
 
+    /// Every write shape reaches the peer byte for byte: pieces that fit the one-buffer copy
+    /// (up to exactly [`SMALL_WRITE`]), one byte more (sent as pieces), a single piece, and
+    /// many small pieces.
+    #[tokio::test]
+    async fn send_slices_writes_every_piece_in_order_on_both_paths() {
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let header = [0x81u8, 0x7e, 0x03, 0xfc];
+        let exact: Vec<u8> = (0..SMALL_WRITE - header.len()).map(|i| (i % 251) as u8).collect();
+        let over: Vec<u8> = (0..=SMALL_WRITE - header.len()).map(|i| (i % 241) as u8).collect();
+        let small: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; usize::from(i) + 1]).collect();
+        let shapes: Vec<Vec<&[u8]>> = vec![
+            vec![&header, &exact],
+            vec![&header, &over],
+            vec![&exact],
+            small.iter().map(Vec::as_slice).collect(),
+        ];
+        for pieces in shapes {
+            let slices: Vec<IoSlice<'_>> = pieces.iter().map(|piece| IoSlice::new(piece)).collect();
+            let expected = pieces.concat();
+            client.writable().await.unwrap();
+            let sent = send_slices(&client, &slices).unwrap();
+            assert_eq!(sent, expected.len(), "a loopback socket with room takes the whole write");
+            let mut received = vec![0u8; expected.len()];
+            peer.read_exact(&mut received).await.unwrap();
+            assert_eq!(received, expected);
+        }
+    }
+
     #[test]
     fn sink_queue_full_ends_as_slow_consumer_and_then_refuses() {
         let sink = outbound_channel(2);
