@@ -94,12 +94,12 @@ pub(crate) const INBOUND_BACKLOG: usize = 8;
 pub(crate) const MAX_BATCH: usize = 64;
 
 /// The buffer every connection of a worker thread reads into (the decoder copies out what it
-/// keeps): no connection holds a read buffer of its own.
-const SHARED_READ_BUFFER_BYTES: usize = crate::config::MAX_READ_BUFFER_BYTES;
+/// keeps) and gathers a small write in: no connection holds a buffer of its own.
+const WORKER_BUFFER_BYTES: usize = crate::config::MAX_READ_BUFFER_BYTES;
 
 thread_local! {
-    static READ_BUFFER: RefCell<Box<[u8]>> =
-        RefCell::new(vec![0; SHARED_READ_BUFFER_BYTES].into_boxed_slice());
+    static WORKER_BUFFER: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; WORKER_BUFFER_BYTES].into_boxed_slice());
 }
 
 /// A ping frame with no payload, built once.
@@ -203,24 +203,36 @@ enum Flushed {
     Blocked,
 }
 
-/// Largest write copied into one buffer on the stack and sent as one piece.
+/// Largest write gathered into the worker's buffer and sent as one piece.
 const SMALL_WRITE: usize = 1024;
+const _: () = assert!(SMALL_WRITE <= WORKER_BUFFER_BYTES);
 
-/// One write of `slices` to `socket`: `send(2)` of one contiguous buffer when they are small
-/// together (a header and a short frame: the common case of a fan-out), `sendmsg(2)` of the
-/// pieces otherwise. Both, not tokio's `writev(2)`: the same readiness handling, without the
-/// VFS layer on every write; one piece, not two, spares the kernel importing an iovec array.
+/// One write of `slices` to `socket`: `send(2)` of one piece (a single slice as it is, small
+/// pieces together, such as a header and a short frame, the common case of a fan-out,
+/// gathered in the worker's buffer), `sendmsg(2)` of the pieces otherwise. Both, not tokio's
+/// `writev(2)`: the same readiness handling, without the VFS layer on every write; one piece,
+/// not two, spares the kernel importing an iovec array.
 fn send_slices(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     let socket = socket2::SockRef::from(socket);
+    if let [piece] = slices {
+        return socket.send(piece);
+    }
     let total: usize = slices.iter().map(|slice| slice.len()).sum();
-    if slices.len() > 1 && total <= SMALL_WRITE {
-        let mut buffer = [0u8; SMALL_WRITE];
-        let mut filled = 0;
-        for slice in slices {
-            buffer[filled..filled + slice.len()].copy_from_slice(slice);
-            filled += slice.len();
+    if total <= SMALL_WRITE {
+        // Never borrowed here already (a read holds it only around its own `try_read`); if it
+        // were, the pieces go out as they are.
+        let gathered = WORKER_BUFFER.with(|cell| {
+            let mut buffer = cell.try_borrow_mut().ok()?;
+            let mut filled = 0;
+            for slice in slices {
+                buffer[filled..filled + slice.len()].copy_from_slice(slice);
+                filled += slice.len();
+            }
+            Some(socket.send(&buffer[..filled]))
+        });
+        if let Some(sent) = gathered {
+            return sent;
         }
-        return socket.send(&buffer[..filled]);
     }
     socket.send_vectored(slices)
 }
@@ -900,7 +912,7 @@ fn read_once(
     room: usize,
     out: &mut VecDeque<Incoming>,
 ) -> ReadStep {
-    READ_BUFFER.with_borrow_mut(|buffer| {
+    WORKER_BUFFER.with_borrow_mut(|buffer| {
         let chunk = chunk.clamp(1, buffer.len());
         match socket.try_read(&mut buffer[..chunk]) {
             Ok(0) => ReadStep::Eof,
@@ -1412,9 +1424,9 @@ mod tests {
 
     realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(capacity)));
 
-    /// Every write shape reaches the peer byte for byte: pieces that fit the one-buffer copy
-    /// (up to exactly [`SMALL_WRITE`]), one byte more (sent as pieces), a single piece, and
-    /// many small pieces.
+    /// Every write shape reaches the peer byte for byte: pieces gathered in the worker's
+    /// buffer (up to exactly [`SMALL_WRITE`]), one byte more (sent as pieces), a single piece
+    /// of either size, and many small pieces.
     #[tokio::test]
     async fn send_slices_writes_every_piece_in_order_on_both_paths() {
         use tokio::io::AsyncReadExt;
@@ -1430,6 +1442,7 @@ mod tests {
             vec![&header, &exact],
             vec![&header, &over],
             vec![&exact],
+            vec![&over],
             small.iter().map(Vec::as_slice).collect(),
         ];
         for pieces in shapes {
