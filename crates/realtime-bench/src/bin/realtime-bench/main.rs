@@ -180,6 +180,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let release = target_dir.join("release");
+    if args.pin && matches!(args.mode, Mode::Cluster) {
+        // The cluster's nodes would share one CPU, and its report has no method line to say so.
+        bail!("--pin applies to quick and full runs, not to cluster");
+    }
     let server_cpus = if args.pin { Some(pin_driver()?) } else { None };
     let paths = Paths {
         server_cpus,

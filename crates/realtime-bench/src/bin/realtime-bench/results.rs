@@ -594,7 +594,6 @@ impl Plan {
             history_n: 10_000,
             history_rate: 20,
             history_secs: 10,
-            server_cpus: None,
             ..Plan::quick()
         }
     }
