@@ -3,6 +3,11 @@
 //! frames) that a real client library refuses to send, and a reader of the server's frames.
 //!
 //! Every wait is bounded by [`WAIT`]; a helper that fails panics with what went wrong.
+//!
+//! permessage-deflate (RFC 7692) on the client's side, for the server's compression tests:
+//! [`RawWs::upgrade_with`] sends extra headers (an extension offer) and returns the response
+//! head; [`ServerFrame::rsv1`] tells a compressed frame; [`deflate`] and [`inflate`] are the
+//! client's codec, flate2's raw deflate, independent of the server's code.
 
 use std::net::SocketAddr;
 
@@ -75,6 +80,8 @@ impl RawFrame {
 pub struct ServerFrame {
     /// The 4-bit opcode.
     pub opcode: u8,
+    /// RSV1: with permessage-deflate, the payload is compressed ([`inflate`] it).
+    pub rsv1: bool,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -104,17 +111,32 @@ impl RawWs {
     /// # Panics
     /// When the connection fails, the answer is not 101, or nothing comes within [`WAIT`].
     pub async fn upgrade(addr: SocketAddr, path_and_query: &str) -> RawWs {
+        RawWs::upgrade_with(addr, path_and_query, &[]).await.0
+    }
+
+    /// As [`upgrade`](Self::upgrade), with `headers` added to the request; returns the
+    /// response head (status line and headers) too.
+    ///
+    /// # Panics
+    /// As [`upgrade`](Self::upgrade).
+    pub async fn upgrade_with(
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> (RawWs, String) {
+        let extra: String =
+            headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         let request = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
         );
         let exchange = async {
             let mut stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
             stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
             let (head, buffer) = crate::http::read_head(&mut stream).await;
             assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
-            RawWs { stream, buffer }
+            (RawWs { stream, buffer }, head)
         };
         tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| panic!("upgrade timed out"))
     }
@@ -181,6 +203,44 @@ impl RawWs {
     }
 }
 
+/// What a sync flush ends deflated data with, and permessage-deflate leaves off the wire.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// `payload` compressed as a permessage-deflate client sends a message: raw deflate, a fresh
+/// context, a sync flush, the 4-byte tail left off.
+///
+/// # Panics
+/// When flate2 fails (it does not on a buffer this large).
+pub fn deflate(payload: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut compress = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(payload.len() + 1024);
+    compress
+        .compress_vec(payload, &mut out, FlushCompress::Sync)
+        .unwrap_or_else(|e| panic!("deflate: {e}"));
+    assert!(out.ends_with(&DEFLATE_TAIL), "sync flush incomplete");
+    out.truncate(out.len() - DEFLATE_TAIL.len());
+    out
+}
+
+/// A compressed message's payload inflated (the tail put back first).
+///
+/// # Panics
+/// When it does not inflate.
+pub fn inflate(payload: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut data = payload.to_vec();
+    data.extend_from_slice(&DEFLATE_TAIL);
+    let mut out = Vec::new();
+    // A sync-flushed stream has no end block: reading stops at the end of the input.
+    let mut reader = flate2::read::DeflateDecoder::new(data.as_slice());
+    match reader.read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => out,
+        Err(e) => panic!("inflate: {e}"),
+    }
+}
+
 /// One unmasked frame from the front of `data` and how many bytes it took.
 fn parse_server_frame(data: &[u8]) -> Option<(ServerFrame, usize)> {
     let (&b0, &b1) = (data.first()?, data.get(1)?);
@@ -203,7 +263,7 @@ fn parse_server_frame(data: &[u8]) -> Option<(ServerFrame, usize)> {
     if let Some(key) = mask {
         payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= key[i % 4]);
     }
-    Some((ServerFrame { opcode: b0 & 0x0f, payload }, at + len))
+    Some((ServerFrame { opcode: b0 & 0x0f, rsv1: b0 & 0x40 != 0, payload }, at + len))
 }
 
 #[cfg(test)]
@@ -218,7 +278,11 @@ mod tests {
             let (parsed, used) =
                 parse_server_frame(&bytes).unwrap_or_else(|| panic!("{len}: no frame"));
             assert_eq!(used, bytes.len(), "{len}");
-            assert_eq!(parsed, ServerFrame { opcode: TEXT, payload: vec![b'a'; len] }, "{len}");
+            assert_eq!(
+                parsed,
+                ServerFrame { opcode: TEXT, rsv1: false, payload: vec![b'a'; len] },
+                "{len}"
+            );
             assert!(parse_server_frame(&bytes[..bytes.len() - 1]).is_none() || len == 0);
         }
         let masked = RawFrame::new(CLOSE, [0x03, 0xe8, b'o', b'k']).encode();
@@ -227,5 +291,13 @@ mod tests {
         assert_eq!(parsed.close(), Some((1000, "ok".to_owned())));
         let odd = RawFrame { fin: false, rsv: 0b100, ..RawFrame::new(PING, []) }.encode();
         assert_eq!(odd[0], 0x40 | PING);
+        let text = "abc".repeat(100);
+        let packed = deflate(text.as_bytes());
+        assert!(packed.len() < 50, "{}", packed.len());
+        assert_eq!(inflate(&packed), text.as_bytes());
+        let mut compressed = RawFrame { masked: false, ..RawFrame::new(TEXT, packed) }.encode();
+        compressed[0] |= 0x40;
+        let (parsed, _) = parse_server_frame(&compressed).unwrap_or_else(|| panic!("no frame"));
+        assert!(parsed.rsv1);
     }
 }

@@ -110,6 +110,21 @@ pub struct TransportConfig {
     /// connection with 4029. Both numbers within [`INBOUND_RATE_RANGE`]; 100 per second,
     /// bursts of 200 by default.
     pub inbound_rate: RateLimitConfig,
+
+    // Compression.
+    /// Whether the server agrees to permessage-deflate (RFC 7692) when a client offers it
+    /// (browsers do). Off by default: on loopback or a fast network it costs CPU for nothing;
+    /// it pays where bandwidth does (mobile clients, large JSON frames). When agreed, the
+    /// parameters are always `server_no_context_takeover; client_no_context_takeover`: each
+    /// publication is compressed once, for every recipient on the worker thread, and no
+    /// connection keeps a compressor or an inflater. An offer limiting the server's window
+    /// below 15 bits is declined (the connection goes on uncompressed).
+    pub permessage_deflate: bool,
+    /// With [`permessage_deflate`](Self::permessage_deflate) agreed, frames shorter than
+    /// this are sent uncompressed (as is a frame that compression does not make smaller).
+    /// Within [`COMPRESSION_MIN_BYTES_RANGE`]; 256 by default: below that, a JSON frame
+    /// shrinks by a few bytes for several microseconds of CPU (docs/benchmarks.md, Findings).
+    pub compression_min_bytes: usize,
 }
 
 /// Accepted values of [`TransportConfig::inbound_timeout`].
@@ -135,6 +150,9 @@ pub const MAX_MESSAGE_BYTES_RANGE: RangeInclusive<u64> = 1..=64 * MIB;
 /// Accepted values of [`TransportConfig::write_buffer_bytes`]: 0 (write every frame at once)
 /// to 1 MiB.
 pub const WRITE_BUFFER_BYTES_RANGE: RangeInclusive<u64> = 0..=MIB;
+/// Accepted values of [`TransportConfig::compression_min_bytes`]: 0 (compress every frame) to
+/// 64 MiB.
+pub const COMPRESSION_MIN_BYTES_RANGE: RangeInclusive<u64> = 0..=64 * MIB;
 /// Accepted values of [`TransportConfig::outbound_queue`]: 1 to 65,536 frames.
 pub const OUTBOUND_QUEUE_RANGE: RangeInclusive<u64> = 1..=65_536;
 /// Accepted values of [`TransportConfig::max_json_depth`]: 1 (a flat envelope) to 128.
@@ -174,6 +192,8 @@ impl Default for TransportConfig {
             max_http_connections: 1024,
             inbound_timeout: Duration::from_secs(10),
             inbound_rate: RateLimitConfig::default(),
+            permessage_deflate: false,
+            compression_min_bytes: 256,
         }
     }
 }
@@ -205,6 +225,8 @@ impl fmt::Debug for TransportConfig {
             .field("max_http_connections", &self.max_http_connections)
             .field("inbound_timeout", &self.inbound_timeout)
             .field("inbound_rate", &self.inbound_rate)
+            .field("permessage_deflate", &self.permessage_deflate)
+            .field("compression_min_bytes", &self.compression_min_bytes)
             .finish()
     }
 }
@@ -322,6 +344,11 @@ impl TransportConfig {
         let sizes = [
             ("max_message_bytes", self.max_message_bytes as u64, MAX_MESSAGE_BYTES_RANGE),
             ("write_buffer_bytes", self.write_buffer_bytes as u64, WRITE_BUFFER_BYTES_RANGE),
+            (
+                "compression_min_bytes",
+                self.compression_min_bytes as u64,
+                COMPRESSION_MIN_BYTES_RANGE,
+            ),
             ("outbound_queue", self.outbound_queue as u64, OUTBOUND_QUEUE_RANGE),
             ("max_json_depth", self.max_json_depth as u64, MAX_JSON_DEPTH_RANGE),
             (

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, HeaderMap, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -30,6 +30,7 @@ use tracing::debug;
 
 use crate::Response;
 use crate::config::{Deps, TransportConfig};
+use crate::deflate;
 use crate::session::{Opening, Session, SessionSettings, outbound_channel};
 use crate::shutdown::ShutdownHandle;
 use crate::wire::{self, HandshakeRefusal};
@@ -59,6 +60,8 @@ pub struct WsEndpoint {
     verify_timeout: std::time::Duration,
     /// Query parameters copied into the connection's metadata.
     metadata_query_params: Vec<String>,
+    /// With permessage-deflate enabled, the size from which frames are compressed.
+    compress_from: Option<usize>,
 }
 
 impl std::fmt::Debug for WsEndpoint {
@@ -160,6 +163,7 @@ impl WsEndpoint {
             verifications: Semaphore::new(config.max_concurrent_verifications),
             verify_timeout: config.verify_timeout,
             metadata_query_params: config.metadata_query_params.clone(),
+            compress_from: config.permessage_deflate.then_some(config.compression_min_bytes),
         }
     }
 
@@ -207,12 +211,14 @@ impl WsEndpoint {
         let since = since(query.as_deref())?;
         let (token, offers_subprotocol) =
             presented_token(&headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
+        // Agreed only when enabled and offered in a form the server honours.
+        let compress_from = self.compress_from.filter(|_| deflate::offered(&headers));
         let request = Upgrade { token, headers, query };
         let identity = self.authenticate(&request).await?;
         drop(request);
         let expires_at = identity.expires_at;
         let topics = identity.topics.clone();
-        let sink = outbound_channel(self.settings.outbound_queue);
+        let sink = outbound_channel(self.settings.outbound_queue, compress_from);
         // Admission happens under the shutdown's admission lock: a handshake whose
         // verification finished after the drain began is refused, never registered.
         let connection = self
@@ -255,7 +261,7 @@ impl WsEndpoint {
         }
         // The session unregisters it from now on.
         admitted.armed = false;
-        Ok(switching_protocols(&key, offers_subprotocol))
+        Ok(switching_protocols(&key, offers_subprotocol, compress_from.is_some()))
     }
 
     /// Runs the verifier, bounded in concurrency and time.
@@ -389,8 +395,8 @@ fn presented_token(
     }
 }
 
-/// The 101 answer.
-fn switching_protocols(key: &HeaderValue, subprotocol: bool) -> Response {
+/// The 101 answer, with the subprotocol and permessage-deflate's parameters when agreed.
+fn switching_protocols(key: &HeaderValue, subprotocol: bool, deflate: bool) -> Response {
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -401,6 +407,9 @@ fn switching_protocols(key: &HeaderValue, subprotocol: bool) -> Response {
     }
     if subprotocol {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    if deflate {
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(deflate::ACCEPTED));
     }
     response
 }
@@ -512,7 +521,7 @@ mod tests {
     #[test]
     fn accept_key_from_the_rfc() {
         let response =
-            switching_protocols(&HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="), true);
+            switching_protocols(&HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="), true, false);
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             response.headers().get(SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes),

@@ -128,6 +128,10 @@ pub(crate) enum Outbound {
     /// A text frame: the payload is the frame's shared bytes, the header is built when it is
     /// written.
     Frame(Frame),
+    /// A text frame compressed (permessage-deflate): the payload is the publication's
+    /// compressed bytes, shared by every recipient; the header (RSV1 set) is built when it is
+    /// written.
+    Deflated(Bytes),
     /// A complete control frame (ping, pong, close).
     Control(Bytes),
 }
@@ -140,12 +144,13 @@ impl Outbound {
             Outbound::Frame(frame) => {
                 (Header::new(opcode::TEXT, frame.as_bytes().len()), frame.as_bytes())
             }
+            Outbound::Deflated(bytes) => (Header::deflated(bytes.len()), bytes),
             Outbound::Control(bytes) => (Header::EMPTY, bytes),
         }
     }
 
     fn is_frame(&self) -> bool {
-        matches!(self, Outbound::Frame(_))
+        matches!(self, Outbound::Frame(_) | Outbound::Deflated(_))
     }
 }
 
@@ -160,6 +165,9 @@ impl Outbound {
 pub(crate) struct WsSink {
     out: Mutex<Out>,
     capacity: usize,
+    /// With permessage-deflate agreed, the size from which a frame is compressed;
+    /// [`NO_DEFLATE`] without. (4 bytes, in what is padding beside the flags.)
+    compress_from: u32,
     /// Set by a queueing `send`, cleared by the writer when it looks.
     ready: AtomicBool,
     /// Set once an end is recorded (it is in [`Out::end`]).
@@ -307,11 +315,19 @@ impl Out {
     }
 }
 
-/// A new connection's sink, holding at most `capacity` queued items (beyond replays).
-pub(crate) fn outbound_channel(capacity: usize) -> Arc<WsSink> {
+/// [`WsSink::compress_from`] of a connection without permessage-deflate.
+const NO_DEFLATE: u32 = u32::MAX;
+
+/// A new connection's sink, holding at most `capacity` queued items (beyond replays), which
+/// compresses frames of at least `compress_from` bytes (`None`: permessage-deflate was not
+/// agreed).
+pub(crate) fn outbound_channel(capacity: usize, compress_from: Option<usize>) -> Arc<WsSink> {
+    let compress_from =
+        compress_from.map_or(NO_DEFLATE, |min| u32::try_from(min).unwrap_or(NO_DEFLATE - 1));
     Arc::new(WsSink {
         out: Mutex::new(Out::default()),
         capacity: capacity.max(1),
+        compress_from,
         ready: AtomicBool::new(false),
         ending: AtomicBool::new(false),
         forced: AtomicBool::new(false),
@@ -378,6 +394,24 @@ impl WsSink {
         })
     }
 
+    /// Whether permessage-deflate was agreed (client messages may come compressed).
+    pub(crate) fn deflates(&self) -> bool {
+        self.compress_from != NO_DEFLATE
+    }
+
+    /// `frame` as it is queued: compressed when permessage-deflate was agreed, the frame is
+    /// large enough and compressing makes it smaller. Compressed once per publication
+    /// (`deflate::deflated`), outside the sink's lock.
+    fn outbound(&self, frame: Frame) -> Outbound {
+        if self.deflates()
+            && frame.as_bytes().len() >= self.compress_from as usize
+            && let Some(compressed) = crate::deflate::deflated(&frame)
+        {
+            return Outbound::Deflated(compressed);
+        }
+        Outbound::Frame(frame)
+    }
+
     /// Wakes the writer if it was not woken since it last looked.
     fn wake_writer(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
@@ -414,8 +448,9 @@ impl WsSink {
     /// Hands the upgraded socket over: the `connected` frame goes first, then whatever was
     /// queued since the registration.
     fn attach(&self, socket: Arc<TcpStream>, hello: Frame) {
+        let hello = self.outbound(hello);
         let mut out = self.out.lock();
-        out.items.push_front(Outbound::Frame(hello));
+        out.items.push_front(hello);
         out.socket = Some(socket);
         drop(out);
         self.wake_writer();
@@ -479,15 +514,17 @@ impl WsSink {
 
 impl ConnectionSink for WsSink {
     fn send(&self, frame: Frame) -> Result<(), SendError> {
-        self.enqueue(Outbound::Frame(frame))
+        self.enqueue(self.outbound(frame))
     }
 
     fn send_batch(&self, frames: Vec<Frame>) -> Result<(), SendError> {
+        // Compressed (if at all) before the lock is taken.
+        let items: Vec<Outbound> = frames.into_iter().map(|frame| self.outbound(frame)).collect();
         let mut out = self.out.lock();
         if out.closing {
             return Err(SendError::Closed);
         }
-        if frames.is_empty() {
+        if items.is_empty() {
             return Ok(());
         }
         if out.full(self.capacity) {
@@ -495,8 +532,8 @@ impl ConnectionSink for WsSink {
             self.end(SessionEnd::SlowConsumer);
             return Err(SendError::QueueFull);
         }
-        out.replayed += frames.len();
-        out.items.extend(frames.into_iter().map(Outbound::Frame));
+        out.replayed += items.len();
+        out.items.extend(items);
         drop(out);
         self.wake_writer();
         Ok(())
@@ -1235,7 +1272,8 @@ fn read_half<'s, 'a>(
 ) -> impl Future<Output = Option<Instant>> {
     // What hyper read past the request is decoded before the future is made, so that the
     // future does not keep room for it.
-    let mut decoder = Decoder::new(context.session.settings.max_message);
+    let session = context.session;
+    let mut decoder = Decoder::new(session.settings.max_message, session.sink.deflates());
     let mut fresh: VecDeque<Incoming> = VecDeque::new();
     let mut step = (!early.is_empty())
         .then(|| ReadStep::decoded(decoder.decode(&early, INBOUND_BACKLOG, &mut fresh)));
@@ -1408,6 +1446,12 @@ mod tests {
                 .into_iter()
                 .filter_map(|item| match item {
                     Outbound::Frame(frame) => Some(frame),
+                    // What the client inflates.
+                    Outbound::Deflated(bytes) => {
+                        let text = crate::deflate::inflate(bytes.to_vec(), usize::MAX - 1)
+                            .unwrap_or_else(|e| panic!("{e:?}"));
+                        Some(Frame::from_text(String::from_utf8(text).unwrap()))
+                    }
                     Outbound::Control(_) => None,
                 })
                 .collect()
@@ -1422,7 +1466,18 @@ mod tests {
         }
     }
 
-    realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(capacity)));
+    realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(capacity, None)));
+
+    /// The same contract with permessage-deflate agreed and every frame compressed that
+    /// shrinks: compression changes nothing of order, capacity or the slow-consumer close.
+    mod deflating {
+        use super::*;
+
+        realtime_testkit::sink_contract_tests!(|capacity| WsHarness(outbound_channel(
+            capacity,
+            Some(0)
+        )));
+    }
 
     /// Every write shape reaches the peer byte for byte: pieces gathered in the worker's
     /// buffer (up to exactly [`SMALL_WRITE`]), one byte more (sent as pieces), a single piece
@@ -1459,7 +1514,7 @@ mod tests {
 
     #[test]
     fn sink_queue_full_ends_as_slow_consumer_and_then_refuses() {
-        let sink = outbound_channel(2);
+        let sink = outbound_channel(2, None);
         let frame = Frame::from_text("{}".to_owned());
         assert_eq!(sink.send(frame.clone()), Ok(()));
         assert_eq!(sink.send(frame.clone()), Ok(()));
@@ -1472,7 +1527,7 @@ mod tests {
 
     #[test]
     fn frames_accepted_before_an_end_are_still_queued_and_none_after() {
-        let sink = outbound_channel(8);
+        let sink = outbound_channel(8, None);
         let frame = Frame::from_text("{}".to_owned());
         assert_eq!(sink.send(frame.clone()), Ok(()));
         sink.close(CloseReason::Kicked);
@@ -1488,7 +1543,7 @@ mod tests {
     /// get the whole queue (the writer is not running yet when a recovery is queued).
     #[test]
     fn a_replay_batch_leaves_the_live_capacity_alone() {
-        let sink = outbound_channel(2);
+        let sink = outbound_channel(2, None);
         let frame = Frame::from_text("{}".to_owned());
         assert_eq!(sink.send_batch(vec![frame.clone(); 300]), Ok(()));
         assert_eq!(sink.send(frame.clone()), Ok(()));
@@ -1501,7 +1556,7 @@ mod tests {
         let mut batch = VecDeque::new();
         sink.take_queued(&mut batch);
         assert_eq!(batch.len(), 302);
-        let fresh = outbound_channel(2);
+        let fresh = outbound_channel(2, None);
         assert_eq!(fresh.send_batch(vec![frame.clone(); 10]), Ok(()));
         let mut taken = VecDeque::new();
         fresh.take_queued(&mut taken);
@@ -1515,7 +1570,7 @@ mod tests {
 
     #[test]
     fn application_close_is_recorded() {
-        let sink = outbound_channel(2);
+        let sink = outbound_channel(2, None);
         sink.close(CloseReason::Kicked);
         assert_eq!(sink.ended(), Some(SessionEnd::Closed(CloseReason::Kicked)));
         assert_eq!(sink.send(Frame::from_text("{}".to_owned())), Err(SendError::Closed));

@@ -25,6 +25,9 @@ pub(crate) mod opcode {
     pub(crate) const PONG: u8 = 0xA;
 }
 
+/// The reserved bit permessage-deflate gives the first frame of a compressed message.
+const RSV1: u8 = 0x40;
+
 /// Largest payload of a control frame.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -40,8 +43,17 @@ impl Header {
     pub(crate) const EMPTY: Header = Header { bytes: [0; 10], len: 0 };
 
     pub(crate) fn new(opcode: u8, payload_len: usize) -> Header {
+        Header::with_first_byte(0x80 | (opcode & 0x0F), payload_len)
+    }
+
+    /// The header of a text frame whose payload is compressed (permessage-deflate: RSV1 set).
+    pub(crate) fn deflated(payload_len: usize) -> Header {
+        Header::with_first_byte(0x80 | RSV1 | opcode::TEXT, payload_len)
+    }
+
+    fn with_first_byte(first: u8, payload_len: usize) -> Header {
         let mut bytes = [0u8; 10];
-        bytes[0] = 0x80 | (opcode & 0x0F);
+        bytes[0] = first;
         let len = if payload_len < 126 {
             bytes[1] = payload_len as u8;
             2
@@ -111,6 +123,8 @@ pub(crate) enum ReadFault {
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
+    /// Compressed (permessage-deflate): `data` is inflated when the message is complete.
+    compressed: bool,
     /// The text so far (a binary message's bytes are counted, not kept).
     data: Vec<u8>,
     len: usize,
@@ -121,6 +135,9 @@ struct Fragmented {
 pub(crate) struct Decoder {
     /// At most 64 MiB (the config's range), so 4 bytes: every connection has a decoder.
     max_message: u32,
+    /// Whether permessage-deflate was negotiated: a message's first frame may have RSV1 set
+    /// (its payload is compressed).
+    inflate: bool,
     /// Input not consumed yet (an incomplete frame, or frames beyond the caller's room).
     kept: Vec<u8>,
     /// Boxed: only a connection in the middle of a fragmented message needs it.
@@ -134,6 +151,8 @@ pub(crate) struct Decoder {
 /// A parsed frame header.
 struct FrameHeader {
     fin: bool,
+    /// RSV1: a compressed message (valid only where permessage-deflate allows it).
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     header_len: usize,
@@ -141,10 +160,19 @@ struct FrameHeader {
 }
 
 impl Decoder {
-    /// A decoder for messages of at most `max_message` bytes; allocates nothing.
-    pub(crate) fn new(max_message: usize) -> Decoder {
+    /// A decoder for messages of at most `max_message` bytes (inflated, when compressed)
+    /// that takes compressed messages when `inflate` (permessage-deflate was negotiated);
+    /// allocates nothing.
+    pub(crate) fn new(max_message: usize, inflate: bool) -> Decoder {
         let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
-        Decoder { max_message, kept: Vec::new(), fragmented: None, closed: false, fault: None }
+        Decoder {
+            max_message,
+            inflate,
+            kept: Vec::new(),
+            fragmented: None,
+            closed: false,
+            fault: None,
+        }
     }
 
     /// Decodes what was kept from earlier calls followed by `input`, appending at most `room`
@@ -245,7 +273,8 @@ impl Decoder {
     /// The header at the start of `input`; `None` while incomplete.
     fn header(input: &[u8]) -> Result<Option<FrameHeader>, ReadFault> {
         let [first, second, ..] = *input else { return Ok(None) };
-        if first & 0x70 != 0 {
+        // RSV1 is decided in `check`, which knows whether permessage-deflate was negotiated.
+        if first & 0x30 != 0 {
             return Err(ReadFault::Protocol("reserved bits set"));
         }
         if second & 0x80 == 0 {
@@ -272,6 +301,7 @@ impl Decoder {
         let Some(mask) = input.get(2 + length_len..header_len) else { return Ok(None) };
         Ok(Some(FrameHeader {
             fin: first & 0x80 != 0,
+            rsv1: first & RSV1 != 0,
             opcode: first & 0x0F,
             mask: [mask[0], mask[1], mask[2], mask[3]],
             header_len,
@@ -281,6 +311,11 @@ impl Decoder {
 
     /// What the header alone decides: opcodes, control frame rules, continuation, size.
     fn check(&self, header: &FrameHeader) -> Result<(), ReadFault> {
+        // RSV1 only on the first frame of a data message, and only with permessage-deflate.
+        let first_data = matches!(header.opcode, opcode::TEXT | opcode::BINARY);
+        if header.rsv1 && !(self.inflate && first_data) {
+            return Err(ReadFault::Protocol("reserved bits set"));
+        }
         match header.opcode {
             opcode::CLOSE | opcode::PING | opcode::PONG => {
                 if !header.fin {
@@ -344,13 +379,18 @@ impl Decoder {
                 let text = header.opcode == opcode::TEXT;
                 if header.fin {
                     return Ok(Some(if text {
-                        Incoming::Text(utf8(unmasked(payload, header.mask))?)
+                        Incoming::Text(self.text(unmasked(payload, header.mask), header.rsv1)?)
                     } else {
                         Incoming::Binary
                     }));
                 }
                 let data = if text { unmasked(payload, header.mask) } else { Vec::new() };
-                self.fragmented = Some(Box::new(Fragmented { text, data, len: payload.len() }));
+                self.fragmented = Some(Box::new(Fragmented {
+                    text,
+                    compressed: header.rsv1,
+                    data,
+                    len: payload.len(),
+                }));
                 Ok(None)
             }
             // CONTINUATION: `check` made sure a message is in progress.
@@ -369,12 +409,21 @@ impl Decoder {
                 }
                 let Some(done) = self.fragmented.take() else { return Ok(None) };
                 Ok(Some(if done.text {
-                    Incoming::Text(utf8(done.data)?)
+                    Incoming::Text(self.text(done.data, done.compressed)?)
                 } else {
                     Incoming::Binary
                 }))
             }
         }
+    }
+}
+
+impl Decoder {
+    /// A complete text message's payload as text, inflated first when `compressed`.
+    fn text(&self, data: Vec<u8>, compressed: bool) -> Result<String, ReadFault> {
+        let data =
+            if compressed { crate::deflate::inflate(data, self.max_message())? } else { data };
+        utf8(data)
     }
 }
 
@@ -420,7 +469,7 @@ mod tests {
     }
 
     fn decode_all(input: &[u8], max: usize) -> Result<Vec<Incoming>, ReadFault> {
-        let mut decoder = Decoder::new(max);
+        let mut decoder = Decoder::new(max, false);
         let mut out = VecDeque::new();
         decoder.decode(input, usize::MAX, &mut out)?;
         Ok(out.into_iter().collect())
@@ -544,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_huge_announced_length_is_refused_from_the_header_alone() {
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = Decoder::new(1024, false);
         let mut header = vec![0x81, 0xFF];
         header.extend_from_slice(&(1u64 << 30).to_be_bytes());
         header.extend_from_slice(&[1, 2, 3, 4]);
@@ -595,14 +644,14 @@ mod tests {
             Some(Incoming::Close(Some((1000, "ok".to_owned()))))
         );
         for split in 0..stream.len() {
-            let mut decoder = Decoder::new(1024);
+            let mut decoder = Decoder::new(1024, false);
             let mut out = VecDeque::new();
             assert_eq!(decoder.decode(&stream[..split], usize::MAX, &mut out), Ok(()));
             assert_eq!(decoder.decode(&stream[split..], usize::MAX, &mut out), Ok(()));
             assert_eq!(Ok(out.into_iter().collect::<Vec<_>>()), whole, "split at {split}");
             assert_eq!(decoder.heap_bytes(), 0, "split at {split}");
         }
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = Decoder::new(1024, false);
         let mut out = VecDeque::new();
         for byte in &stream {
             assert_eq!(decoder.decode(std::slice::from_ref(byte), usize::MAX, &mut out), Ok(()));
@@ -620,7 +669,7 @@ mod tests {
         for n in 0..5 {
             stream.extend(frame(opcode::TEXT, format!("{n}").as_bytes()));
         }
-        let mut decoder = Decoder::new(64);
+        let mut decoder = Decoder::new(64, false);
         let mut out = VecDeque::new();
         assert_eq!(decoder.decode(&stream, 2, &mut out), Ok(()));
         assert_eq!(out.len(), 2);
@@ -631,5 +680,74 @@ mod tests {
         assert_eq!(out.into_iter().collect::<Vec<_>>(), vec![text("2"), text("3"), text("4")]);
         assert!(!decoder.has_pending());
         assert_eq!(decoder.heap_bytes(), 0);
+    }
+
+    /// `text` compressed as permessage-deflate sends it (fresh context, tail left off).
+    fn compressed(text: &str) -> Vec<u8> {
+        crate::deflate::raw_deflate(text.as_bytes())
+    }
+
+    fn rsv1(frame: RawFrame) -> Vec<u8> {
+        RawFrame { rsv: 0b100, ..frame }.encode()
+    }
+
+    #[test]
+    fn compressed_messages_inflate_only_where_permessage_deflate_allows_them() {
+        let body = format!(r#"{{"type":"message","payload":{{"text":"{}"}}}}"#, "ab".repeat(200));
+        let packed = compressed(&body);
+        let decode = |bytes: &[u8], inflate: bool, max: usize| {
+            let mut decoder = Decoder::new(max, inflate);
+            let mut out = VecDeque::new();
+            decoder
+                .decode(bytes, usize::MAX, &mut out)
+                .map(|()| out.into_iter().collect::<Vec<_>>())
+        };
+        let whole = rsv1(RawFrame::new(opcode::TEXT, packed.clone()));
+        assert_eq!(decode(&whole, true, 1024), Ok(vec![text(&body)]));
+        // Not negotiated: RSV1 is a reserved bit as any other.
+        assert_eq!(decode(&whole, false, 1024), Err(ReadFault::Protocol("reserved bits set")));
+        // Fragmented: RSV1 on the first frame only, a ping between the fragments.
+        let (head, rest) = packed.split_at(packed.len() / 2);
+        let mut fragments = rsv1(RawFrame { fin: false, ..RawFrame::new(opcode::TEXT, head) });
+        fragments.extend(frame(opcode::PING, b"p"));
+        fragments.extend(RawFrame::new(opcode::CONTINUATION, rest).encode());
+        assert_eq!(
+            decode(&fragments, true, 1024),
+            Ok(vec![Incoming::Ping(b"p".to_vec()), text(&body)])
+        );
+        let mut marked_continuation =
+            rsv1(RawFrame { fin: false, ..RawFrame::new(opcode::TEXT, head) });
+        marked_continuation.extend(rsv1(RawFrame::new(opcode::CONTINUATION, rest)));
+        assert_eq!(
+            decode(&marked_continuation, true, 1024),
+            Err(ReadFault::Protocol("reserved bits set"))
+        );
+        assert_eq!(
+            decode(&rsv1(RawFrame::new(opcode::PING, *b"p")), true, 1024),
+            Err(ReadFault::Protocol("reserved bits set"))
+        );
+        // The limit is the inflated size; a message within it compressed but over it inflated
+        // is too big, whatever it inflates to beyond.
+        assert_eq!(decode(&whole, true, body.len() - 1), Err(ReadFault::TooBig));
+        let bomb = compressed(&"0".repeat(1 << 20));
+        assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
+        assert_eq!(
+            decode(&rsv1(RawFrame::new(opcode::TEXT, bomb)), true, 64 * 1024),
+            Err(ReadFault::TooBig)
+        );
+        assert_eq!(
+            decode(&rsv1(RawFrame::new(opcode::TEXT, *b"\xff\xff\xff")), true, 1024),
+            Err(ReadFault::Protocol("invalid compressed data"))
+        );
+        let not_utf8 = crate::deflate::raw_deflate(&[0xff; 300]);
+        assert_eq!(
+            decode(&rsv1(RawFrame::new(opcode::TEXT, not_utf8)), true, 1024),
+            Err(ReadFault::InvalidUtf8)
+        );
+        // A compressed binary message is refused as any binary message, not inflated.
+        assert_eq!(
+            decode(&rsv1(RawFrame::new(opcode::BINARY, *b"\xff")), true, 1024),
+            Ok(vec![Incoming::Binary])
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 mod backend_api;
 mod closing;
+mod deflate;
 mod handler;
 mod handshake;
 mod http_api;
