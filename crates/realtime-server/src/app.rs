@@ -180,6 +180,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         max_header_bytes: config.max_header_bytes,
         max_http_connections: config.max_http_connections,
+        permessage_deflate: config.websocket_compression,
+        compression_min_bytes: config.websocket_compression_min_bytes,
         ..TransportConfig::default()
     };
     transport.validate().context("invalid transport configuration")?;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use realtime_core::{HistoryLimits, HistoryPolicy, LivenessConfig, Permission, TopicName};
 use realtime_transport_warp::{
-    HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE, INBOUND_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE,
-    MAX_MESSAGE_BYTES_RANGE, OUTBOUND_QUEUE_RANGE, SHUTDOWN_GRACE_RANGE,
+    COMPRESSION_MIN_BYTES_RANGE, HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE,
+    INBOUND_TIMEOUT_RANGE, MAX_HEADER_BYTES_RANGE, MAX_MESSAGE_BYTES_RANGE, OUTBOUND_QUEUE_RANGE,
+    SHUTDOWN_GRACE_RANGE,
 };
 
 /// The realtime server: authenticated WebSocket messaging for web backends.
@@ -182,6 +183,24 @@ pub struct Config {
     #[arg(long, env = "REALTIME_INBOUND_BURST", default_value_t = 200)]
     pub inbound_burst: u32,
 
+    /// Agree to permessage-deflate (RFC 7692) with clients that offer it (browsers do):
+    /// frames of at least `--websocket-compression-min-bytes` go compressed, each
+    /// publication compressed once for all its recipients. Off by default: it costs CPU
+    /// and pays only where bandwidth is scarce.
+    #[arg(
+        long,
+        env = "REALTIME_WEBSOCKET_COMPRESSION",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub websocket_compression: bool,
+
+    /// With `--websocket-compression`, frames shorter than this are sent uncompressed.
+    #[arg(long, env = "REALTIME_WEBSOCKET_COMPRESSION_MIN_BYTES", default_value_t = 256)]
+    pub websocket_compression_min_bytes: usize,
+
     /// Seconds the shutdown drain may take before the process exits.
     #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,
@@ -259,7 +278,7 @@ impl Config {
         let count = |range: &RangeInclusive<usize>| *range.start() as u64..=*range.end() as u64;
         let rate = u64::from(*INBOUND_RATE_RANGE.start())..=u64::from(*INBOUND_RATE_RANGE.end());
         const S: &str = " seconds";
-        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 19] = [
+        let checks: [(&str, &str, u64, RangeInclusive<u64>, &str); 20] = [
             (
                 "--ping-interval-secs",
                 "REALTIME_PING_INTERVAL_SECS",
@@ -314,6 +333,13 @@ impl Config {
                 "REALTIME_MAX_MESSAGE_BYTES",
                 self.max_message_bytes as u64,
                 MAX_MESSAGE_BYTES_RANGE,
+                "",
+            ),
+            (
+                "--websocket-compression-min-bytes",
+                "REALTIME_WEBSOCKET_COMPRESSION_MIN_BYTES",
+                self.websocket_compression_min_bytes as u64,
+                COMPRESSION_MIN_BYTES_RANGE,
                 "",
             ),
             (

@@ -8,6 +8,9 @@
 // reconnects; after the restart every page reconnects by itself. On the Redis broker, history
 // survives the restart: a notification published while the server was back and a page's
 // socket still down shows there exactly once when it reconnects.
+// With REALTIME_WEBSOCKET_COMPRESSION on, Chromium's own permessage-deflate agrees with the
+// server (`ws.extensions`), a compressed client message is answered, and a long notification
+// reaches the demo page and a second socket whole, compressed once (`/metrics`).
 //
 // "Only" is checked after a later message on the topic every page subscribes to has
 // arrived everywhere: what the server hands a connection arrives in order, so anything sent
@@ -22,7 +25,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { publish, startServer, token } from "../../../../clients/js/test/server.mjs";
+import { API_KEY, publish, startServer, token } from "../../../../clients/js/test/server.mjs";
 
 const screenshots = process.env.SCREENSHOT_DIR;
 /** A failure bound, never a timing expectation. */
@@ -293,6 +296,65 @@ test("on the Redis broker, a notification published while a page's socket was do
     assert.equal(await count(alice, "#notes li", missed), 1, "exactly once");
     assert.equal(await count(alice, "#notes li"), 3, "nothing else, nothing twice");
     if (screenshots) await alice.screenshot({ path: join(screenshots, "demo-after-restart-redis.png"), fullPage: true });
+    assert.deepEqual(session.errors, [], "no script errors");
+  } catch (error) {
+    throw await session.explain(error);
+  } finally {
+    await session.close();
+    await server.stop();
+  }
+});
+
+/** A counter's value in the server's `/metrics` (0 when it was never incremented). */
+async function counter(server, series) {
+  const response = await fetch(`${server.base}/metrics`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  const line = (await response.text()).split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(" ")[1]) : 0;
+}
+
+test("with compression on, Chromium agrees to permessage-deflate, and the demo page and a socket of its own read compressed frames", async () => {
+  const server = await startServer({ env: { REALTIME_DEMO: "true", REALTIME_WEBSOCKET_COMPRESSION: "true" } });
+  const session = await launch(server);
+  try {
+    const carolToken = devToken("carol", ["user"]);
+    const carol = await session.open("carol", carolToken);
+    await waitConnected(carol);
+    // A socket of the page's own, beside the demo's client: what Chromium agreed to, and
+    // a compressed client message (Chromium compresses what it sends) answered.
+    const agreed = await carol.evaluate(
+      ({ url, jwt }) =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(url, ["realtime.v1", `bearer.${jwt}`]);
+          const seen = [];
+          ws.onerror = () => reject(new Error("socket error"));
+          ws.onmessage = (event) => {
+            const frame = JSON.parse(event.data);
+            seen.push(frame.type);
+            if (frame.type === "connected") ws.send(JSON.stringify({ type: "ping", id: "c1" }));
+            if (frame.type === "pong" && frame.id === "c1") {
+              window.ownSocket = ws;
+              window.ownFrames = [];
+              ws.onmessage = (e) => window.ownFrames.push(e.data);
+              resolve({ extensions: ws.extensions, seen });
+            }
+          };
+        }),
+      { url: server.wsUrl, jwt: carolToken },
+    );
+    assert.equal(agreed.extensions, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    assert.deepEqual(agreed.seen, ["connected", "pong"]);
+
+    // A notification of about 1.5 KiB: compressed once for carol's two sockets.
+    const long = `Compressed notification: ${"the quick brown fox jumps over the lazy dog; ".repeat(32)}end.`;
+    const before = await counter(server, "realtime_frames_compressed_total");
+    const receipt = await publish(server, { user: "carol" }, "notification", { message: long });
+    assert.equal(receipt.delivered, 2);
+    await waitCount(carol, "#notes li", 1, "end.");
+    assert.ok((await text(carol, "#notes")).includes(long), "the demo page shows it whole");
+    await carol.waitForFunction(() => window.ownFrames.length === 1, null, { timeout: WAIT });
+    const own = JSON.parse(await carol.evaluate(() => window.ownFrames[0]));
+    assert.equal(own.payload.message, long);
+    assert.equal((await counter(server, "realtime_frames_compressed_total")) - before, 1, "compressed once");
     assert.deepEqual(session.errors, [], "no script errors");
   } catch (error) {
     throw await session.explain(error);

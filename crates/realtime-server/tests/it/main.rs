@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod closing;
 mod cluster;
+mod compression;
 mod config;
 mod demo;
 mod disconnect;
