@@ -1,7 +1,8 @@
 //! `realtime-bench`: the bench driver behind `cargo xtask bench`. It builds the binaries,
 //! runs realtime-server and the baseline interleaved through every scenario, then the soak
 //! scenarios (churn, slow consumers, drain) against a fresh realtime-server, then the streams
-//! scenarios (recovery cost, history on vs off) against fresh ones, writes
+//! scenarios (recovery cost, history on vs off) against fresh ones, then the compression
+//! scenario (permessage-deflate off vs on, bytes on the wire and CPU), writes
 //! `results/bench/<date>.json`, renders `docs/bench/*.png` and updates `docs/benchmarks.md`.
 //! Targets are reported, never asserted; the exit code is non-zero only when a delivery was
 //! missing or extra, a reconnecting client did not recover exactly what it missed, or a
@@ -9,6 +10,7 @@
 
 mod charts;
 mod cluster;
+mod compression;
 mod fleet;
 mod procfs;
 mod report;
@@ -66,6 +68,10 @@ struct Args {
     /// realtime-server only) after the others, instead of them, or not at all.
     #[arg(long, global = true, value_enum, default_value = "on")]
     streams: SoakMode,
+    /// Whether to run the compression scenario (permessage-deflate off vs on;
+    /// realtime-server only) after the others, instead of them, or not at all.
+    #[arg(long, global = true, value_enum, default_value = "on")]
+    compression: SoakMode,
     /// `cluster` mode: how many nodes (5).
     #[arg(long, global = true)]
     nodes: Option<usize>,
@@ -225,19 +231,27 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if let Some(cycles) = args.churn_cycles {
         plan.churn_cycles = cycles;
     }
-    let run_soak = (args.soak == SoakMode::Only
-        || (args.soak == SoakMode::On && args.streams != SoakMode::Only))
+    // A group set to `only` runs alone.
+    let alone = |group: SoakMode, others: [SoakMode; 2]| {
+        group == SoakMode::Only || (group == SoakMode::On && !others.contains(&SoakMode::Only))
+    };
+    let run_soak = alone(args.soak, [args.streams, args.compression])
         && plan.soak_n > 0
         && kinds.contains(&TargetKind::RealtimeServer);
     if !run_soak {
         plan.soak_n = 0;
     }
-    let run_streams = (args.streams == SoakMode::Only
-        || (args.streams == SoakMode::On && args.soak != SoakMode::Only))
+    let run_streams = alone(args.streams, [args.soak, args.compression])
         && plan.streams_reps > 0
         && kinds.contains(&TargetKind::RealtimeServer);
     if !run_streams {
         plan.streams_reps = 0;
+    }
+    let run_compression = alone(args.compression, [args.soak, args.streams])
+        && plan.compression_reps > 0
+        && kinds.contains(&TargetKind::RealtimeServer);
+    if !run_compression {
+        plan.compression_reps = 0;
     }
     let command = std::env::var("REALTIME_BENCH_COMMAND").unwrap_or_else(|_| {
         let rest: Vec<String> = std::env::args().skip(1).collect();
@@ -249,7 +263,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut sessions = Vec::new();
-    let only = args.soak == SoakMode::Only || args.streams == SoakMode::Only;
+    let only = [args.soak, args.streams, args.compression].contains(&SoakMode::Only);
     let reps = if only { 0 } else { plan.reps };
     for rep in 0..reps {
         // Interleaved: the order alternates between repetitions.
@@ -287,12 +301,22 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     } else {
         None
     };
+    let compression = if run_compression {
+        eprintln!(
+            "compression: N = {}, {} broadcasts per payload, {} repetition(s)",
+            plan.compression_n, plan.compression_broadcasts, plan.compression_reps
+        );
+        Some(runtime.block_on(compression::run_compression(&paths, &plan)).context("compression")?)
+    } else {
+        None
+    };
     drop(runtime);
 
     let summary = report::summarize(&plan, &sessions);
     let exactly_once = sessions.iter().all(|s| s.missing == 0 && s.extra == 0)
         && soak.as_ref().is_none_or(|s| s.slow.missing == 0 && s.slow.extra == 0)
-        && streams.as_ref().is_none_or(|s| s.history.missing == 0 && s.history.extra == 0);
+        && streams.as_ref().is_none_or(|s| s.history.missing == 0 && s.history.extra == 0)
+        && compression.as_ref().is_none_or(|c| c.missing == 0 && c.extra == 0);
     let recovered = streams.as_ref().is_none_or(|s| s.ok());
     let results = RunResults {
         date: report::utc_date(started_unix),
@@ -304,6 +328,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         summary,
         soak,
         streams,
+        compression,
         exactly_once,
     };
     let results_dir = root.join("results/bench");
@@ -328,6 +353,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         if let (Some(streams), Some(existing)) = (&results.streams, &text) {
             let generated = report::streams_markdown(&results, streams);
             text = Some(report::splice_streams(existing, &generated));
+        }
+        if let (Some(compression), Some(existing)) = (&results.compression, &text) {
+            let generated = report::compression_markdown(&results, compression);
+            text = Some(report::splice_compression(existing, &generated));
         }
         if let Some(text) = text {
             std::fs::write(&md_path, text)?;
@@ -383,6 +412,22 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             report::fmt_num(h.off_delivered_per_s),
             report::fmt_num(h.off_cpu_s_per_million)
         )?;
+    }
+    if let Some(c) = &results.compression {
+        for row in &c.rows {
+            writeln!(
+                out,
+                "compression {} ({} B): wire {} -> {} B/delivery, server {} -> {} CPU-s/M, clients {} -> {} CPU-s/M",
+                row.kind,
+                report::fmt_num(row.frame_bytes),
+                report::fmt_num(row.off_wire_bytes),
+                report::fmt_num(row.on_wire_bytes),
+                report::fmt_num(row.off_server_cpu_s_per_million),
+                report::fmt_num(row.on_server_cpu_s_per_million),
+                report::fmt_num(row.off_client_cpu_s_per_million),
+                report::fmt_num(row.on_client_cpu_s_per_million)
+            )?;
+        }
     }
     writeln!(
         out,

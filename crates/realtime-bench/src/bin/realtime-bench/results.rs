@@ -462,6 +462,84 @@ impl StreamsResult {
     }
 }
 
+/// One payload against one server of the compression scenario.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompressionRep {
+    /// Repetition.
+    pub rep: usize,
+    /// Whether the server had compression on.
+    pub on: bool,
+    /// The payload (`notification`, `activity`, `dashboard`).
+    pub kind: String,
+    /// Deliveries counted.
+    pub deliveries: u64,
+    /// Seconds the closed-loop broadcasts took.
+    pub seconds: f64,
+    /// Bytes the clients read from their sockets per delivery (headers included).
+    pub wire_bytes_per_delivery: f64,
+    /// Bytes of the frames' text per delivery (after inflating).
+    pub text_bytes_per_delivery: f64,
+    /// Share of the frames that came compressed.
+    pub compressed_share: f64,
+    /// Server CPU-seconds per million deliveries.
+    pub server_cpu_s_per_million: f64,
+    /// The clients' process's CPU-seconds per million deliveries (reading, inflating,
+    /// parsing; the publisher's HTTP client too).
+    pub client_cpu_s_per_million: f64,
+    /// Delivery latency (publish call to the client's parse).
+    pub latency: Summary,
+    /// Deliveries that did not arrive, or arrived out of order.
+    pub missing: u64,
+    /// Deliveries that arrived twice.
+    pub extra: u64,
+}
+
+/// Medians of one payload, compression off and on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompressionRow {
+    /// The payload.
+    pub kind: String,
+    /// Its frame's size, uncompressed.
+    pub frame_bytes: Option<f64>,
+    /// Bytes on the wire per delivery, off.
+    pub off_wire_bytes: Option<f64>,
+    /// Bytes on the wire per delivery, on.
+    pub on_wire_bytes: Option<f64>,
+    /// Share of the frames compressed, on.
+    pub on_compressed_share: Option<f64>,
+    /// Server CPU-seconds per million deliveries, off.
+    pub off_server_cpu_s_per_million: Option<f64>,
+    /// Server CPU-seconds per million deliveries, on.
+    pub on_server_cpu_s_per_million: Option<f64>,
+    /// Client CPU-seconds per million deliveries, off.
+    pub off_client_cpu_s_per_million: Option<f64>,
+    /// Client CPU-seconds per million deliveries, on.
+    pub on_client_cpu_s_per_million: Option<f64>,
+    /// Delivery latency p99, off, ms.
+    pub off_latency_p99_ms: Option<f64>,
+    /// Delivery latency p99, on, ms.
+    pub on_latency_p99_ms: Option<f64>,
+}
+
+/// The compression scenario (realtime-server only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompressionResult {
+    /// Clients.
+    pub n: u32,
+    /// Broadcasts of each payload per server.
+    pub broadcasts: u32,
+    /// Every payload of every server, in the order run.
+    pub reps: Vec<CompressionRep>,
+    /// Medians per payload.
+    pub rows: Vec<CompressionRow>,
+    /// Deliveries missing over all repetitions.
+    pub missing: u64,
+    /// Deliveries extra over all repetitions.
+    pub extra: u64,
+    /// Anything unusual.
+    pub notes: Vec<String>,
+}
+
 /// The settings of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -538,6 +616,15 @@ pub struct Plan {
     /// the others. `None`: nothing was pinned.
     #[serde(default)]
     pub server_cpus: Option<String>,
+    /// Repetitions of the compression scenario (each: off and on); 0 skips it.
+    #[serde(default)]
+    pub compression_reps: usize,
+    /// Clients of the compression scenario.
+    #[serde(default)]
+    pub compression_n: u32,
+    /// Broadcasts of each payload per server in the compression scenario.
+    #[serde(default)]
+    pub compression_broadcasts: u32,
 }
 
 impl Plan {
@@ -573,6 +660,9 @@ impl Plan {
             history_rate: 50,
             history_secs: 5,
             server_cpus: None,
+            compression_reps: 1,
+            compression_n: 1_000,
+            compression_broadcasts: 50,
         }
     }
 
@@ -594,6 +684,9 @@ impl Plan {
             history_n: 10_000,
             history_rate: 20,
             history_secs: 10,
+            compression_reps: 3,
+            compression_n: 2_000,
+            compression_broadcasts: 100,
             ..Plan::quick()
         }
     }
@@ -646,6 +739,9 @@ pub struct RunResults {
     /// The streams scenarios (realtime-server only), when run.
     #[serde(default)]
     pub streams: Option<StreamsResult>,
+    /// The compression scenario (realtime-server only), when run.
+    #[serde(default)]
+    pub compression: Option<CompressionResult>,
     /// Whether every delivery of every session arrived exactly once.
     pub exactly_once: bool,
 }
