@@ -1,5 +1,6 @@
 //! With the `ws` package as the WebSocket implementation, against the real server binary:
-//! messages arrive, and the client stops (no reconnect) on a handshake 403 and on 4005.
+//! messages arrive, the client stops (no reconnect) on a handshake 403 and on 4005, and
+//! permessage-deflate, with the server's compression on, works both ways.
 
 import assert from "node:assert/strict";
 import test from "node:test";
@@ -76,6 +77,34 @@ test("a revoked token (4005) stops the client: no reconnect", async () => {
     await sleep(200);
     assert.equal(tokens, 1, "it tried again");
   } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+test("with the server's compression on, the ws package agrees to permessage-deflate both ways", async () => {
+  const server = await startServer({ env: { REALTIME_WEBSOCKET_COMPRESSION: "true" } });
+  // threshold 0: the ws package compresses even the smallest message it sends.
+  const ws = new WebSocket(server.wsUrl, ["realtime.v1", `bearer.${token("gus")}`], { perMessageDeflate: { threshold: 0 } });
+  const frames = [];
+  ws.on("message", (data) => frames.push(JSON.parse(data.toString())));
+  const client = new RealtimeClient(server.wsUrl, { getToken: () => token("gus"), WebSocket });
+  const connected = next(client, "connected");
+  const notes = [];
+  client.on("note", (payload) => notes.push(payload));
+  try {
+    await until(() => frames.some((f) => f.type === "connected"), "connected");
+    assert.equal(ws.extensions, "permessage-deflate");
+    ws.send(JSON.stringify({ type: "ping", id: "w1" }));
+    await until(() => frames.some((f) => f.type === "pong" && f.id === "w1"), "the pong to a compressed ping");
+    await connected;
+    const text = "a long note that compresses well; ".repeat(60);
+    await publish(server, { user: "gus" }, "note", { text });
+    await until(() => notes.length === 1 && frames.some((f) => f.type === "note"), "the note on both sockets");
+    assert.equal(notes[0].text, text);
+    assert.equal(frames.find((f) => f.type === "note").payload.text, text);
+  } finally {
+    ws.close();
     client.close();
     await server.stop();
   }
