@@ -187,7 +187,8 @@ pub(crate) fn inflate(mut compressed: Vec<u8>, max: usize) -> Result<Vec<u8>, Re
             }
             if out.len() == out.capacity() {
                 // The limit plus one byte at most: one byte more than `max` tells.
-                out.reserve(STEP.min(max + 1 - out.len()).max(1));
+                // Exactly: a grown capacity would let one call write past the limit.
+                out.reserve_exact(STEP.min(max + 1 - out.len()).max(1));
             } else if read_now == read && out.len() == before {
                 // No progress with room to write: the input ends inside a block.
                 return Err(BROKEN);
