@@ -14,16 +14,6 @@ use crate::support::{self, ServerBinary};
 const OFFER: (&str, &str) =
     ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits");
 
-/// A counter's value in the server's `/metrics` (0 when it was never incremented).
-async fn counter(addr: SocketAddr, series: &str) -> u64 {
-    let auth = format!("Bearer {}", support::API_KEY);
-    let text =
-        support::http(addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
-}
-
 /// A text frame's JSON, inflated first when RSV1 says it is compressed.
 fn json_of(frame: &ServerFrame) -> Value {
     assert_eq!(frame.opcode, TEXT, "{frame:?}");
@@ -60,7 +50,7 @@ async fn a_broadcast_is_compressed_once_for_every_client_that_agreed_and_sent_pl
 
     let rows: Vec<Value> =
         (0..60).map(|n| json!({"metric": format!("orders.region.{n}"), "value": n * 7})).collect();
-    let before = counter(server.addr, "realtime_frames_compressed_total").await;
+    let before = support::counter(server.addr, "realtime_frames_compressed_total").await;
     let body =
         json!({"target": "broadcast", "message": {"type": "dashboard", "payload": {"rows": rows}}});
     assert_eq!(support::delivered(server.addr, &body).await, 5);
@@ -83,7 +73,7 @@ async fn a_broadcast_is_compressed_once_for_every_client_that_agreed_and_sent_pl
         compressed.push(frame.payload);
     }
     assert!(compressed.windows(2).all(|pair| pair[0] == pair[1]));
-    let after = counter(server.addr, "realtime_frames_compressed_total").await;
+    let after = support::counter(server.addr, "realtime_frames_compressed_total").await;
     assert_eq!(after - before, 1, "one compression for four recipients");
     drop(server);
 }

@@ -2,7 +2,6 @@
 //! request (slowloris) are closed after the header timeout, are counted, and do not lock a
 //! real client (real JWT) out.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -16,16 +15,6 @@ const STALLED: usize = 2000;
 /// A generous bound for the server to close every stalled socket (the header timeout is 1 s;
 /// they are accepted in batches of 1024).
 const ALL_CLOSED_WITHIN: Duration = Duration::from_secs(30);
-
-/// A counter's value in the server's `/metrics` (0 when it was never incremented).
-async fn counter(addr: SocketAddr, series: &str) -> u64 {
-    let auth = format!("Bearer {}", support::API_KEY);
-    let text =
-        support::http(addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
-}
 
 /// Waits until the server closes `stream` (EOF or reset); whatever it sent first is skipped.
 async fn closed_by_server(stream: &TcpStream) {
@@ -50,7 +39,7 @@ async fn slowloris_sockets_are_closed_and_a_real_client_still_connects_and_recei
     let running = support::start(config).await;
     let addr = running.addr;
     let timeouts = r#"realtime_http_connection_errors_total{reason="header_timeout"}"#;
-    let timeouts_before = counter(addr, timeouts).await;
+    let timeouts_before = support::counter(addr, timeouts).await;
 
     let mut stalled = Vec::with_capacity(STALLED);
     for _ in 0..STALLED {
@@ -79,7 +68,7 @@ async fn slowloris_sockets_are_closed_and_a_real_client_still_connects_and_recei
     drop(stalled);
     // Each one was counted. (Whether `max_http_connections` was reached depends on how fast
     // the sockets connected; the transport's tests check the cap itself.)
-    let timeouts_after = counter(addr, timeouts).await;
+    let timeouts_after = support::counter(addr, timeouts).await;
     assert!(
         timeouts_after >= timeouts_before + STALLED as u64,
         "header timeouts counted: {timeouts_before} before, {timeouts_after} after"

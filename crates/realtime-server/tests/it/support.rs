@@ -264,6 +264,15 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("never true: {what}"));
 }
 
+/// A counter's value in the server's `/metrics` (0 when it was never incremented).
+pub async fn counter(addr: SocketAddr, series: &str) -> u64 {
+    let auth = format!("Bearer {API_KEY}");
+    let text = http(addr, "GET", "/metrics", &[("Authorization", &auth)], b"").await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
 // ---------------------------------------------------------------- the server binary
 
 /// The server binary as a child process on a port of its own: killed with SIGKILL (a crash),
