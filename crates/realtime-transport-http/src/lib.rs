@@ -11,9 +11,12 @@
 //!   answer. The token (query `token=` or subprotocol `bearer.<JWT>` beside `realtime.v1`) is
 //!   verified before the upgrade; the upgrade is performed here, on hyper's `OnUpgrade`, and
 //!   the WebSocket is then spoken on the raw `TcpStream` with our own framing (`ws_codec`):
-//!   writes straight from the publishing thread, no per-connection buffers while idle.
-//! - Per connection: one bounded outbound queue (used only when the socket does not take a
-//!   frame at once) and one writer; a full queue closes the
+//!   a publication's shared bytes behind a header per socket, no per-connection buffers
+//!   while idle; permessage-deflate (RFC 7692) when configured and offered (`deflate`): a
+//!   publication compressed once for all its recipients, client messages inflated within
+//!   the size limit.
+//! - Per connection: one bounded outbound queue and one writer (the connection's task,
+//!   woken by `send`, writes what is queued in vectored batches); a full queue closes the
 //!   connection with 4008; liveness pings, pong timeout (4004) and token expiry (4001);
 //!   an inbound rate limit (`rate_limited`, then 4029); protocol violations close with 1002
 //!   or 1007; the inbound handler runs beside the timers with a timeout.

@@ -12,6 +12,9 @@
 //!   task, which writes everything queued in vectored writes of up to [`MAX_BATCH`] frames.
 //!   (Writing from `send` itself, on the publishing thread, was measured and dropped: it
 //!   puts a whole fan-out's system calls on one thread; see docs/benchmarks.md, Findings.)
+//!   With permessage-deflate agreed, `send` compresses a large enough frame first, once per
+//!   publication on the fan-out's thread (`deflate::deflated`), and queues the shared
+//!   compressed bytes instead ([`Outbound::Deflated`]).
 //! - **No buffer while idle.** The reader waits for readiness without a buffer, reads into a
 //!   buffer shared by the worker thread, and the decoder keeps bytes only while a frame or a
 //!   fragmented message is incomplete; the queue is allocated only while something waits in
