@@ -168,9 +168,10 @@ pub(crate) fn inflate(mut compressed: Vec<u8>, max: usize) -> Result<Vec<u8>, Re
     const STEP: usize = 16 * 1024;
     const BROKEN: ReadFault = ReadFault::Protocol("invalid compressed data");
     compressed.extend_from_slice(&TAIL);
+    let limit = max.saturating_add(1);
     INFLATER.with_borrow_mut(|inflater| {
         inflater.reset(false);
-        let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(STEP).min(max + 1));
+        let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(STEP).min(limit));
         loop {
             let read = usize::try_from(inflater.total_in()).map_err(|_| BROKEN)?;
             let before = out.len();
@@ -188,7 +189,7 @@ pub(crate) fn inflate(mut compressed: Vec<u8>, max: usize) -> Result<Vec<u8>, Re
             if out.len() == out.capacity() {
                 // The limit plus one byte at most: one byte more than `max` tells.
                 // Exactly: a grown capacity would let one call write past the limit.
-                out.reserve_exact(STEP.min(max + 1 - out.len()).max(1));
+                out.reserve_exact(STEP.min(limit - out.len()).max(1));
             } else if read_now == read && out.len() == before {
                 // No progress with room to write: the input ends inside a block.
                 return Err(BROKEN);

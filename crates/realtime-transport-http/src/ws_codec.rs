@@ -7,7 +7,9 @@
 //! - Reading: [`Decoder`] turns the client's bytes into whole messages. It keeps bytes only
 //!   while a frame or a fragmented message is incomplete (an idle connection holds no
 //!   buffer) and enforces what tungstenite's server does: masked client frames, no reserved
-//!   bits or opcodes, control frames final and at most 125 bytes, continuation rules, the
+//!   bits (but RSV1 on the first frame of a compressed message, where permessage-deflate was
+//!   agreed: it is inflated within the size limit) or opcodes, control frames final and at
+//!   most 125 bytes, continuation rules, the
 //!   size limit decided from the header before any payload is kept (1009), UTF-8 text and
 //!   close reasons (1007), allowed close codes (1002 otherwise).
 
@@ -416,9 +418,7 @@ impl Decoder {
             }
         }
     }
-}
 
-impl Decoder {
     /// A complete text message's payload as text, inflated first when `compressed`.
     fn text(&self, data: Vec<u8>, compressed: bool) -> Result<String, ReadFault> {
         let data =
