@@ -488,7 +488,8 @@ pub struct CompressionRep {
     pub client_cpu_s_per_million: f64,
     /// Delivery latency (publish call to the client's parse).
     pub latency: Summary,
-    /// Deliveries that did not arrive, or arrived out of order.
+    /// Deliveries that did not arrive within their round (the next publication waits for
+    /// them, at most 20 s).
     pub missing: u64,
     /// Deliveries that arrived twice.
     pub extra: u64,
