@@ -692,6 +692,27 @@ mod tests {
     }
 
     #[test]
+    fn any_split_of_a_compressed_stream_gives_the_same_messages() {
+        let body = format!(r#"{{"type":"message","payload":{{"text":"{}"}}}}"#, "xy".repeat(150));
+        let packed = compressed(&body);
+        let (head, rest) = packed.split_at(packed.len() / 3);
+        let mut stream = rsv1(RawFrame::new(opcode::TEXT, packed.clone()));
+        stream.extend(frame(opcode::TEXT, b"{}"));
+        stream.extend(rsv1(RawFrame { fin: false, ..RawFrame::new(opcode::TEXT, head) }));
+        stream.extend(frame(opcode::PONG, b""));
+        stream.extend(RawFrame::new(opcode::CONTINUATION, rest).encode());
+        let expected = vec![text(&body), text("{}"), Incoming::Pong, text(&body)];
+        for split in 0..stream.len() {
+            let mut decoder = Decoder::new(1024, true);
+            let mut out = VecDeque::new();
+            assert_eq!(decoder.decode(&stream[..split], usize::MAX, &mut out), Ok(()));
+            assert_eq!(decoder.decode(&stream[split..], usize::MAX, &mut out), Ok(()));
+            assert_eq!(out.into_iter().collect::<Vec<_>>(), expected, "split at {split}");
+            assert_eq!(decoder.heap_bytes(), 0, "split at {split}");
+        }
+    }
+
+    #[test]
     fn compressed_messages_inflate_only_where_permessage_deflate_allows_them() {
         let body = format!(r#"{{"type":"message","payload":{{"text":"{}"}}}}"#, "ab".repeat(200));
         let packed = compressed(&body);
