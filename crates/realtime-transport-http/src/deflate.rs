@@ -27,8 +27,12 @@ use crate::ws_codec::ReadFault;
 const NAME: &str = "permessage-deflate";
 
 /// What the server answers to an offer it accepts.
-pub(crate) const ACCEPTED: &str =
-    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+const ACCEPTED: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// What it answers to an offer with `server_max_window_bits=15`: RFC 7692 7.1.2.1 accepts
+/// that parameter only by echoing it (with the same or a smaller value).
+const ACCEPTED_WITH_WINDOW: &str = "permessage-deflate; server_no_context_takeover; \
+     client_no_context_takeover; server_max_window_bits=15";
 
 /// What a sync flush ends the compressed data with and RFC 7692 7.2.1 leaves off the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -37,18 +41,21 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// in about 6 us; higher levels gain a few bytes for several times the time).
 const LEVEL: u32 = 1;
 
-/// Whether the request offers permessage-deflate with parameters the server can honour.
-pub(crate) fn offered(headers: &HeaderMap) -> bool {
-    headers.get_all(SEC_WEBSOCKET_EXTENSIONS).iter().any(|value| {
-        value.to_str().is_ok_and(|value| value.split(',').any(|offer| acceptable(offer.trim())))
-    })
+/// The `Sec-WebSocket-Extensions` answer to the request's first permessage-deflate offer
+/// with parameters the server can honour; `None` when there is none.
+pub(crate) fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .find_map(|value| value.to_str().ok()?.split(',').find_map(|offer| answer(offer.trim())))
 }
 
-/// Whether one extension offer is permessage-deflate with parameters the server can honour.
-fn acceptable(offer: &str) -> bool {
+/// The answer to one extension offer, if it is permessage-deflate with parameters the
+/// server can honour.
+fn answer(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if parts.next() != Some(NAME) {
-        return false;
+        return None;
     }
     let mut seen = [false; 4];
     for param in parts {
@@ -65,13 +72,13 @@ fn acceptable(offer: &str) -> bool {
             }
             // Any window the client compresses with inflates with a 32 KiB one.
             "client_max_window_bits" => (3, value.is_none_or(|bits| window_bits(bits).is_some())),
-            _ => return false,
+            _ => return None,
         };
         if !valid || std::mem::replace(&mut seen[index], true) {
-            return false;
+            return None;
         }
     }
-    true
+    Some(if seen[2] { ACCEPTED_WITH_WINDOW } else { ACCEPTED })
 }
 
 /// A parameter value without the quotes of a quoted string.
@@ -212,6 +219,7 @@ mod tests {
 
     #[test]
     fn offers_are_accepted_only_with_parameters_the_server_honours() {
+        let offered = |map: &HeaderMap| negotiate(map).is_some();
         for accepted in [
             &["permessage-deflate"][..],
             // Chromium's and Firefox's offer.
@@ -225,6 +233,22 @@ mod tests {
         ] {
             assert!(offered(&headers(accepted)), "{accepted:?}");
         }
+        // A window limit of 15 is accepted by echoing it; otherwise the answer is the same.
+        assert_eq!(
+            negotiate(&headers(&["permessage-deflate; client_max_window_bits"])),
+            Some(ACCEPTED)
+        );
+        assert_eq!(
+            negotiate(&headers(&["permessage-deflate; server_max_window_bits=15"])),
+            Some(ACCEPTED_WITH_WINDOW)
+        );
+        assert_eq!(
+            negotiate(&headers(&[
+                "permessage-deflate; server_max_window_bits=9, permessage-deflate"
+            ])),
+            Some(ACCEPTED),
+            "the first acceptable offer decides"
+        );
         for declined in [
             &[][..],
             &["x-webkit-deflate-frame"],

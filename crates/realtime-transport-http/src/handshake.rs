@@ -212,7 +212,9 @@ impl WsEndpoint {
         let (token, offers_subprotocol) =
             presented_token(&headers, query.as_deref()).map_err(HandshakeRefusal::Unauthorized)?;
         // Agreed only when enabled and offered in a form the server honours.
-        let compress_from = self.compress_from.filter(|_| deflate::offered(&headers));
+        let agreed =
+            self.compress_from.and_then(|from| Some((from, deflate::negotiate(&headers)?)));
+        let compress_from = agreed.map(|(from, _)| from);
         let request = Upgrade { token, headers, query };
         let identity = self.authenticate(&request).await?;
         drop(request);
@@ -261,7 +263,7 @@ impl WsEndpoint {
         }
         // The session unregisters it from now on.
         admitted.armed = false;
-        Ok(switching_protocols(&key, offers_subprotocol, compress_from.is_some()))
+        Ok(switching_protocols(&key, offers_subprotocol, agreed.map(|(_, answer)| answer)))
     }
 
     /// Runs the verifier, bounded in concurrency and time.
@@ -395,8 +397,12 @@ fn presented_token(
     }
 }
 
-/// The 101 answer, with the subprotocol and permessage-deflate's parameters when agreed.
-fn switching_protocols(key: &HeaderValue, subprotocol: bool, deflate: bool) -> Response {
+/// The 101 answer, with the subprotocol and permessage-deflate's answer when agreed.
+fn switching_protocols(
+    key: &HeaderValue,
+    subprotocol: bool,
+    deflate: Option<&'static str>,
+) -> Response {
     let mut response = http::Response::new(bytes::Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -408,8 +414,8 @@ fn switching_protocols(key: &HeaderValue, subprotocol: bool, deflate: bool) -> R
     if subprotocol {
         headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
     }
-    if deflate {
-        headers.insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(deflate::ACCEPTED));
+    if let Some(answer) = deflate {
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(answer));
     }
     response
 }
@@ -521,7 +527,7 @@ mod tests {
     #[test]
     fn accept_key_from_the_rfc() {
         let response =
-            switching_protocols(&HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="), true, false);
+            switching_protocols(&HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="), true, None);
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             response.headers().get(SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes),

@@ -86,6 +86,13 @@ async fn it_is_agreed_only_when_enabled_and_offered_in_a_form_the_server_honours
     );
     let (_ws, agreed, _) = open(on.addr, &[fallback]).await;
     assert_eq!(agreed.as_deref(), Some(AGREED), "the next offer is taken");
+    let full_window = ("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=15");
+    let (_ws, agreed, _) = open(on.addr, &[full_window]).await;
+    assert_eq!(
+        agreed,
+        Some(format!("{AGREED}; server_max_window_bits=15")),
+        "a window limit the server honours is echoed (RFC 7692 7.1.2.1)"
+    );
     on.stop().await;
 }
 
