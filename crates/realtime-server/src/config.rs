@@ -611,6 +611,27 @@ mod tests {
     }
 
     #[test]
+    fn compression_flags() {
+        assert!(!parse(&[]).websocket_compression, "off by default");
+        assert_eq!(parse(&[]).websocket_compression_min_bytes, 256);
+        assert!(parse(&["--websocket-compression"]).websocket_compression);
+        assert!(parse(&["--websocket-compression", "true"]).websocket_compression);
+        assert!(!parse(&["--websocket-compression", "false"]).websocket_compression);
+        let config = parse(&["--websocket-compression-min-bytes", "0"]);
+        assert_eq!((config.websocket_compression_min_bytes, config.validate()), (0, Ok(())));
+        let error = parse(&["--websocket-compression-min-bytes", "67108865"])
+            .validate()
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.starts_with(
+                "--websocket-compression-min-bytes (REALTIME_WEBSOCKET_COMPRESSION_MIN_BYTES)"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn presence_event_prefixes() {
         let config = parse(&["--presence-events", "chat:,*"]);
         assert_eq!(config.presence_event_prefixes(), Ok(vec!["chat:".to_owned(), String::new()]));
