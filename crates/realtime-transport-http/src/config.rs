@@ -118,7 +118,10 @@ pub struct TransportConfig {
     /// parameters are always `server_no_context_takeover; client_no_context_takeover`: each
     /// publication is compressed once, for every recipient on the worker thread, and no
     /// connection keeps a compressor or an inflater. An offer limiting the server's window
-    /// below 15 bits is declined (the connection goes on uncompressed).
+    /// below 15 bits is declined (the connection goes on uncompressed). A recovery's replay
+    /// goes uncompressed. Client messages are inflated within
+    /// [`max_message_bytes`](Self::max_message_bytes), up to about nine per connection at a
+    /// time: with compression on, keep that limit modest.
     pub permessage_deflate: bool,
     /// With [`permessage_deflate`](Self::permessage_deflate) agreed, frames shorter than
     /// this are sent uncompressed (as is a frame that compression does not make smaller).

@@ -7,7 +7,7 @@
 //! `server_no_context_takeover` (every message is compressed on its own, so that the same
 //! compressed bytes serve every connection and no connection keeps a compressor) and
 //! `client_no_context_takeover` (every client message is inflated on its own, so that no
-//! connection keeps an inflater either; RFC 7692 7.1.1.1 lets the server add it unasked).
+//! connection keeps an inflater either; RFC 7692 7.1.1.2 lets the server add it unasked).
 //! An idle connection holds nothing for compression; the compressor and the inflater are one
 //! per worker thread. An offer this cannot honour (`server_max_window_bits` below 15, an
 //! unknown or repeated parameter, a bad value) is declined, and the next offer is tried;
@@ -149,7 +149,9 @@ fn compress(compress: &mut Compress, payload: &[u8]) -> Option<Bytes> {
         return None;
     }
     out.truncate(out.len() - TAIL.len());
-    (out.len() < payload.len()).then(|| Bytes::from(out))
+    // Exact: the buffer had room for the whole payload, and every queued copy of the frame
+    // shares it.
+    (out.len() < payload.len()).then(|| Bytes::copy_from_slice(&out))
 }
 
 /// `payload` deflated as a client sends it (a fresh context, the tail left off), whether or
@@ -194,9 +196,9 @@ pub(crate) fn inflate(mut compressed: Vec<u8>, max: usize) -> Result<Vec<u8>, Re
                 return Ok(out);
             }
             if out.len() == out.capacity() {
-                // The limit plus one byte at most: one byte more than `max` tells.
-                // Exactly: a grown capacity would let one call write past the limit.
-                out.reserve_exact(STEP.min(limit - out.len()).max(1));
+                // Doubling, up to the limit plus one byte (one byte more than `max` tells);
+                // exactly, so that no call can write past it.
+                out.reserve_exact(out.capacity().max(STEP).min(limit - out.len()).max(1));
             } else if read_now == read && out.len() == before {
                 // No progress with room to write: the input ends inside a block.
                 return Err(BROKEN);

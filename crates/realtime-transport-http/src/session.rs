@@ -520,14 +520,15 @@ impl ConnectionSink for WsSink {
         self.enqueue(self.outbound(frame))
     }
 
+    /// A batch (a recovery's replay and what was held during it) is queued as it is, never
+    /// compressed: the service queues it under its streams' lock, which compressing up to
+    /// hundreds of frames would hold for everyone.
     fn send_batch(&self, frames: Vec<Frame>) -> Result<(), SendError> {
-        // Compressed (if at all) before the lock is taken.
-        let items: Vec<Outbound> = frames.into_iter().map(|frame| self.outbound(frame)).collect();
         let mut out = self.out.lock();
         if out.closing {
             return Err(SendError::Closed);
         }
-        if items.is_empty() {
+        if frames.is_empty() {
             return Ok(());
         }
         if out.full(self.capacity) {
@@ -535,8 +536,8 @@ impl ConnectionSink for WsSink {
             self.end(SessionEnd::SlowConsumer);
             return Err(SendError::QueueFull);
         }
-        out.replayed += items.len();
-        out.items.extend(items);
+        out.replayed += frames.len();
+        out.items.extend(frames.into_iter().map(Outbound::Frame));
         drop(out);
         self.wake_writer();
         Ok(())
@@ -1388,6 +1389,8 @@ fn read_half<'s, 'a>(
                 if read_ready(socket).await.is_err() {
                     return;
                 }
+                // Only the close frame matters now: messages are not inflated or checked.
+                decoder.discard_messages();
                 match read_once(socket, &mut decoder, settings.read_chunk, usize::MAX, &mut fresh) {
                     ReadStep::Read if fresh.iter().any(|m| matches!(m, Incoming::Close(_))) => {
                         return;

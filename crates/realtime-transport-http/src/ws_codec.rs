@@ -140,6 +140,9 @@ pub(crate) struct Decoder {
     /// Whether permessage-deflate was negotiated: a message's first frame may have RSV1 set
     /// (its payload is compressed).
     inflate: bool,
+    /// Set by [`Decoder::discard_messages`]: data messages are skipped, not inflated or
+    /// checked (a closing connection waits only for the close frame).
+    discard: bool,
     /// Input not consumed yet (an incomplete frame, or frames beyond the caller's room).
     kept: Vec<u8>,
     /// Boxed: only a connection in the middle of a fragmented message needs it.
@@ -170,6 +173,7 @@ impl Decoder {
         Decoder {
             max_message,
             inflate,
+            discard: false,
             kept: Vec::new(),
             fragmented: None,
             closed: false,
@@ -217,6 +221,13 @@ impl Decoder {
             self.fragmented = None;
         }
         result
+    }
+
+    /// From now on, data messages come out as [`Incoming::Binary`], whatever they hold:
+    /// neither inflated nor checked for UTF-8 (the frame rules still apply). For a closing
+    /// connection, which reads only to see the client's close frame.
+    pub(crate) fn discard_messages(&mut self) {
+        self.discard = true;
     }
 
     #[cfg(test)]
@@ -378,7 +389,7 @@ impl Decoder {
                 }
             }
             opcode::TEXT | opcode::BINARY => {
-                let text = header.opcode == opcode::TEXT;
+                let text = header.opcode == opcode::TEXT && !self.discard;
                 if header.fin {
                     return Ok(Some(if text {
                         Incoming::Text(self.text(unmasked(payload, header.mask), header.rsv1)?)
@@ -401,6 +412,11 @@ impl Decoder {
                     return Err(ReadFault::Protocol("continuation with no message started"));
                 };
                 fragmented.len += payload.len();
+                if self.discard {
+                    // A message begun before the discard is dropped with its bytes so far.
+                    fragmented.text = false;
+                    fragmented.data = Vec::new();
+                }
                 if fragmented.text {
                     let start = fragmented.data.len();
                     fragmented.data.extend_from_slice(payload);
@@ -689,6 +705,40 @@ mod tests {
 
     fn rsv1(frame: RawFrame) -> Vec<u8> {
         RawFrame { rsv: 0b100, ..frame }.encode()
+    }
+
+    #[test]
+    fn discarded_messages_are_neither_inflated_nor_checked_but_the_close_frame_is_read() {
+        let mut decoder = Decoder::new(16 * 1024, true);
+        let mut out = VecDeque::new();
+        let (head, rest) = b"abcdef".split_at(3);
+        let started = RawFrame { fin: false, ..RawFrame::new(opcode::TEXT, head) }.encode();
+        assert_eq!(decoder.decode(&started, usize::MAX, &mut out), Ok(()));
+        decoder.discard_messages();
+        let mut stream = RawFrame::new(opcode::CONTINUATION, rest).encode();
+        // A bomb (about 10 KiB, 1 MiB inflated, limit 16 KiB) and text that is not UTF-8:
+        // both skipped.
+        stream.extend(rsv1(RawFrame::new(opcode::TEXT, compressed(&"0".repeat(1 << 20)))));
+        stream.extend(frame(opcode::TEXT, &[0xff, 0xfe]));
+        stream.extend(frame(opcode::CLOSE, &[0x03, 0xe8]));
+        assert_eq!(decoder.decode(&stream, usize::MAX, &mut out), Ok(()));
+        assert_eq!(
+            out.into_iter().collect::<Vec<_>>(),
+            vec![
+                Incoming::Binary,
+                Incoming::Binary,
+                Incoming::Binary,
+                Incoming::Close(Some((1000, String::new())))
+            ]
+        );
+        // The frame rules still hold.
+        let mut decoder = Decoder::new(64, true);
+        decoder.discard_messages();
+        let mut out = VecDeque::new();
+        assert_eq!(
+            decoder.decode(&frame(0x3, b""), usize::MAX, &mut out),
+            Err(ReadFault::Protocol("reserved opcode"))
+        );
     }
 
     #[test]
