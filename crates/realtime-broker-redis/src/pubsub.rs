@@ -67,9 +67,16 @@ pub(crate) struct Track {
     seen: Option<Position>,
     /// A loss was reported: the next position is taken as it comes.
     reset: bool,
-    /// A message of this channel was dropped (full queue) and the loss not yet reported: the
-    /// worker reports it in order, at the next message or at the marker queued after it.
-    dropped: bool,
+    /// Messages of this channel dropped so far (full queue). Each drop is reported in order:
+    /// after every message queued before it, by the worker, at the next message that shows
+    /// the gap or at the marker queued after it (a message queued after the drop must not
+    /// report it: it would come before messages the drop follows).
+    drops: u64,
+    /// Of [`Track::drops`], how many were reported.
+    drops_reported: u64,
+    /// A marker ([`Item::Dropped`]) waits for room in the worker's queue: a drop now is
+    /// counted in it; once it is queued, a later drop needs a marker of its own.
+    marker_waiting: bool,
 }
 
 impl Track {
@@ -244,12 +251,16 @@ enum Item {
         message: StreamMessage,
         lag: Option<u64>,
         reply: Option<Reply>,
+        /// The channel's [`Track::drops`] when it was queued: the drops it may report.
+        drops_before: u64,
     },
     Barrier(u64),
-    /// Queued (waiting for room) after a message of `channel` was dropped.
+    /// Queued (after waiting for room) after messages of `channel` were dropped: reports
+    /// those of the first `upto` drops not reported yet.
     Dropped {
         channel: String,
         stream: StreamName,
+        upto: u64,
     },
 }
 
@@ -524,7 +535,7 @@ impl Shared {
     /// Hands one pub/sub message on: control and connection messages at once, stream
     /// messages and barriers to their worker's queue (never waiting: a full queue drops the
     /// message and reports the loss).
-    fn dispatch(&self, workers: &[mpsc::Sender<Item>], channel: &str, payload: &[u8]) {
+    fn dispatch(self: &Arc<Self>, workers: &[mpsc::Sender<Item>], channel: &str, payload: &[u8]) {
         let Ok(payload) = std::str::from_utf8(payload) else {
             tracing::warn!(channel, "redis broker: a message that is not UTF-8, dropped");
             return;
@@ -574,7 +585,20 @@ impl Shared {
             return;
         };
         let lag = published_at.map(|at| crate::broker::now().0.saturating_sub(at.0));
-        let item = Item::Message { channel: channel.to_owned(), stream, message, lag, reply };
+        // Until this node drops a message, every count is 0 and no lock is taken for it.
+        let drops_before = if self.stats.dropped.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            self.subscriptions.lock().0.get(channel).map_or(0, |entry| entry.track.drops)
+        };
+        let item = Item::Message {
+            channel: channel.to_owned(),
+            stream,
+            message,
+            lag,
+            reply,
+            drops_before,
+        };
         let worker = &workers[worker_of(channel, workers.len())];
         if let Err(mpsc::error::TrySendError::Full(Item::Message {
             channel, stream, reply, ..
@@ -583,16 +607,37 @@ impl Shared {
             self.answer(reply, 0);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(m::DROPPED_TOTAL).increment(1);
-            let first = match self.subscriptions.lock().0.get_mut(&channel) {
-                Some(entry) => !std::mem::replace(&mut entry.track.dropped, true),
+            let marker = match self.subscriptions.lock().0.get_mut(&channel) {
+                Some(entry) => {
+                    entry.track.drops += 1;
+                    !std::mem::replace(&mut entry.track.marker_waiting, true)
+                }
                 None => false,
             };
-            if first {
-                // Reported by the worker, in order with what it still holds; this marker
+            if marker {
+                // Reported by the worker, in order with what it still holds; the marker
                 // waits for room outside the read loop, so that an idle channel is told too.
+                // It covers the drops counted until it is queued (all before it).
                 let worker = worker.clone();
+                let shared = Arc::clone(self);
                 tokio::spawn(async move {
-                    let _ = worker.send(Item::Dropped { channel, stream }).await;
+                    let Ok(permit) = worker.reserve().await else {
+                        // The queue is gone with its connection: the reconnect's check of
+                        // every stream's top reports what was dropped; a later drop needs a
+                        // marker of its own.
+                        if let Some(entry) = shared.subscriptions.lock().0.get_mut(&channel) {
+                            entry.track.marker_waiting = false;
+                        }
+                        return;
+                    };
+                    let upto = match shared.subscriptions.lock().0.get_mut(&channel) {
+                        Some(entry) => {
+                            entry.track.marker_waiting = false;
+                            entry.track.drops
+                        }
+                        None => return,
+                    };
+                    permit.send(Item::Dropped { channel, stream, upto });
                 });
             }
         }
@@ -615,7 +660,13 @@ impl Shared {
     /// A worker's handling of one stream message: checks its position, then delivers it or
     /// reports the loss (and does not deliver it: the clients recover it from history).
     /// Returns how many connections accepted it.
-    fn handle(&self, channel: &str, stream: &StreamName, message: StreamMessage) -> usize {
+    fn handle(
+        &self,
+        channel: &str,
+        stream: &StreamName,
+        message: StreamMessage,
+        drops_before: u64,
+    ) -> usize {
         let Some(delivery) = self.delivery() else { return 0 };
         match message {
             StreamMessage::Positioned(position, envelope) => {
@@ -625,7 +676,10 @@ impl Shared {
                         return 0;
                     };
                     let gap = entry.track.observe(&position);
-                    if gap.is_some() && std::mem::take(&mut entry.track.dropped) {
+                    // The drops before this message was queued are what its gap shows.
+                    let track = &mut entry.track;
+                    if gap.is_some() && drops_before > track.drops_reported {
+                        track.drops_reported = drops_before;
                         gap.map(|(_, seen)| (Gap::Dropped, seen))
                     } else {
                         gap
@@ -652,22 +706,29 @@ impl Shared {
 /// Handles one worker's queue, in order.
 async fn work(shared: Arc<Shared>, mut queue: mpsc::Receiver<Item>) {
     while let Some(item) = queue.recv().await {
+        process(&shared, item);
+    }
+}
+
+/// A worker's handling of one item of its queue.
+fn process(shared: &Shared, item: Item) {
+    {
         match item {
-            Item::Message { channel, stream, message, lag, reply } => {
+            Item::Message { channel, stream, message, lag, reply, drops_before } => {
                 if let Some(lag) = lag {
                     ::metrics::histogram!(m::PUBSUB_LAG_SECONDS).record(lag as f64 / 1000.0);
                 }
-                let delivered = shared.handle(&channel, &stream, message);
+                let delivered = shared.handle(&channel, &stream, message, drops_before);
                 shared.answer(reply, delivered);
             }
             Item::Barrier(token) => shared.reached(token),
-            Item::Dropped { channel, stream } => {
-                let unreported = shared
-                    .subscriptions
-                    .lock()
-                    .0
-                    .get_mut(&channel)
-                    .is_some_and(|entry| std::mem::take(&mut entry.track.dropped));
+            Item::Dropped { channel, stream, upto } => {
+                let unreported =
+                    shared.subscriptions.lock().0.get_mut(&channel).is_some_and(|entry| {
+                        let fresh = upto > entry.track.drops_reported;
+                        entry.track.drops_reported = entry.track.drops_reported.max(upto);
+                        fresh
+                    });
                 if unreported {
                     shared.report(&stream, Gap::Dropped, None);
                 }
@@ -813,7 +874,7 @@ async fn resubscribe(shared: &Shared, sink: &mut PubSubSink) -> Result<(), Strin
 /// Reads every message of the connection, in order, until it closes or an idle probe (a
 /// PUBLISH to this node's own channel) is not heard back within the probe interval.
 async fn read(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut messages: PubSubStream,
     workers: &[mpsc::Sender<Item>],
     commands: &mut ConnectionManager,
@@ -1150,6 +1211,74 @@ mod tests {
             shared.interest(channel.clone(), false);
             shared.interest(channel.clone(), true);
             assert_eq!(shared.seen(&channel), None, "nothing seen since interest came back");
+        });
+    }
+
+    /// The interleaving a loaded machine once produced (the faults suite's full-queue test
+    /// failed 3 times in 60 under load): a drop whose marker waits for room, messages queued
+    /// into the room the worker frees, another drop while that marker still waits, and a
+    /// message whose gap is the first drop. The second drop must still be reported after the
+    /// last delivery (it was not: the gap's report took both, before a later delivery).
+    #[test]
+    fn a_drop_is_reported_after_every_message_queued_before_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
+        let server = realtime_testkit::RedisProcess::start();
+        runtime.block_on(async {
+            let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+            let connection = ConnectionManager::new(client).await.unwrap_or_else(|e| panic!("{e}"));
+            let settings = Settings {
+                workers: 1,
+                queue_capacity: 2,
+                probe_interval: Duration::from_secs(1),
+                max_reconnect_delay: Duration::from_secs(1),
+                barrier_timeout: Duration::from_secs(1),
+            };
+            let (commands, _queue) = mpsc::unbounded_channel();
+            let shard = ShardInfo { index: 0, tokens: Arc::default() };
+            let shared = Arc::new(Shared::new(
+                Names::new("rt"),
+                "n".to_owned(),
+                HistoryPolicy::default(),
+                settings,
+                connection,
+                commands,
+                shard,
+            ));
+            let recorder = realtime_testkit::broker_contract::RecordingDelivery::new();
+            let weak = Arc::downgrade(&recorder);
+            let _ = shared.delivery.set(weak as Weak<dyn LocalDelivery>);
+            let stream = StreamName::parse("topic:t").unwrap_or_else(|e| panic!("{e}"));
+            let channel = shared.names.channel(&stream);
+            shared.interest(channel.clone(), true);
+            shared.settle(&channel, &stream, None, &at("e", 0));
+            let (queue, mut worker) = mpsc::channel(2);
+            let workers = [queue];
+            let publish = |offset: u64| {
+                let payload = format!("p:e:{offset}:0::{{\"type\":\"n\",\"payload\":{{}}}}");
+                shared.dispatch(&workers, &channel, payload.as_bytes());
+            };
+            let mut step = || {
+                let item = worker.try_recv().unwrap_or_else(|e| panic!("nothing queued: {e}"));
+                process(&shared, item);
+            };
+            publish(1);
+            publish(2);
+            publish(3); // dropped: its marker waits for room
+            step(); // 1 delivered
+            publish(4);
+            step(); // 2 delivered
+            publish(5);
+            publish(6); // dropped while the marker still waits
+            step(); // 4: its gap is 3, reported
+            step(); // 5 delivered
+            tokio::task::yield_now().await; // the marker is queued
+            while worker.try_recv().map(|item| process(&shared, item)).is_ok() {}
+            assert_eq!(
+                recorder.offsets_and_losses(&stream),
+                vec![Some(1), Some(2), None, Some(5), None],
+                "6 is reported after 5"
+            );
         });
     }
 

@@ -92,6 +92,22 @@ impl RecordingDelivery {
             .collect()
     }
 
+    /// What `stream` saw, in order: `Some(offset)` per delivery with a position, `None` per
+    /// loss reported.
+    pub fn offsets_and_losses(&self, stream: &StreamName) -> Vec<Option<u64>> {
+        self.calls
+            .lock()
+            .iter()
+            .filter_map(|call| match call {
+                Delivered::Stream { stream: s, position: Some(p), .. } if s == stream => {
+                    Some(Some(p.offset))
+                }
+                Delivered::Lost { stream: s } if s == stream => Some(None),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The streams the broker reported as possibly missing publications, in order.
     pub fn lost(&self) -> Vec<StreamName> {
         self.calls
