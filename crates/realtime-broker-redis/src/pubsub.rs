@@ -712,26 +712,23 @@ async fn work(shared: Arc<Shared>, mut queue: mpsc::Receiver<Item>) {
 
 /// A worker's handling of one item of its queue.
 fn process(shared: &Shared, item: Item) {
-    {
-        match item {
-            Item::Message { channel, stream, message, lag, reply, drops_before } => {
-                if let Some(lag) = lag {
-                    ::metrics::histogram!(m::PUBSUB_LAG_SECONDS).record(lag as f64 / 1000.0);
-                }
-                let delivered = shared.handle(&channel, &stream, message, drops_before);
-                shared.answer(reply, delivered);
+    match item {
+        Item::Message { channel, stream, message, lag, reply, drops_before } => {
+            if let Some(lag) = lag {
+                ::metrics::histogram!(m::PUBSUB_LAG_SECONDS).record(lag as f64 / 1000.0);
             }
-            Item::Barrier(token) => shared.reached(token),
-            Item::Dropped { channel, stream, upto } => {
-                let unreported =
-                    shared.subscriptions.lock().0.get_mut(&channel).is_some_and(|entry| {
-                        let fresh = upto > entry.track.drops_reported;
-                        entry.track.drops_reported = entry.track.drops_reported.max(upto);
-                        fresh
-                    });
-                if unreported {
-                    shared.report(&stream, Gap::Dropped, None);
-                }
+            let delivered = shared.handle(&channel, &stream, message, drops_before);
+            shared.answer(reply, delivered);
+        }
+        Item::Barrier(token) => shared.reached(token),
+        Item::Dropped { channel, stream, upto } => {
+            let unreported = shared.subscriptions.lock().0.get_mut(&channel).is_some_and(|entry| {
+                let fresh = upto > entry.track.drops_reported;
+                entry.track.drops_reported = entry.track.drops_reported.max(upto);
+                fresh
+            });
+            if unreported {
+                shared.report(&stream, Gap::Dropped, None);
             }
         }
     }
@@ -1179,6 +1176,33 @@ mod tests {
         }
     }
 
+    /// The shared state of a node of one worker with queues of `queue_capacity`, on `server`
+    /// (no pub/sub connection: the tests call the reader's and the worker's steps).
+    async fn one_worker(server: &realtime_testkit::RedisProcess, queue_capacity: usize) -> Shared {
+        let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+        let connection = ConnectionManager::new(client).await.unwrap_or_else(|e| panic!("{e}"));
+        let settings = Settings {
+            workers: 1,
+            queue_capacity,
+            probe_interval: Duration::from_secs(1),
+            max_reconnect_delay: Duration::from_secs(1),
+            barrier_timeout: Duration::from_secs(1),
+        };
+        // The command queue's receiver is dropped: these tests send no command.
+        let (commands, _) = mpsc::unbounded_channel();
+        let shard = ShardInfo { index: 0, tokens: Arc::default() };
+        let history = HistoryPolicy::default();
+        Shared::new(
+            Names::new("rt"),
+            "n".to_owned(),
+            history,
+            settings,
+            connection,
+            commands,
+            shard,
+        )
+    }
+
     /// Interest lost and regained before Redis confirmed the UNSUBSCRIBE keeps the entry,
     /// but not what was seen: publications made meanwhile were never received, and the next
     /// read must start afresh instead of reporting them as lost.
@@ -1188,21 +1212,7 @@ mod tests {
         let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
         let server = realtime_testkit::RedisProcess::start();
         runtime.block_on(async {
-            let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
-            let connection = ConnectionManager::new(client).await.unwrap_or_else(|e| panic!("{e}"));
-            let settings = Settings {
-                workers: 1,
-                queue_capacity: 1,
-                probe_interval: Duration::from_secs(1),
-                max_reconnect_delay: Duration::from_secs(1),
-                barrier_timeout: Duration::from_secs(1),
-            };
-            let (commands, _queue) = mpsc::unbounded_channel();
-            let names = Names::new("rt");
-            let history = HistoryPolicy::default();
-            let shard = ShardInfo { index: 0, tokens: Arc::default() };
-            let node = "n".to_owned();
-            let shared = Shared::new(names, node, history, settings, connection, commands, shard);
+            let shared = one_worker(&server, 1).await;
             let stream = StreamName::parse("topic:t").unwrap_or_else(|e| panic!("{e}"));
             let channel = shared.names.channel(&stream);
             shared.interest(channel.clone(), true);
@@ -1225,26 +1235,7 @@ mod tests {
         let runtime = runtime.unwrap_or_else(|e| panic!("{e}"));
         let server = realtime_testkit::RedisProcess::start();
         runtime.block_on(async {
-            let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
-            let connection = ConnectionManager::new(client).await.unwrap_or_else(|e| panic!("{e}"));
-            let settings = Settings {
-                workers: 1,
-                queue_capacity: 2,
-                probe_interval: Duration::from_secs(1),
-                max_reconnect_delay: Duration::from_secs(1),
-                barrier_timeout: Duration::from_secs(1),
-            };
-            let (commands, _queue) = mpsc::unbounded_channel();
-            let shard = ShardInfo { index: 0, tokens: Arc::default() };
-            let shared = Arc::new(Shared::new(
-                Names::new("rt"),
-                "n".to_owned(),
-                HistoryPolicy::default(),
-                settings,
-                connection,
-                commands,
-                shard,
-            ));
+            let shared = Arc::new(one_worker(&server, 2).await);
             let recorder = realtime_testkit::broker_contract::RecordingDelivery::new();
             let weak = Arc::downgrade(&recorder);
             let _ = shared.delivery.set(weak as Weak<dyn LocalDelivery>);
