@@ -232,7 +232,8 @@ pub fn inflate(payload: &[u8]) -> Vec<u8> {
     let mut data = payload.to_vec();
     data.extend_from_slice(&DEFLATE_TAIL);
     let mut out = Vec::new();
-    // A sync-flushed stream has no end block: reading stops at the end of the input.
+    // A sync-flushed stream has no end block: flate2's reader decodes everything, then
+    // reports the missing end as `UnexpectedEof` (an empty message would need the end block).
     let mut reader = flate2::read::DeflateDecoder::new(data.as_slice());
     match reader.read_to_end(&mut out) {
         Ok(_) => out,

@@ -700,7 +700,7 @@ mod tests {
 
     /// `text` compressed as permessage-deflate sends it (fresh context, tail left off).
     fn compressed(text: &str) -> Vec<u8> {
-        crate::deflate::raw_deflate(text.as_bytes())
+        realtime_testkit::raw_ws::deflate(text.as_bytes())
     }
 
     fn rsv1(frame: RawFrame) -> Vec<u8> {
@@ -810,7 +810,7 @@ mod tests {
             decode(&rsv1(RawFrame::new(opcode::TEXT, *b"\xff\xff\xff")), true, 1024),
             Err(ReadFault::Protocol("invalid compressed data"))
         );
-        let not_utf8 = crate::deflate::raw_deflate(&[0xff; 300]);
+        let not_utf8 = realtime_testkit::raw_ws::deflate(&[0xff; 300]);
         assert_eq!(
             decode(&rsv1(RawFrame::new(opcode::TEXT, not_utf8)), true, 1024),
             Err(ReadFault::InvalidUtf8)
