@@ -17,9 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use realtime_bench::hist::{Summary, new_hist, record};
-use realtime_bench::http::HttpClient;
 use realtime_bench::wire::{mint_token, unix_micros};
-use realtime_bench::worker::to_hex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,8 +27,9 @@ use tokio::time::Instant;
 
 use crate::procfs::cpu_seconds;
 use crate::report::median;
-use crate::results::{CompressionRep, CompressionResult, CompressionRow, Plan, TargetKind};
-use crate::session::{Paths, random_bytes, start};
+use crate::results::{CompressionRep, CompressionResult, CompressionRow, Plan};
+use crate::session::Paths;
+use crate::streams::{Server, start_server};
 
 /// What the clients offer: Chromium's offer.
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -257,9 +256,9 @@ pub async fn run_compression(paths: &Paths, plan: &Plan) -> anyhow::Result<Compr
     };
     for rep in 0..plan.compression_reps {
         for on in if rep % 2 == 1 { [true, false] } else { [false, true] } {
-            let reps = one_server(paths, plan, rep, on, &mut r.notes).await.with_context(|| {
-                format!("compression {} rep {rep}", if on { "on" } else { "off" })
-            })?;
+            let reps = one_server(paths, plan, rep, on, &mut r.notes)
+                .await
+                .with_context(|| format!("compression {} rep {rep}", on_off(on)))?;
             for x in &reps {
                 r.missing += x.missing;
                 r.extra += x.extra;
@@ -291,6 +290,30 @@ pub async fn run_compression(paths: &Paths, plan: &Plan) -> anyhow::Result<Compr
     Ok(r)
 }
 
+/// The scenario's counters at one moment, to take differences of.
+#[derive(Clone, Copy)]
+struct Counts {
+    wire: u64,
+    text: u64,
+    compressed: u64,
+    extra: u64,
+}
+
+impl Counts {
+    fn of(shared: &Shared) -> Counts {
+        Counts {
+            wire: shared.wire_bytes.load(Ordering::Relaxed),
+            text: shared.text_bytes.load(Ordering::Relaxed),
+            compressed: shared.compressed.load(Ordering::Relaxed),
+            extra: shared.extra.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 /// One server (compression `on` or off), its clients, every payload measured in turn.
 async fn one_server(
     paths: &Paths,
@@ -300,12 +323,9 @@ async fn one_server(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<CompressionRep>> {
     let n = plan.compression_n;
-    let secret = to_hex(&random_bytes());
-    let api_key = to_hex(&random_bytes());
     let env = [("REALTIME_WEBSOCKET_COMPRESSION", on.to_string())];
-    let name = format!("realtime-server-compression-{}-rep{rep}", if on { "on" } else { "off" });
-    let mut running =
-        start(TargetKind::RealtimeServer, paths, &name, &secret, &api_key, n + 500, &env).await?;
+    let name = format!("realtime-server-compression-{}-rep{rep}", on_off(on));
+    let mut server = start_server(paths, &name, n, &env).await?;
     let shared = Arc::new(Shared {
         wire_bytes: AtomicU64::new(0),
         text_bytes: AtomicU64::new(0),
@@ -317,98 +337,11 @@ async fn one_server(
         extra: AtomicU64::new(0),
     });
     let result = async {
-        let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-        let mut opening = Vec::new();
-        for index in 0..n {
-            let token = mint_token(secret.as_bytes(), &format!("c{index}"), &[], 3600)?;
-            let gate = Arc::clone(&gate);
-            let addr = running.addr;
-            opening.push(tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await;
-                connect(addr, &token).await
-            }));
-        }
-        let mut agreed = 0;
-        let mut readers = Vec::new();
-        for task in opening {
-            let client = task.await??;
-            agreed += u32::from(client.agreed);
-            readers.push(tokio::spawn(read_loop(client, Arc::clone(&shared))));
-        }
-        if agreed != if on { n } else { 0 } {
-            bail!("{agreed} of {n} clients agreed to compression with it {}", if on { "on" } else { "off" });
-        }
+        let readers = open_clients(&server, n, on, &shared).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut http = HttpClient::new(running.addr, Some(api_key.clone()), Duration::from_secs(30));
         let mut reps = Vec::new();
-        for (kind, name) in KINDS.iter().enumerate() {
-            let wire0 = shared.wire_bytes.load(Ordering::Relaxed);
-            let text0 = shared.text_bytes.load(Ordering::Relaxed);
-            let compressed0 = shared.compressed.load(Ordering::Relaxed);
-            let extra0 = shared.extra.load(Ordering::Relaxed);
-            let server0 = cpu_seconds(running.pid).unwrap_or(0.0);
-            let client0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
-            let started = Instant::now();
-            let mut delivered = 0u64;
-            for seq in 0..plan.compression_broadcasts {
-                shared.got[kind].store(0, Ordering::Release);
-                let body = message(kind, seq, unix_micros()).to_string();
-                let response = http.post_json("/api/publish", body.as_bytes()).await?;
-                if response.status != 200 {
-                    bail!("publish answered HTTP {}", response.status);
-                }
-                let done = tokio::time::timeout(ROUND_WAIT, async {
-                    while shared.got[kind].load(Ordering::Acquire) < n {
-                        shared.round_done.notified().await;
-                    }
-                })
-                .await;
-                if done.is_err() {
-                    notes.push(format!(
-                        "compression {} rep {rep} {name} #{seq}: {} of {n} clients within {ROUND_WAIT:?}",
-                        if on { "on" } else { "off" },
-                        shared.got[kind].load(Ordering::Acquire)
-                    ));
-                }
-                delivered += u64::from(shared.got[kind].load(Ordering::Acquire).min(n));
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let server = cpu_seconds(running.pid).unwrap_or(0.0) - server0;
-            let client = cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
-            let per = |v: f64| if delivered == 0 { 0.0 } else { v / delivered as f64 };
-            let latency = shared.latency[kind]
-                .lock()
-                .map(|h| Summary::of(&h))
-                .unwrap_or_default();
-            let expected = u64::from(n) * u64::from(plan.compression_broadcasts);
-            let x = CompressionRep {
-                rep,
-                on,
-                kind: (*name).to_owned(),
-                deliveries: delivered,
-                seconds,
-                wire_bytes_per_delivery: per((shared.wire_bytes.load(Ordering::Relaxed) - wire0) as f64),
-                text_bytes_per_delivery: per((shared.text_bytes.load(Ordering::Relaxed) - text0) as f64),
-                compressed_share: per((shared.compressed.load(Ordering::Relaxed) - compressed0) as f64),
-                server_cpu_s_per_million: per(server) * 1e6,
-                client_cpu_s_per_million: per(client) * 1e6,
-                latency,
-                missing: expected.saturating_sub(delivered),
-                extra: shared.extra.load(Ordering::Relaxed) - extra0,
-            };
-            eprintln!(
-                "  compression {} rep {rep} {name}: {:.0} B frame, {:.1} B/delivery on the wire ({:.0}% compressed), server {:.2} / clients {:.2} CPU-s per million, p99 {:.1} ms (missing {}, extra {})",
-                if on { "on" } else { "off" },
-                x.text_bytes_per_delivery,
-                x.wire_bytes_per_delivery,
-                x.compressed_share * 100.0,
-                x.server_cpu_s_per_million,
-                x.client_cpu_s_per_million,
-                x.latency.p99_us as f64 / 1000.0,
-                x.missing,
-                x.extra
-            );
-            reps.push(x);
+        for kind in 0..KINDS.len() {
+            reps.push(measure(&mut server, &shared, plan, (rep, on, kind), notes).await?);
         }
         for reader in readers {
             reader.abort();
@@ -416,8 +349,114 @@ async fn one_server(
         anyhow::Ok(reps)
     }
     .await;
-    let _ = running.child.kill().await;
+    let _ = server.running.child.kill().await;
     result
+}
+
+/// Opens `n` clients to `server` (each offers compression) and starts their read loops;
+/// fails unless every one agreed to compression with it `on` and none with it off.
+async fn open_clients(
+    server: &Server,
+    n: u32,
+    on: bool,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut opening = Vec::new();
+    for index in 0..n {
+        let token = mint_token(server.secret_text.as_bytes(), &format!("c{index}"), &[], 3600)?;
+        let gate = Arc::clone(&gate);
+        let addr = server.running.addr;
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            connect(addr, &token).await
+        }));
+    }
+    let mut agreed = 0;
+    let mut readers = Vec::new();
+    for task in opening {
+        let client = task.await??;
+        agreed += u32::from(client.agreed);
+        readers.push(tokio::spawn(read_loop(client, Arc::clone(shared))));
+    }
+    if agreed != if on { n } else { 0 } {
+        bail!("{agreed} of {n} clients agreed to compression with it {}", on_off(on));
+    }
+    Ok(readers)
+}
+
+/// Publishes payload `kind` `plan.compression_broadcasts` times in closed loop and measures
+/// it (the repetition, whether compression is on, the payload).
+async fn measure(
+    server: &mut Server,
+    shared: &Shared,
+    plan: &Plan,
+    (rep, on, kind): (usize, bool, usize),
+    notes: &mut Vec<String>,
+) -> anyhow::Result<CompressionRep> {
+    let (n, name) = (shared.clients, KINDS[kind]);
+    let before = Counts::of(shared);
+    let server0 = cpu_seconds(server.running.pid).unwrap_or(0.0);
+    let client0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let started = Instant::now();
+    let mut delivered = 0u64;
+    for seq in 0..plan.compression_broadcasts {
+        shared.got[kind].store(0, Ordering::Release);
+        let body = message(kind, seq, unix_micros()).to_string();
+        let response = server.http.post_json("/api/publish", body.as_bytes()).await?;
+        if response.status != 200 {
+            bail!("publish answered HTTP {}", response.status);
+        }
+        let done = tokio::time::timeout(ROUND_WAIT, async {
+            while shared.got[kind].load(Ordering::Acquire) < n {
+                shared.round_done.notified().await;
+            }
+        })
+        .await;
+        let got = shared.got[kind].load(Ordering::Acquire);
+        if done.is_err() {
+            notes.push(format!(
+                "compression {} rep {rep} {name} #{seq}: {got} of {n} clients within {ROUND_WAIT:?}",
+                on_off(on)
+            ));
+        }
+        delivered += u64::from(got.min(n));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(server.running.pid).unwrap_or(0.0) - server0;
+    let client_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - client0;
+    let after = Counts::of(shared);
+    let per = |v: f64| if delivered == 0 { 0.0 } else { v / delivered as f64 };
+    let latency = shared.latency[kind].lock().map(|h| Summary::of(&h)).unwrap_or_default();
+    let expected = u64::from(n) * u64::from(plan.compression_broadcasts);
+    let x = CompressionRep {
+        rep,
+        on,
+        kind: name.to_owned(),
+        deliveries: delivered,
+        seconds,
+        wire_bytes_per_delivery: per((after.wire - before.wire) as f64),
+        text_bytes_per_delivery: per((after.text - before.text) as f64),
+        compressed_share: per((after.compressed - before.compressed) as f64),
+        server_cpu_s_per_million: per(server_cpu) * 1e6,
+        client_cpu_s_per_million: per(client_cpu) * 1e6,
+        latency,
+        missing: expected.saturating_sub(delivered),
+        extra: after.extra - before.extra,
+    };
+    eprintln!(
+        "  compression {} rep {rep} {name}: {:.0} B frame, {:.1} B/delivery on the wire ({:.0}% compressed), server {:.2} / clients {:.2} CPU-s per million, p99 {:.1} ms (missing {}, extra {})",
+        on_off(on),
+        x.text_bytes_per_delivery,
+        x.wire_bytes_per_delivery,
+        x.compressed_share * 100.0,
+        x.server_cpu_s_per_million,
+        x.client_cpu_s_per_million,
+        x.latency.p99_us as f64 / 1000.0,
+        x.missing,
+        x.extra
+    );
+    Ok(x)
 }
 
 #[cfg(test)]

@@ -40,14 +40,14 @@ pub async fn run_streams(paths: &Paths, plan: &Plan) -> anyhow::Result<StreamsRe
 }
 
 /// A server and the credentials its clients and publisher use.
-struct Server {
-    running: Running,
-    secret_text: String,
-    http: HttpClient,
-    api_key: String,
+pub(crate) struct Server {
+    pub(crate) running: Running,
+    pub(crate) secret_text: String,
+    pub(crate) http: HttpClient,
+    pub(crate) api_key: String,
 }
 
-async fn start_server(
+pub(crate) async fn start_server(
     paths: &Paths,
     log_name: &str,
     n: u32,
