@@ -62,6 +62,20 @@ pub use server::{bind, serve};
 pub use shutdown::{DrainOutcome, ShutdownHandle};
 pub use wire::{error_response, method_not_allowed, not_found};
 
+/// What every web framework adapter re-exports at its root (`pub use
+/// realtime_transport_http::exports::*;`), listed once: the configuration and its ranges,
+/// the wiring, the metrics server and the drain.
+pub mod exports {
+    pub use crate::{
+        ApiKey, ApiKeyError, CLOSE_TIMEOUT_RANGE, COMPRESSION_MIN_BYTES_RANGE, ConfigError, Deps,
+        DrainOutcome, HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE, INBOUND_TIMEOUT_RANGE,
+        LISTEN_BACKLOG_RANGE, MAX_CONCURRENT_VERIFICATIONS_RANGE, MAX_HEADER_BYTES_RANGE,
+        MAX_JSON_DEPTH_RANGE, MAX_MESSAGE_BYTES_RANGE, MAX_READ_BUFFER_BYTES, MetricsRenderer,
+        MetricsServer, OUTBOUND_QUEUE_RANGE, PUBLISH_BODY_OVERHEAD_BYTES, SHUTDOWN_GRACE_RANGE,
+        ShutdownHandle, TransportConfig, VERIFY_TIMEOUT_RANGE, WRITE_BUFFER_BYTES_RANGE,
+    };
+}
+
 /// Every answer of the toolkit: a whole body, which warp (`Reply`) and axum
 /// (`Body::from`) both take as it is.
 pub type Response = http::Response<bytes::Bytes>;

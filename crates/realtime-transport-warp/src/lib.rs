@@ -20,12 +20,5 @@ pub mod filters;
 mod server;
 
 pub use filters::routes;
-pub use realtime_transport_http::{
-    ApiKey, ApiKeyError, CLOSE_TIMEOUT_RANGE, COMPRESSION_MIN_BYTES_RANGE, ConfigError, Deps,
-    DrainOutcome, HEADER_READ_TIMEOUT_RANGE, INBOUND_RATE_RANGE, INBOUND_TIMEOUT_RANGE,
-    LISTEN_BACKLOG_RANGE, MAX_CONCURRENT_VERIFICATIONS_RANGE, MAX_HEADER_BYTES_RANGE,
-    MAX_JSON_DEPTH_RANGE, MAX_MESSAGE_BYTES_RANGE, MAX_READ_BUFFER_BYTES, MetricsRenderer,
-    MetricsServer, OUTBOUND_QUEUE_RANGE, PUBLISH_BODY_OVERHEAD_BYTES, SHUTDOWN_GRACE_RANGE,
-    ShutdownHandle, TransportConfig, VERIFY_TIMEOUT_RANGE, WRITE_BUFFER_BYTES_RANGE,
-};
+pub use realtime_transport_http::exports::*;
 pub use server::Server;
