@@ -37,8 +37,8 @@ const ACCEPTED_WITH_WINDOW: &str = "permessage-deflate; server_no_context_takeov
 /// What a sync flush ends the compressed data with and RFC 7692 7.2.1 leaves off the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// The compression level: zlib's fastest (measured: a 1.5 KiB dashboard frame to 213 bytes
-/// in about 6 us; higher levels gain a few bytes for several times the time).
+/// The compression level: zlib's fastest (measured: a 3 KiB dashboard frame to 656 bytes
+/// in about 9 us, once per publication; docs/benchmarks.md, Findings, fifth step).
 const LEVEL: u32 = 1;
 
 /// The `Sec-WebSocket-Extensions` answer to the request's first permessage-deflate offer
